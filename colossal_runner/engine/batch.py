@@ -1,0 +1,84 @@
+"""Batches as nested structures: move them to a device, split them, feed them to a model.
+
+A batch is ``(data, label)``; each part may be a tensor, a tuple/list or a dict, nested.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Tuple
+
+import torch
+
+
+def unpack_batch(batch: Any) -> Tuple[Any, Any]:
+    """Split a batch into ``(data, label)``, or say clearly what was received."""
+    if isinstance(batch, dict) and set(batch) >= {'data', 'label'} and len(batch) == 2:
+        return batch['data'], batch['label']
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    desc = type(batch).__name__
+    if isinstance(batch, (tuple, list)):
+        desc += f' of length {len(batch)}'
+    raise TypeError(f'a batch must be (data, label): a tuple or list of two items, or '
+                    f"dict(data=..., label=...); received a {desc}. Make the dataset's "
+                    f'__getitem__ return (input, target), or wrap it so that it does.')
+
+
+def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move every tensor inside ``obj`` (tensors, tuples, lists, dicts, nested) to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, dict):
+        return type(obj)((k, to_device(v, device, non_blocking)) for k, v in obj.items())
+    if isinstance(obj, tuple) and hasattr(obj, '_fields'):  # namedtuple
+        return type(obj)(*(to_device(v, device, non_blocking) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device, non_blocking) for v in obj)
+    return obj
+
+
+def call_model(model: torch.nn.Module, data: Any) -> Any:
+    """``model(x)`` for a tensor, ``model(*x)`` for a tuple/list, ``model(**x)`` for a dict."""
+    if isinstance(data, dict):
+        return model(**data)
+    if isinstance(data, (tuple, list)):
+        return model(*data)
+    return model(data)
+
+
+def batch_size_of(obj: Any) -> int:
+    """Length along dim 0 of the first tensor found in ``obj``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.shape[0] if obj.dim() > 0 else 1
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            try:
+                return batch_size_of(item)
+            except TypeError:
+                continue
+    raise TypeError(f'no tensor found in a batch of type {type(obj).__name__}')
+
+
+def split_batch(obj: Any, num_chunks: int) -> List[Any]:
+    """Split every tensor in ``obj`` into ``num_chunks`` equal parts along dim 0.
+
+    Returns a list of ``num_chunks`` structures shaped like ``obj``. Non-tensor leaves are
+    repeated in each part.
+    """
+    if num_chunks < 1:
+        raise ValueError(f'num_chunks must be >= 1, got {num_chunks}')
+    if isinstance(obj, torch.Tensor):
+        if obj.dim() == 0 or obj.shape[0] % num_chunks:
+            size = obj.shape[0] if obj.dim() else 'a scalar'
+            raise ValueError(f'cannot split a batch of size {size} into {num_chunks} equal '
+                             f'microbatches; make the batch size a multiple of {num_chunks}')
+        return list(obj.chunk(num_chunks, dim=0))
+    if isinstance(obj, dict):
+        parts = {k: split_batch(v, num_chunks) for k, v in obj.items()}
+        return [type(obj)((k, parts[k][i]) for k in obj) for i in range(num_chunks)]
+    if isinstance(obj, (list, tuple)):
+        parts = [split_batch(v, num_chunks) for v in obj]
+        build = (lambda items: type(obj)(*items)) if hasattr(obj, '_fields') else type(obj)
+        return [build([p[i] for p in parts]) for i in range(num_chunks)]
+    return [obj] * num_chunks

@@ -1,0 +1,256 @@
+"""String-keyed registries that build objects from ``dict(type=...)`` configs.
+
+The public behaviour follows mmcv 1.x's ``Registry`` so that users' habits carry over,
+with clearer errors: an unknown name suggests the closest registered ones, registering
+a name twice says where the first one lives, and an exception raised while building
+keeps its own type and traceback (mmcv re-wraps it and hides the cause).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
+
+
+def _closest(name: str, candidates: Iterable[str], n: int = 3) -> List[str]:
+    """Names from ``candidates`` that look like ``name`` (case-insensitive), best first."""
+    candidates = list(candidates)
+    lowered = {c.lower(): c for c in candidates}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
+    return [lowered[h] for h in hits]
+
+
+def build_from_cfg(cfg: Mapping, registry: 'Registry', default_args: Optional[Mapping] = None) -> Any:
+    """Build an object from ``cfg``: pop ``type`` and call it with the remaining keys.
+
+    ``type`` may be a registered name (``'SGD'``, ``'scope.Name'``), a class or a function.
+    ``default_args`` fill the keys that ``cfg`` leaves out.
+    """
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f'cfg must be a dict, got {type(cfg).__name__}: {cfg!r}. '
+                        f"Expected something like dict(type='Name', ...).")
+    if default_args is not None and not isinstance(default_args, Mapping):
+        raise TypeError(f'default_args must be a dict or None, got {type(default_args).__name__}')
+    if 'type' not in cfg and (default_args is None or 'type' not in default_args):
+        raise KeyError(f'`cfg` or `default_args` must contain the key "type" naming what to build '
+                       f'in registry {registry.name!r}; got keys {sorted(map(str, cfg))}')
+    if not isinstance(registry, Registry):
+        raise TypeError(f'registry must be a Registry, got {type(registry).__name__}')
+
+    args = dict(cfg)
+    if default_args is not None:
+        for key, value in default_args.items():
+            args.setdefault(key, value)
+    obj_type = args.pop('type')
+    if isinstance(obj_type, str):
+        obj_cls = registry.get(obj_type)
+        if obj_cls is None:
+            raise KeyError(registry._unknown_message(obj_type))
+    elif callable(obj_type):
+        obj_cls = obj_type
+    else:
+        raise TypeError(f'type must be a str, a class or a function, got {type(obj_type).__name__}: '
+                        f'{obj_type!r}')
+    try:
+        return obj_cls(**args)
+    except Exception as exc:  # keep the original type and traceback, add what was being built
+        name = getattr(obj_cls, '__name__', repr(obj_cls))
+        if hasattr(exc, 'add_note'):
+            exc.add_note(f'(raised while building {name!r} from registry {registry.name!r})')
+        raise
+
+
+class Registry:
+    """Map strings to classes or functions.
+
+    Args:
+        name: what the registry holds (``'model'``), used in messages.
+        build_func: how ``build`` turns a config into an object; ``build_from_cfg``
+            by default, or the parent's when a parent is given.
+        parent: a registry to search when a name is not found here; ``'scope.Name'``
+            looks in the child registered under ``scope``.
+        scope: this registry's scope name; the package of the caller by default.
+        fallback: a module (or a dotted path to one, imported on first use) whose
+            public attributes are found by name when nothing is registered under it,
+            e.g. ``torch.optim`` for OPTIMIZERS.
+    """
+
+    def __init__(self, name: str, build_func: Optional[Callable] = None,
+                 parent: Optional['Registry'] = None, scope: Optional[str] = None,
+                 fallback: Union[str, Iterable[str], None] = None):
+        self._name = name
+        self._module_dict: Dict[str, Any] = {}
+        self._children: Dict[str, 'Registry'] = {}
+        self._scope = scope if scope is not None else self.infer_scope()
+        if isinstance(fallback, str):
+            fallback = [fallback]
+        self._fallbacks = list(fallback or [])
+        if build_func is None:
+            self.build_func = parent.build_func if parent is not None else build_from_cfg
+        else:
+            self.build_func = build_func
+        if parent is not None:
+            if not isinstance(parent, Registry):
+                raise TypeError(f'parent must be a Registry, got {type(parent).__name__}')
+            parent._add_children(self)
+        self._parent = parent
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def scope(self) -> str:
+        return self._scope
+
+    @property
+    def module_dict(self) -> Dict[str, Any]:
+        return self._module_dict
+
+    @property
+    def children(self) -> Dict[str, 'Registry']:
+        return self._children
+
+    @property
+    def parent(self) -> Optional['Registry']:
+        return self._parent
+
+    def __len__(self) -> int:
+        return len(self._module_dict)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(name={self._name}, items={self._module_dict})'
+
+    @staticmethod
+    def infer_scope() -> str:
+        """The top-level package of the module that creates the registry."""
+        frame = inspect.stack()[2][0]
+        module = inspect.getmodule(frame)
+        if module is None or module.__name__ == '__main__':
+            return '__main__'
+        return module.__name__.split('.')[0]
+
+    @staticmethod
+    def split_scope_key(key: str):
+        """``'scope.Name'`` -> ``('scope', 'Name')``; ``'Name'`` -> ``(None, 'Name')``."""
+        scope, sep, rest = key.partition('.')
+        if sep:
+            return scope, rest
+        return None, key
+
+    # ------------------------------------------------------------------ lookup
+    def _get_local(self, key: str):
+        if key in self._module_dict:
+            return self._module_dict[key]
+        for path in self._fallbacks:
+            try:
+                module = importlib.import_module(path) if isinstance(path, str) else path
+            except ImportError:  # e.g. torchvision not installed: the fall-back is simply absent
+                continue
+            obj = getattr(module, key, None)
+            if obj is not None and not key.startswith('_') and callable(obj):
+                return obj
+        return None
+
+    def get(self, key: str):
+        """The class or function registered as ``key``, or ``None``.
+
+        ``'scope.Name'`` looks in the registry of that scope (this one, a child, or via
+        the root); a plain name looks here, then in the parents.
+        """
+        if not isinstance(key, str):
+            raise TypeError(f'registry keys are strings, got {type(key).__name__}: {key!r}')
+        scope, real_key = self.split_scope_key(key)
+        if scope is None or scope == self._scope:
+            found = self._get_local(real_key)
+            if found is not None:
+                return found
+            if scope is None and self._parent is not None:
+                return self._parent.get(key)
+            return None
+        if scope in self._children:
+            return self._children[scope].get(real_key)
+        root = self
+        while root._parent is not None:
+            root = root._parent
+        if root is not self:
+            return root.get(key)
+        # A dotted name that is not a scope may still be a fall-back attribute.
+        return self._get_local(key) if '.' not in real_key else None
+
+    def _all_names(self) -> List[str]:
+        names = list(self._module_dict)
+        registry = self._parent
+        while registry is not None:
+            names.extend(registry._module_dict)
+            registry = registry._parent
+        for path in self._fallbacks:
+            try:
+                module = importlib.import_module(path) if isinstance(path, str) else path
+            except ImportError:
+                continue
+            names.extend(n for n in dir(module) if not n.startswith('_'))
+        return names
+
+    def _unknown_message(self, key: str) -> str:
+        close = _closest(self.split_scope_key(key)[1], self._all_names())
+        hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''
+        registered = sorted(self._module_dict)
+        shown = ', '.join(registered[:20]) + (' ...' if len(registered) > 20 else '')
+        return (f'{key!r} is not in the {self._name} registry.{hint} '
+                f'Registered here: [{shown}]. To use your own class, decorate it with '
+                f'.register_module() of the {self._name} registry in a module that is imported, '
+                f"e.g. through custom_imports = dict(imports=['my_module']) in the config.")
+
+    def build(self, cfg: Mapping, default_args: Optional[Mapping] = None) -> Any:
+        """Build an object from ``cfg`` with this registry's build function."""
+        return self.build_func(cfg, registry=self, default_args=default_args)
+
+    # ------------------------------------------------------------------ registration
+    def _add_children(self, registry: 'Registry') -> None:
+        if registry.scope in self._children:
+            raise KeyError(f'scope {registry.scope!r} already has a child registry in {self._name!r}')
+        self._children[registry.scope] = registry
+
+    def _register_module(self, module: Any, module_name=None, force: bool = False) -> None:
+        if not (inspect.isclass(module) or inspect.isfunction(module) or callable(module)):
+            raise TypeError(f'only a class or a function can be registered, got {type(module).__name__}')
+        if module_name is None:
+            module_name = module.__name__
+        names = [module_name] if isinstance(module_name, str) else list(module_name)
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f'registered names must be strings, got {type(name).__name__}: {name!r}')
+            if not force and name in self._module_dict:
+                existing = self._module_dict[name]
+                where = getattr(existing, '__module__', '?')
+                raise KeyError(f'{name!r} is already registered in the {self._name} registry '
+                               f'(by {where}.{getattr(existing, "__qualname__", name)}). '
+                               f'Pick another name, or pass force=True to replace it.')
+            self._module_dict[name] = module
+
+    def register_module(self, name: Union[str, List[str], None] = None, force: bool = False,
+                        module: Any = None):
+        """Register a class or function, as a decorator or a call.
+
+        ``name`` is a string or a list of aliases (the object's ``__name__`` by default);
+        ``force=True`` replaces an existing entry.
+        """
+        if not isinstance(force, bool):
+            raise TypeError(f'force must be a bool, got {type(force).__name__}')
+        if name is not None and not isinstance(name, (str, list, tuple)):
+            raise TypeError(f'name must be None, a str or a list of str, got {type(name).__name__}')
+        if module is not None:
+            self._register_module(module, name, force)
+            return module
+
+        def _register(obj):
+            self._register_module(obj, name, force)
+            return obj
+
+        return _register
