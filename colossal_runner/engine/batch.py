@@ -82,3 +82,26 @@ def split_batch(obj: Any, num_chunks: int) -> List[Any]:
         build = (lambda items: type(obj)(*items)) if hasattr(obj, '_fields') else type(obj)
         return [build([p[i] for p in parts]) for i in range(num_chunks)]
     return [obj] * num_chunks
+
+
+def concat_batches(parts: List[Any]) -> Any:
+    """Join structures produced by :func:`split_batch` (or per-micro-step outputs) along dim 0.
+
+    Tensors are concatenated; containers are joined element-wise; other leaves keep the
+    last value. A single part is returned as it is.
+    """
+    if not parts:
+        raise ValueError('concat_batches needs at least one part')
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        if first.dim() == 0:
+            return torch.stack(parts)
+        return torch.cat(parts, dim=0)
+    if isinstance(first, dict):
+        return type(first)((k, concat_batches([p[k] for p in parts])) for k in first)
+    if isinstance(first, (list, tuple)):
+        items = [concat_batches([p[i] for p in parts]) for i in range(len(first))]
+        return type(first)(*items) if hasattr(first, '_fields') else type(first)(items)
+    return parts[-1]
