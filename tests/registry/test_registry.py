@@ -1,0 +1,162 @@
+import pytest
+import torch
+
+from colossal_runner.registry import (
+    DATASETS,
+    HOOKS,
+    LAYERS,
+    LOSSES,
+    MODELS,
+    OPTIMIZERS,
+    Registry,
+    build_from_cfg,
+)
+
+
+def make_registry():
+    reg = Registry('widget', scope='test')
+
+    @reg.register_module()
+    class Gear:
+        def __init__(self, teeth=8, size=1.0):
+            self.teeth = teeth
+            self.size = size
+
+    return reg, Gear
+
+
+def test_register_as_decorator_and_build():
+    reg, Gear = make_registry()
+    assert 'Gear' in reg and len(reg) == 1
+    assert reg.get('Gear') is Gear
+    gear = reg.build(dict(type='Gear', teeth=12))
+    assert isinstance(gear, Gear) and gear.teeth == 12 and gear.size == 1.0
+    assert 'Gear' in repr(reg) and reg.module_dict == {'Gear': Gear}
+
+
+def test_register_as_call_with_aliases():
+    reg = Registry('widget', scope='test')
+
+    def make_pair(a, b=2):
+        return (a, b)
+
+    reg.register_module(name=['pair', 'Pair'], module=make_pair)
+    assert reg.get('pair') is make_pair and reg.get('Pair') is make_pair
+    assert build_from_cfg(dict(type='pair', a=1), reg) == (1, 2)
+
+
+def test_default_args_fill_only_missing_keys():
+    reg, Gear = make_registry()
+    gear = build_from_cfg(dict(type='Gear', teeth=3), reg, default_args=dict(teeth=99, size=2.5))
+    assert gear.teeth == 3 and gear.size == 2.5
+    # type may come from default_args too
+    gear = build_from_cfg(dict(teeth=4), reg, default_args=dict(type='Gear'))
+    assert gear.teeth == 4
+
+
+def test_type_may_be_class_or_function():
+    reg, Gear = make_registry()
+    assert build_from_cfg(dict(type=Gear, teeth=5), reg).teeth == 5
+    assert build_from_cfg(dict(type=lambda x: x * 2, x=4), reg) == 8
+
+
+def test_duplicate_name_names_first_module():
+    reg, Gear = make_registry()
+    with pytest.raises(KeyError, match=r"'Gear' is already registered.*test_registry"):
+        reg.register_module(name='Gear', module=dict)
+    reg.register_module(name='Gear', module=dict, force=True)
+    assert reg.get('Gear') is dict
+
+
+def test_unknown_type_suggests_closest_and_how_to_register():
+    reg, _ = make_registry()
+    with pytest.raises(KeyError) as info:
+        build_from_cfg(dict(type='Gaer'), reg)
+    msg = str(info.value)
+    assert "'Gaer' is not in the widget registry" in msg
+    assert "Did you mean 'Gear'" in msg
+    assert 'register_module()' in msg and 'custom_imports' in msg
+
+
+def test_unknown_optimizer_suggests_torch_name():
+    with pytest.raises(KeyError, match="Did you mean 'SGD'"):
+        build_from_cfg(dict(type='SDG', lr=0.1), OPTIMIZERS)
+
+
+def test_constructor_error_keeps_type_and_names_what_was_built():
+    reg = Registry('widget', scope='test')
+
+    @reg.register_module()
+    class Broken:
+        def __init__(self):
+            raise ZeroDivisionError('inner failure')
+
+    with pytest.raises(ZeroDivisionError, match='inner failure') as info:
+        reg.build(dict(type='Broken'))
+    assert any("building 'Broken'" in note for note in info.value.__notes__)
+
+
+def test_bad_cfg_shapes():
+    reg, _ = make_registry()
+    with pytest.raises(TypeError, match='cfg must be a dict'):
+        build_from_cfg(['Gear'], reg)
+    with pytest.raises(KeyError, match='must contain the key "type"'):
+        build_from_cfg(dict(teeth=1), reg)
+    with pytest.raises(TypeError, match='type must be a str'):
+        build_from_cfg(dict(type=3), reg)
+    with pytest.raises(TypeError, match='only a class or a function'):
+        reg.register_module(module=5)
+
+
+def test_parent_child_scopes():
+    parent = Registry('widget', scope='root')
+    child = Registry('widget', parent=parent, scope='child')
+
+    @parent.register_module()
+    class Base:
+        pass
+
+    @child.register_module()
+    class Leaf:
+        pass
+
+    assert child.parent is parent and parent.children == {'child': child}
+    assert child.scope == 'child'
+    assert child.get('Base') is Base  # falls back to the parent
+    assert parent.get('child.Leaf') is Leaf  # scope.Name reaches a child
+    assert child.get('root.Base') is Base
+    assert parent.get('Leaf') is None
+    assert child.build_func is parent.build_func
+
+
+def test_scope_defaults_to_calling_package():
+    assert OPTIMIZERS.scope == 'colossal_runner'
+
+
+def test_fallbacks_to_torch_and_torchvision():
+    model = torch.nn.Linear(2, 2)
+    opt = build_from_cfg(dict(type='SGD', lr=0.1), OPTIMIZERS, dict(params=model.parameters()))
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]['lr'] == 0.1
+    assert isinstance(LOSSES.build(dict(type='CrossEntropyLoss')), torch.nn.CrossEntropyLoss)
+    assert LAYERS.get('Conv2d') is torch.nn.Conv2d
+    import torchvision
+    assert MODELS.get('resnet18') is torchvision.models.resnet18
+    assert DATASETS.get('MNIST') is torchvision.datasets.MNIST
+    # Registering a name shadows the fall-back only in that registry.
+    assert HOOKS.get('SGD') is None
+
+
+def test_registering_shadows_fallback():
+    reg = Registry('loss', scope='test', fallback='torch.nn')
+
+    @reg.register_module(name='MSELoss')
+    class MyMSE:
+        pass
+
+    assert reg.get('MSELoss') is MyMSE
+    assert reg.get('L1Loss') is torch.nn.L1Loss
+
+
+def test_non_string_key_is_a_clear_error():
+    with pytest.raises(TypeError, match='registry keys are strings'):
+        OPTIMIZERS.get(3)
