@@ -1,0 +1,308 @@
+"""Engine: one optimizer step, whatever the schedule.
+
+The engine owns:
+  * the model, the criterion, the optimizer and the LR scheduler (stepped once per
+    optimizer step, never per batch);
+  * mixed precision (``amp``: autocast and, for fp16, the grad scaler);
+  * gradient accumulation (``gradient_accumulation`` batches per optimizer step, the loss
+    scaled by 1/N, DDP gradient sync only on the last micro-step);
+  * data-parallel gradient averaging when the model is not DDP-wrapped (pipeline stages);
+  * gradient clipping by global norm (over the whole pipeline when there is one);
+  * the state that a checkpoint needs (``state_dict`` / ``load_state_dict``).
+
+The schedule (``engine.schedule``) owns how one batch becomes forward/backward work.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..registry import SCHEDULES
+from .amp import autocast, check_amp, make_grad_scaler, sync_found_inf
+from .batch import concat_batches
+from .schedule import BaseSchedule, NoPipelineSchedule
+
+Step = Tuple[Any, Any, Optional[torch.Tensor]]
+BUCKET_BYTES = 25 * 1024 * 1024  # same default bucket size as DDP
+
+
+class Engine:
+    """Run training and evaluation steps for ``model`` through ``step_schedule``.
+
+    Args:
+        model: the module (a pipeline stage's module, or a DDP-wrapped model).
+        criterion: ``criterion(output, label) -> 0-dim loss``; may be None for inference.
+        optimizer: a ``torch.optim.Optimizer``; may be None for evaluation only.
+        lr_scheduler: a torch LR scheduler on ``optimizer``, stepped once per optimizer step.
+        step_schedule: a :class:`BaseSchedule` (or a config dict for one);
+            ``NoPipelineSchedule()`` when None.
+        gradient_accumulation: batches per optimizer step (>= 1).
+        clip_grad_norm: max global gradient norm; 0 disables clipping.
+        amp: None, ``'bf16'`` or ``'fp16'`` (the latter with a GradScaler).
+        data_parallel_group: process group over which gradients are averaged with a
+            bucketed all-reduce when the model is not DDP (DDP syncs its own gradients).
+    """
+
+    def __init__(self, model: nn.Module, criterion: Optional[Any], optimizer: Optional[torch.optim.Optimizer],
+                 lr_scheduler: Optional[Any] = None,
+                 step_schedule: Union[BaseSchedule, Mapping, None] = None, gradient_accumulation: int = 1,
+                 clip_grad_norm: float = 0.0, amp: Optional[str] = None,
+                 data_parallel_group: Optional[Any] = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
+        if criterion is not None and not callable(criterion):
+            raise TypeError(f'criterion must be callable as criterion(output, label), got '
+                            f'{type(criterion).__name__}')
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f'optimizer must be a torch.optim.Optimizer or None, got '
+                            f'{type(optimizer).__name__}')
+        if lr_scheduler is not None:
+            if not callable(getattr(lr_scheduler, 'step', None)):
+                raise TypeError(f'lr_scheduler must have a step() method (a torch LR scheduler), got '
+                                f'{type(lr_scheduler).__name__}')
+            if getattr(lr_scheduler, 'optimizer', optimizer) is not optimizer:
+                raise ValueError('lr_scheduler was built on a different optimizer than the one given to '
+                                 'Engine; build it with the same optimizer object.')
+        if step_schedule is None:
+            step_schedule = NoPipelineSchedule()
+        elif isinstance(step_schedule, Mapping):
+            step_schedule = SCHEDULES.build(step_schedule)
+        if not isinstance(step_schedule, BaseSchedule):
+            raise TypeError(f'step_schedule must be a BaseSchedule (e.g. NoPipelineSchedule()) or a config '
+                            f'dict for one, got {type(step_schedule).__name__}')
+        if (not isinstance(gradient_accumulation, int) or isinstance(gradient_accumulation, bool)
+                or gradient_accumulation < 1):
+            raise ValueError(f'gradient_accumulation must be an int >= 1 (batches per optimizer step), '
+                             f'got {gradient_accumulation!r}')
+        if (not isinstance(clip_grad_norm, (int, float)) or isinstance(clip_grad_norm, bool)
+                or not clip_grad_norm >= 0):
+            raise ValueError(f'clip_grad_norm must be a number >= 0 (0 disables clipping), '
+                             f'got {clip_grad_norm!r}')
+        self.model = model
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.schedule = step_schedule
+        self.gradient_accumulation = gradient_accumulation
+        self.clip_grad_norm = float(clip_grad_norm)
+        self.amp = check_amp(amp)
+        self.data_parallel_group = data_parallel_group
+        first = next(model.parameters(), None)
+        self.device = first.device if first is not None else torch.device('cpu')
+        self.scaler = make_grad_scaler(self.amp, self.device)
+        self.grad_norm: Optional[torch.Tensor] = None  # global norm before clipping, last step
+        self.training = True
+
+    # ------------------------------------------------------------------ modes
+    def train(self) -> None:
+        """Put the model (and the criterion, if it is a module) in training mode."""
+        self._set_mode(True)
+
+    def eval(self) -> None:
+        """Put the model (and the criterion, if it is a module) in evaluation mode."""
+        self._set_mode(False)
+
+    def _set_mode(self, training: bool) -> None:
+        self.training = training
+        self.model.train(training)
+        if isinstance(self.criterion, nn.Module):
+            self.criterion.train(training)
+
+    # ------------------------------------------------------------------ steps
+    def step(self, data_iter: Iterator) -> Step:
+        """One optimizer step over ``gradient_accumulation`` batches from ``data_iter``.
+
+        Returns ``(output, label, loss)`` for the whole step: outputs and labels of the
+        micro-steps concatenated (detached), the mean loss as a detached 0-dim tensor;
+        all None on a pipeline stage that does not compute the loss.
+        """
+        if self.optimizer is None:
+            raise ValueError('engine.step() needs an optimizer; this Engine was built with optimizer=None '
+                             '(evaluation only).')
+        self.optimizer.zero_grad(set_to_none=True)
+        results: List[Step] = []
+        for micro in range(self.gradient_accumulation):
+            last = micro == self.gradient_accumulation - 1
+            with self._no_sync(not last):
+                results.append(self.schedule.forward_backward_step(self, data_iter, forward_only=False,
+                                                                   return_loss=True))
+        self._average_gradients()
+        skipped = self._optimizer_step()
+        if self.lr_scheduler is not None and not skipped:
+            self.lr_scheduler.step()
+        elif self.lr_scheduler is not None:
+            with warnings.catch_warnings():  # the schedule follows the step count even when fp16 skips
+                warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)`')
+                self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._gather(results)
+
+    @torch.no_grad()
+    def evaluate_step(self, data_iter: Iterator) -> Step:
+        """A forward-only step on one batch (no gradients, no optimizer step)."""
+        return self.schedule.forward_backward_step(self, data_iter, forward_only=True, return_loss=True)
+
+    def autocast(self) -> ContextManager:
+        """The autocast context for forward passes (a no-op when ``amp`` is None)."""
+        return autocast(self.amp, self.device)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss / gradient_accumulation``, scaled by the grad scaler for fp16."""
+        if self.gradient_accumulation > 1:
+            loss = loss / self.gradient_accumulation
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward()
+
+    def backward_by_grad(self, tensors: Any, grads: Any) -> None:
+        """Back-propagate received gradients through ``tensors`` (pipeline stages).
+
+        The gradients come from the next stage, which already applied the loss scaling.
+        """
+        torch.autograd.backward(tensors, grad_tensors=grads)
+
+    def get_lr(self) -> float:
+        """The learning rate of the optimizer's first param group."""
+        if self.optimizer is None:
+            raise ValueError('this Engine has no optimizer, so it has no learning rate')
+        return float(self.optimizer.param_groups[0]['lr'])
+
+    # ------------------------------------------------------------------ internals
+    def _no_sync(self, skip_sync: bool) -> ContextManager:
+        if skip_sync and isinstance(self.model, DistributedDataParallel):
+            return self.model.no_sync()
+        return nullcontext()
+
+    def _params(self) -> List[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _average_gradients(self) -> None:
+        """Average gradients over ``data_parallel_group`` unless DDP already did."""
+        group = self.data_parallel_group
+        if group is None or isinstance(self.model, DistributedDataParallel) or not dist.is_initialized():
+            return
+        size = dist.get_world_size(group)
+        if size == 1:
+            return
+        params = self._params()
+        for p in params:  # every rank must reduce the same layout, so missing grads count as zeros
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        all_reduce_mean([p.grad for p in params], group, size)
+
+    def _optimizer_step(self) -> bool:
+        """Unscale, clip, step; return True when the grad scaler skipped the update."""
+        pipeline_group = _pipeline_group()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+            if pipeline_group is not None:
+                sync_found_inf(self.scaler, self.optimizer, pipeline_group)
+        if self.clip_grad_norm > 0:
+            self.grad_norm = clip_global_norm(self._params(), self.clip_grad_norm, pipeline_group)
+        if self.scaler is None:
+            self.optimizer.step()
+            return False
+        scale = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return self.scaler.get_scale() < scale  # the scale backs off exactly when inf/nan was found
+
+    def _gather(self, results: List[Step]) -> Step:
+        if any(loss is None for _, _, loss in results):
+            return None, None, None
+        outputs, labels, losses = zip(*results)
+        loss = losses[0] if len(losses) == 1 else torch.stack(list(losses)).mean()
+        return concat_batches(list(outputs)), concat_batches(list(labels)), loss
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        """Model (unwrapped from DDP), optimizer, LR scheduler and grad scaler state."""
+        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        return {'model': model.state_dict(),
+                'optimizer': self.optimizer.state_dict() if self.optimizer is not None else None,
+                'lr_scheduler': self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+                'scaler': self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Restore what :meth:`state_dict` saved; parts this engine does not have are skipped."""
+        if not isinstance(state, Mapping) or 'model' not in state:
+            got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise KeyError(f"an engine state needs the key 'model' (and optionally 'optimizer', "
+                           f"'lr_scheduler', 'scaler'); got {got}")
+        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        model.load_state_dict(state['model'], strict=strict)
+        for name in ('optimizer', 'lr_scheduler', 'scaler'):
+            part = getattr(self, name)
+            if part is not None and state.get(name) is not None:
+                part.load_state_dict(state[name])
+
+    def __repr__(self) -> str:
+        return (f'Engine(schedule={self.schedule!r}, gradient_accumulation={self.gradient_accumulation}, '
+                f'clip_grad_norm={self.clip_grad_norm}, amp={self.amp!r}, device={self.device})')
+
+
+def all_reduce_mean(tensors: List[torch.Tensor], group: Any, size: int,
+                    bucket_bytes: int = BUCKET_BYTES) -> None:
+    """Average ``tensors`` in place over ``group`` with one all-reduce per bucket.
+
+    DDP does this for a wrapped model, but a pipeline stage is driven by the schedule's
+    point-to-point traffic rather than one forward/backward, so it averages here instead;
+    buckets keep the number of collectives small without one huge temporary buffer.
+    """
+    bucket: List[torch.Tensor] = []
+    used = 0
+    for tensor in tensors:
+        if bucket and (used + tensor.numel() * tensor.element_size() > bucket_bytes
+                       or tensor.dtype != bucket[0].dtype or tensor.device != bucket[0].device):
+            _reduce_bucket(bucket, group, size)
+            bucket, used = [], 0
+        bucket.append(tensor)
+        used += tensor.numel() * tensor.element_size()
+    if bucket:
+        _reduce_bucket(bucket, group, size)
+
+
+def _reduce_bucket(bucket: List[torch.Tensor], group: Any, size: int) -> None:
+    flat = torch.cat([t.reshape(-1) for t in bucket])
+    dist.all_reduce(flat, group=group)
+    flat.div_(size)
+    offset = 0
+    for tensor in bucket:
+        tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
+        offset += tensor.numel()
+
+
+def _pipeline_group() -> Optional[Any]:
+    """The current pipeline's process group when there is more than one stage, else None."""
+    from ..distributed.context import get_context  # lazy: the distributed package is optional here
+
+    context = get_context()
+    if context.pipeline_size == 1 or context.pipeline_group is None or not dist.is_initialized():
+        return None
+    return context.pipeline_group
+
+
+def clip_global_norm(params: List[nn.Parameter], max_norm: float,
+                     pipeline_group: Optional[Any] = None) -> torch.Tensor:
+    """Clip gradients to ``max_norm`` by their global norm; return the norm before clipping.
+
+    With pipeline stages the parameters of one model are spread over ``pipeline_group``,
+    so the squared norms are summed over it first: the result equals clipping the
+    un-pipelined model.
+    """
+    if pipeline_group is None:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad for p in params if p.grad is not None]
+    device = params[0].device if params else torch.device('cpu')
+    local = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=device)
+    squared = local.float() ** 2
+    dist.all_reduce(squared, group=pipeline_group)
+    total = squared.sqrt()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total

@@ -1,0 +1,242 @@
+"""Engine: a step equals the hand-written loop; accumulation, clipping, AMP, state, bad input."""
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from colossal_runner.engine import BaseSchedule, Engine, NoPipelineSchedule
+from colossal_runner.nn.lr_scheduler import CosineAnnealingLR, StepLR
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def make_batches(n, size, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, 6, generator=g), torch.randint(0, 3, (size,), generator=g)) for _ in range(n)]
+
+
+def params_of(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_concept_document_usage_is_bit_identical_to_a_hand_written_loop():
+    batches = make_batches(6, 4)
+    ref = make_model()
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    ref_sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, 1000)
+    ref_losses = []
+    for x, y in batches:
+        ref_opt.zero_grad()
+        loss = nn.functional.cross_entropy(ref(x), y)
+        loss.backward()
+        ref_opt.step()
+        ref_sched.step()
+        ref_losses.append(loss.detach())
+
+    model = make_model()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    engine = Engine(model=model, criterion=criterion, optimizer=optimizer,
+                    lr_scheduler=CosineAnnealingLR(optimizer, 1000), step_schedule=NoPipelineSchedule())
+    engine.train()
+    data_iter = iter(batches)
+    losses = [engine.step(data_iter)[2] for _ in batches]
+    for a, b in zip(params_of(model), params_of(ref)):
+        assert torch.equal(a, b)
+    assert [float(v) for v in losses] == [float(v) for v in ref_losses]
+    assert engine.get_lr() == ref_opt.param_groups[0]['lr']
+    assert all(p.grad is None for p in model.parameters())  # zeroed after the step
+
+
+def test_accumulation_of_four_batches_of_8_equals_one_batch_of_32():
+    (x, y), = make_batches(1, 32)
+    big = make_model()
+    big_opt = torch.optim.SGD(big.parameters(), lr=0.5)
+    Engine(big, nn.CrossEntropyLoss(), big_opt).step(iter([(x, y)]))
+
+    small = make_model()
+    opt = torch.optim.SGD(small.parameters(), lr=0.5)
+    sched = StepLR(opt, 10, step_size=1, gamma=0.5)
+    engine = Engine(small, nn.CrossEntropyLoss(), opt, lr_scheduler=sched, gradient_accumulation=4)
+    parts = list(zip(x.split(8), y.split(8)))
+    output, label, loss = engine.step(iter(parts))
+    for a, b in zip(params_of(small), params_of(big)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert output.shape == (32, 3) and torch.equal(label, y)
+    assert not output.requires_grad and loss.dim() == 0
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(make_model()(x), y).detach())
+    assert sched.last_epoch == 1 and engine.get_lr() == pytest.approx(0.25)
+    engine.step(iter(parts))  # four more batches: one more LR step
+    assert sched.last_epoch == 2 and engine.get_lr() == pytest.approx(0.125)
+
+
+def test_clipping_bounds_the_global_norm_and_keeps_the_direction():
+    (x, y), = make_batches(1, 16)
+    probe = make_model()
+    nn.functional.cross_entropy(probe(x) * 50, y).backward()
+    raw = torch.cat([p.grad.flatten() for p in probe.parameters()])
+    assert raw.norm() > 0.5  # the bound below is active
+
+    model = make_model()
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    engine = Engine(model, lambda out, lab: nn.functional.cross_entropy(out * 50, lab),
+                    torch.optim.SGD(model.parameters(), lr=1.0), clip_grad_norm=0.5)
+    engine.step(iter([(x, y)]))
+    delta = before - torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.testing.assert_close(delta.norm(), torch.tensor(0.5), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(delta, raw * 0.5 / raw.norm(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(engine.grad_norm, raw.norm(), rtol=1e-5, atol=1e-6)
+
+
+def test_fp16_step_with_inf_gradients_is_skipped_and_the_scaler_backs_off():
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    poison = {'on': True}
+
+    def criterion(out, lab):
+        loss = nn.functional.cross_entropy(out.float(), lab)
+        return loss * float('inf') if poison['on'] else loss
+
+    sched = StepLR(optimizer, 10, step_size=1, gamma=0.5)
+    engine = Engine(model, criterion, optimizer, lr_scheduler=sched, amp='fp16', clip_grad_norm=1.0)
+    assert isinstance(engine.scaler, torch.amp.GradScaler) and engine.scaler.is_enabled()
+    before = params_of(model)
+    scale = engine.scaler.get_scale()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no "lr_scheduler.step() before optimizer.step()" warning
+        engine.step(iter(make_batches(1, 4)))
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model), before))
+    assert engine.scaler.get_scale() == scale / 2
+    assert sched.last_epoch == 1  # the schedule follows the step count
+    poison['on'] = False
+    engine.step(iter(make_batches(1, 4)))
+    assert not all(torch.equal(a, b) for a, b in zip(params_of(model), before))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bf16_autocast_runs_on_cpu_and_returns_a_float32_loss():
+    seen = []
+
+    def criterion(out, lab):
+        seen.append(out.dtype)
+        return nn.functional.cross_entropy(out, lab)
+
+    batches = make_batches(3, 8)
+    model = make_model()
+    engine = Engine(model, criterion, torch.optim.SGD(model.parameters(), lr=0.1), amp='bf16')
+    assert engine.scaler is None
+    output, _, loss = engine.step(iter(batches))
+    assert seen == [torch.bfloat16] and output.dtype == torch.bfloat16
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with engine.autocast():
+        assert torch.is_autocast_enabled('cpu')
+    fp32 = nn.functional.cross_entropy(make_model()(batches[0][0]), batches[0][1]).detach()
+    assert abs(float(loss) - float(fp32)) < 5e-2
+
+
+def test_state_dict_round_trip_resumes_identically():
+    batches = make_batches(4, 4)
+
+    def build():
+        model = make_model(seed=3)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        return Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=CosineAnnealingLR(opt, 10), amp='fp16')
+
+    first = build()
+    it = iter(batches)
+    first.step(it)
+    first.step(it)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    second = build()
+    second.load_state_dict(torch.load(buffer, weights_only=True))
+    assert second.lr_scheduler.last_epoch == 2 and second.get_lr() == first.get_lr()
+    assert second.scaler.get_scale() == first.scaler.get_scale()
+    rest = batches[2:]
+    first.step(iter(rest))
+    second.step(iter(rest))
+    for a, b in zip(params_of(first.model), params_of(second.model)):
+        assert torch.equal(a, b)
+    with pytest.raises(KeyError, match=r"needs the key 'model'.*got \['optimizer'\]"):
+        second.load_state_dict({'optimizer': {}})
+
+
+def test_evaluate_step_is_forward_only_and_modes_switch():
+    model = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    engine = Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    engine.eval()
+    assert not model.training and not engine.training
+    before = params_of(model)
+    output, label, loss = engine.evaluate_step(iter(make_batches(1, 5)))
+    assert output.shape == (5, 3) and not output.requires_grad and loss.dim() == 0
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(params_of(model), before))
+    engine.train()
+    assert model.training and engine.training
+
+
+class SilentStage(BaseSchedule):
+    """A stand-in for a pipeline stage that does not compute the loss."""
+
+    def forward_backward_step(self, engine, data_iter, forward_only, return_loss=True):
+        x, _ = self.load_batch(engine, data_iter)
+        out = self.call_model(engine, x)
+        if not forward_only:
+            engine.backward_by_grad(out, torch.ones_like(out))
+        return None, None, None
+
+
+def test_non_last_pipeline_stage_returns_none_but_still_steps():
+    model = make_model()
+    before = params_of(model)
+    engine = Engine(model, None, torch.optim.SGD(model.parameters(), lr=0.1), step_schedule=SilentStage(),
+                    gradient_accumulation=2)
+    assert engine.step(iter(make_batches(2, 4))) == (None, None, None)
+    assert not all(torch.equal(a, b) for a, b in zip(params_of(model), before))
+
+
+def test_schedule_from_config_dict():
+    model = make_model()
+    engine = Engine(model, nn.CrossEntropyLoss(), None, step_schedule=dict(type='NoPipelineSchedule'))
+    assert isinstance(engine.schedule, NoPipelineSchedule)
+
+
+@pytest.mark.parametrize('kwargs, error, message', [
+    (dict(step_schedule=object()), TypeError, r'step_schedule must be a BaseSchedule.*got object'),
+    (dict(gradient_accumulation=0), ValueError, r'gradient_accumulation must be an int >= 1.*got 0'),
+    (dict(gradient_accumulation=2.0), ValueError, r'gradient_accumulation must be an int >= 1.*got 2.0'),
+    (dict(clip_grad_norm=-1.0), ValueError, r'clip_grad_norm must be a number >= 0.*got -1.0'),
+    (dict(amp='fp8'), ValueError, r"amp must be None, 'bf16', 'fp16'; got 'fp8'"),
+    (dict(lr_scheduler='cosine'), TypeError, r'lr_scheduler must have a step\(\) method.*got str'),
+])
+def test_bad_engine_arguments_say_what_was_received(kwargs, error, message):
+    model = make_model()
+    with pytest.raises(error, match=message):
+        Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), **kwargs)
+
+
+def test_bad_inputs_at_step_time():
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    other = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match='lr_scheduler was built on a different optimizer'):
+        Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=StepLR(other, 10))
+    with pytest.raises(TypeError, match='model must be a torch.nn.Module, got function'):
+        Engine(lambda x: x, nn.CrossEntropyLoss(), opt)
+    engine = Engine(model, nn.CrossEntropyLoss(), opt)
+    x, y = make_batches(1, 4)[0]
+    with pytest.raises(TypeError, match=r'a batch must be \(data, label\).*received a tuple of length 3'):
+        engine.step(iter([(x, y, y)]))
+    with pytest.raises(TypeError, match=r'data_iter must be an iterator, got list.*iter\(dataloader\)'):
+        engine.step([(x, y)])
+    with pytest.raises(ValueError, match=r'criterion must return a 0-dim tensor.*got \(4,\)'):
+        Engine(model, nn.CrossEntropyLoss(reduction='none'), opt).step(iter([(x, y)]))
+    with pytest.raises(ValueError, match=r'needs an optimizer.*optimizer=None'):
+        Engine(model, nn.CrossEntropyLoss(), None).step(iter([(x, y)]))
