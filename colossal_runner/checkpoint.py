@@ -1,0 +1,239 @@
+"""Checkpoints: atomic save, safe load, the newest complete file, and the full training state.
+
+A checkpoint is one file per save (one per pipeline stage with ``pipeline_size > 1``) holding a
+plain dict of tensors, lists, numbers and strings, so that ``torch.load(weights_only=True)``
+reads it without executing pickled code. The layout written by ``Trainer.state_dict``::
+
+    dict(format='colossal_runner/1',
+         engine=engine.state_dict(),           # model, optimizer, lr_scheduler, scaler
+         states=dict(epoch=E, iteration=N),     # runner.states that resume needs
+         hooks={'SaveCheckpointHook': {...}},   # each stateful hook's state_dict()
+         rng=get_rng_state(),                   # python, numpy, torch, cuda
+         config='...config text...' or None,
+         meta=dict(torch='2.x', time='...', stage=s, pipeline_size=P))
+
+File names are ``epoch_{E}.pt`` / ``iter_{N}.pt`` (``epoch_{E}_stage{s}.pt`` with several
+stages). ``latest.pt`` (``latest_stage{s}.pt``) is a symbolic link, replaced atomically after a
+file is complete, so it always names the newest complete checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+FORMAT = 'colossal_runner/1'
+_NAME = re.compile(r'^(epoch|iter)_(\d+)(?:_stage(\d+))?\.pt$')
+
+
+def checkpoint_name(kind: str, number: int, stage: Optional[int] = None) -> str:
+    """``epoch_3.pt``, ``iter_100.pt``, or with a stage ``epoch_3_stage1.pt``."""
+    if kind not in ('epoch', 'iter'):
+        raise ValueError(f"checkpoint kind must be 'epoch' or 'iter', got {kind!r}")
+    suffix = f'_stage{stage}' if stage is not None else ''
+    return f'{kind}_{number}{suffix}.pt'
+
+
+def latest_name(stage: Optional[int] = None) -> str:
+    return f'latest_stage{stage}.pt' if stage is not None else 'latest.pt'
+
+
+def _stage_of(name: str) -> Optional[int]:
+    match = _NAME.match(name)
+    return int(match.group(3)) if match and match.group(3) is not None else None
+
+
+def list_checkpoints(checkpoint_dir: str, stage: Optional[int] = None) -> List[str]:
+    """Complete checkpoint files of ``stage`` in ``checkpoint_dir``, oldest first (by mtime)."""
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    names = [n for n in os.listdir(checkpoint_dir) if _NAME.match(n) and _stage_of(n) == stage]
+    return sorted(names, key=lambda n: (os.stat(os.path.join(checkpoint_dir, n)).st_mtime_ns, n))
+
+
+def find_latest(checkpoint_dir: str, stage: Optional[int] = None) -> Optional[str]:
+    """Path of the newest complete checkpoint of ``stage`` in ``checkpoint_dir``, or None.
+
+    Follows ``latest.pt``; without a valid link, the most recently written file.
+    """
+    link = os.path.join(checkpoint_dir, latest_name(stage))
+    if os.path.islink(link) and os.path.isfile(link):
+        return os.path.join(checkpoint_dir, os.readlink(link))
+    names = list_checkpoints(checkpoint_dir, stage)
+    return os.path.join(checkpoint_dir, names[-1]) if names else None
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write: Callable[[Any], None]) -> None:
+    """Write ``path`` through ``write(file)`` so that it is either complete or absent.
+
+    The data goes to a temporary file in the same directory, is flushed and fsync'ed, then
+    renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _point_latest(path: str) -> None:
+    """Atomically make ``latest[_stage{s}].pt`` next to ``path`` link to it."""
+    directory, name = os.path.split(os.path.abspath(path))
+    link = os.path.join(directory, latest_name(_stage_of(name)))
+    tmp = os.path.join(directory, f'.{os.path.basename(link)}.{os.getpid()}.tmp')
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(name, tmp)
+    os.replace(tmp, link)
+
+
+# Types the weights-only unpickler rebuilds; subclasses (an IntEnum, torch's TorchVersion) are not.
+_PLAIN = (str, int, float, bool, bytes, type(None), torch.Size, torch.dtype, torch.device)
+
+
+def check_weights_only(obj: Any, where: str = 'state') -> None:
+    """Raise TypeError naming the first value ``torch.load(weights_only=True)`` would refuse.
+
+    Checked before writing, so a bad value fails the save rather than the resume days later.
+    """
+    if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
+        return
+    if type(obj) in (dict, OrderedDict):
+        for key, value in obj.items():
+            check_weights_only(key, f'{where} key {key!r}')
+            check_weights_only(value, f'{where}[{key!r}]')
+        return
+    if type(obj) in (list, tuple):
+        for i, value in enumerate(obj):
+            check_weights_only(value, f'{where}[{i}]')
+        return
+    raise TypeError(f'{where} is a {type(obj).__module__}.{type(obj).__qualname__}, which '
+                    f'torch.load(weights_only=True) refuses; store it as a tensor, a number, a string, '
+                    f'or a list / dict of those (e.g. str(value) or value.tolist()).')
+
+
+def save_checkpoint(state: Dict[str, Any], path: str, update_latest: bool = True) -> str:
+    """Write ``state`` to ``path`` atomically and point ``latest`` at it; returns ``path``.
+
+    Raises TypeError before writing when ``state`` holds something a weights-only load refuses.
+    """
+    check_weights_only(state)
+    atomic_write(path, lambda f: torch.save(state, f))
+    if update_latest and _NAME.match(os.path.basename(path)):
+        _point_latest(path)
+    return path
+
+
+def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
+    """Turn a directory, ``latest.pt`` or a stage-less name into the file to read.
+
+    ``stage`` (the current pipeline stage when several exist) selects ``*_stage{s}.pt``.
+    """
+    if os.path.isdir(path):
+        found = find_latest(path, stage)
+        if found is None:
+            raise FileNotFoundError(f'no checkpoint in directory {path!r} (expected files like '
+                                    f'{checkpoint_name("epoch", 1, stage)}); it holds '
+                                    f'{sorted(os.listdir(path))}')
+        return found
+    directory, name = os.path.split(path)
+    if stage is not None and name.endswith('.pt') and '_stage' not in name:
+        name = f'{name[:-3]}_stage{stage}.pt'
+        path = os.path.join(directory, name)
+    if name.startswith('latest') and not os.path.isfile(path):
+        found = find_latest(directory or '.', stage)
+        if found is not None:
+            return found
+    if not os.path.isfile(path):
+        where = directory or '.'
+        existing = list_checkpoints(where, stage) if os.path.isdir(where) else []
+        raise FileNotFoundError(f'checkpoint {path!r} does not exist; checkpoints in {where!r}: '
+                                f'{existing or "none"}')
+    return path
+
+
+def load_checkpoint(path: str, map_location: Any = 'cpu', stage: Optional[int] = None) -> Dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: never executes pickled code.
+
+    ``path`` may be a file, a directory (its newest checkpoint) or ``.../latest.pt``; with
+    several pipeline stages the current stage's file is read unless ``stage`` is given.
+    """
+    if stage is None:
+        from .distributed import get_context
+        context = get_context()
+        stage = context.stage if context.pipeline_size > 1 else None
+    path = resolve_checkpoint_path(path, stage)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f'cannot read checkpoint {path!r} ({type(exc).__name__}: {exc}). It is truncated, '
+                         f'corrupt, or holds objects other than tensors and plain containers; load an '
+                         f'earlier checkpoint from {os.path.dirname(path) or "."!r}.') from exc
+    if not isinstance(state, dict):
+        raise ValueError(f'checkpoint {path!r} holds a {type(state).__name__}, expected a dict')
+    return state
+
+
+# ------------------------------------------------------------------ random number generators
+def get_rng_state() -> Dict[str, Any]:
+    """Python, NumPy, torch (and CUDA when initialized) RNG states as weights-only-safe values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = dict(python=[version, list(internal), gauss],
+                 numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                            has_gauss=int(has_gauss), cached_gaussian=float(cached)),
+                 torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state['numpy']
+    np.random.set_state((np_state['kind'], np_state['keys'].numpy().astype(np.uint32), np_state['pos'],
+                         np_state['has_gauss'], np_state['cached_gaussian']))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def resume(runner: Any, path: str, strict: bool = True, finetune: bool = False) -> Dict[str, Any]:
+    """Load ``path`` into ``runner`` (a Trainer): engine, states, hook states and RNG.
+
+    The next ``fit`` continues at the next epoch / iteration. ``finetune=True`` loads the model
+    weights only. Returns the checkpoint dict. Used by ``tools/train.py --resume``.
+    """
+    state = load_checkpoint(path)
+    runner.load_state_dict(state, strict=strict, finetune=finetune)
+    return state

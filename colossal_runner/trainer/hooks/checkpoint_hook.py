@@ -1,0 +1,199 @@
+"""SaveCheckpointHook / LoadCheckpointHook: periodic, pruned, best-metric and resumable checkpoints."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+import torch.distributed as dist
+
+from ...checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
+from ...distributed import get_context
+from ...registry import HOOKS
+from ..priority import Priority
+from .base_hook import BaseHook
+
+
+def _stage() -> Optional[int]:
+    context = get_context()
+    return context.stage if context.pipeline_size > 1 else None
+
+
+@HOOKS.register_module()
+class SaveCheckpointHook(BaseHook):
+    """Saves the full training state every ``interval`` epochs (or iterations).
+
+    Every rank of data-parallel replica 0 writes its own stage's file (``epoch_{E}.pt``,
+    ``epoch_{E}_stage{s}.pt`` with several stages); ``latest.pt`` links the newest.
+
+    Args:
+        interval: epochs (``by_epoch=True``) or iterations between saves.
+        checkpoint_dir: where to write; ``<work_dir>/checkpoints`` when None.
+        by_epoch: save after epochs, else after iterations (``iter_{N}.pt``).
+        max_keep: keep only the newest ``max_keep`` periodic files (None keeps all).
+        save_best: a metric name, ``'Accuracy'`` or ``'test/Accuracy'`` / ``'train/Loss'``; after
+            each epoch whose value is better (the metric's ``is_better``) than every earlier one,
+            ``best.pt`` is written. A bare name means the test metric when one exists.
+        priority: LOW, after metric writers and the LR scheduler's epoch step.
+    """
+
+    def __init__(self, interval: int = 1, checkpoint_dir: Optional[str] = None, by_epoch: bool = True,
+                 max_keep: Optional[int] = None, save_best: Optional[str] = None,
+                 priority: Union[int, str, Priority] = 'LOW'):
+        super().__init__(priority)
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+            raise ValueError(f'interval must be a positive int, got {interval!r}')
+        if max_keep is not None and (not isinstance(max_keep, int) or isinstance(max_keep, bool)
+                                     or max_keep < 1):
+            raise ValueError(f'max_keep must be None (keep all) or a positive int, got {max_keep!r}')
+        if save_best is not None and not isinstance(save_best, str):
+            raise TypeError(f"save_best must be a metric name such as 'Accuracy' or 'test/Loss', "
+                            f'got {type(save_best).__name__}: {save_best!r}')
+        self.interval = interval
+        self.checkpoint_dir = checkpoint_dir
+        self.by_epoch = by_epoch
+        self.max_keep = max_keep
+        self.save_best = save_best
+        self.saved: List[str] = []          # periodic files this hook wrote, oldest first
+        self.best_value = float('nan')
+        self.best_epoch: Optional[int] = None
+
+    def after_hook_is_attached(self, runner: Any) -> None:
+        if self.checkpoint_dir is None:
+            if runner.work_dir is None:
+                raise ValueError('SaveCheckpointHook needs a checkpoint_dir, or a runner with a work_dir '
+                                 "(Trainer(..., work_dir='work_dirs/x')); got neither.")
+            self.checkpoint_dir = os.path.join(runner.work_dir, 'checkpoints')
+
+    def _best_metric(self, runner: Any):
+        mode, _, name = self.save_best.rpartition('/')
+        metrics = runner.states['metrics']
+        if not mode:
+            mode = 'test' if name in metrics['test'] else 'train'
+        if mode not in ('train', 'test'):
+            raise ValueError(f"save_best={self.save_best!r}: the mode must be 'train' or 'test', "
+                             f"e.g. 'test/Accuracy'")
+        return metrics[mode][name]  # a missing name raises a KeyError listing the available ones
+
+    def before_train(self, runner: Any) -> None:
+        if self.save_best is not None:
+            self._best_metric(runner)  # fail now, not after the first epoch
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.checkpoint_dir, name)
+
+    def _save(self, runner: Any, kind: str, number: int) -> None:
+        if get_context().dp_rank != 0:
+            return
+        name = checkpoint_name(kind, number, _stage())
+        if name in self.saved:
+            self.saved.remove(name)
+        self.saved.append(name)
+        save_checkpoint(runner.state_dict(), self._path(name))
+        runner.logger.info(f'saved checkpoint {self._path(name)}')
+        while self.max_keep is not None and len(self.saved) > self.max_keep:
+            old = self._path(self.saved.pop(0))
+            if os.path.exists(old):
+                os.remove(old)
+
+    def _check_best(self, runner: Any) -> None:
+        metric = self._best_metric(runner)
+        value = torch.tensor([metric.get_accumulated_value()], dtype=torch.float64)
+        context = get_context()
+        if context.pipeline_size > 1 and context.pipeline_group is not None and dist.is_initialized():
+            # Only the last stage computes metrics; every stage must agree on "better".
+            value = value.to(runner.engine.device)
+            dist.broadcast(value, src=context.pipeline_ranks[-1], group=context.pipeline_group)
+        value = float(value)
+        if math.isnan(value) or not metric.is_better(value, self.best_value):
+            return
+        self.best_value, self.best_epoch = value, runner.states['epoch']
+        if context.dp_rank == 0:
+            stage = _stage()
+            name = f'best_stage{stage}.pt' if stage is not None else 'best.pt'
+            save_checkpoint(runner.state_dict(), self._path(name), update_latest=False)
+            runner.logger.info(f'new best {self.save_best}={value:.6g} at epoch {self.best_epoch}: '
+                               f'saved {self._path(name)}')
+
+    def after_train_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
+        if not self.by_epoch and runner.states['iteration'] % self.interval == 0:
+            self._save(runner, 'iter', runner.states['iteration'])
+
+    def after_train_epoch(self, runner: Any) -> None:
+        if self.save_best is not None:
+            self._check_best(runner)  # first, so the periodic file holds the updated best
+        if self.by_epoch and runner.states['epoch'] % self.interval == 0:
+            self._save(runner, 'epoch', runner.states['epoch'])
+
+    def state_dict(self) -> Dict[str, Any]:
+        return dict(saved=list(self.saved), best_value=self.best_value, best_epoch=self.best_epoch)
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.saved = list(state.get('saved', []))
+        self.best_value = float(state.get('best_value', float('nan')))
+        self.best_epoch = state.get('best_epoch')
+
+
+@HOOKS.register_module()
+class LoadCheckpointHook(BaseHook):
+    """Loads a checkpoint before training (or before a standalone evaluation).
+
+    Args:
+        checkpoint_dir: the directory SaveCheckpointHook wrote.
+        epoch: load ``epoch_{epoch}.pt``; -1 loads the newest complete checkpoint.
+        finetune: load the model weights only: training starts at epoch 1 with a fresh
+            optimizer, scheduler and hooks.
+        strict: the checkpoint's model keys must match the model's exactly; with False,
+            matching weights load and the rest keep their values.
+        priority: HIGHEST, so that the restored ``runner.states`` are there for every other hook.
+    """
+
+    def __init__(self, checkpoint_dir: str, epoch: int = -1, finetune: bool = False, strict: bool = True,
+                 priority: Union[int, str, Priority] = 'HIGHEST'):
+        super().__init__(priority)
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or (epoch < 1 and epoch != -1):
+            raise ValueError(f'epoch must be a positive epoch number or -1 for the latest, got {epoch!r}')
+        self.checkpoint_dir = checkpoint_dir
+        self.epoch = epoch
+        self.finetune = finetune
+        self.strict = strict
+        self.loaded = False
+
+    def checkpoint_path(self) -> str:
+        """The file to load, with an error listing what exists when it is missing."""
+        if not os.path.isdir(self.checkpoint_dir):
+            raise FileNotFoundError(f'LoadCheckpointHook: checkpoint_dir {self.checkpoint_dir!r} does not '
+                                    f'exist (working directory {os.getcwd()!r}); point it at the '
+                                    f'directory SaveCheckpointHook wrote.')
+        stage = _stage()
+        existing = list_checkpoints(self.checkpoint_dir, stage)
+        if self.epoch == -1:
+            if not existing:
+                raise FileNotFoundError(f'LoadCheckpointHook: no checkpoint in {self.checkpoint_dir!r}; '
+                                        f'it holds {sorted(os.listdir(self.checkpoint_dir))}')
+            return self.checkpoint_dir  # resolved to the newest complete file by load_checkpoint
+        name = checkpoint_name('epoch', self.epoch, stage)
+        if name not in existing:
+            raise FileNotFoundError(f'LoadCheckpointHook: no checkpoint for epoch {self.epoch} ({name}) in '
+                                    f'{self.checkpoint_dir!r}; available: {existing or "none"}. '
+                                    f'Use epoch=-1 for the latest.')
+        return os.path.join(self.checkpoint_dir, name)
+
+    def _load(self, runner: Any) -> None:
+        if self.loaded:
+            return
+        path = self.checkpoint_path()
+        state = load_checkpoint(path, stage=_stage())
+        runner.load_state_dict(state, strict=self.strict, finetune=self.finetune)
+        self.loaded = True
+        done = state['states']
+        note = ', weights only' if self.finetune else ''
+        runner.logger.info(f"loaded checkpoint from {path} (epoch {done['epoch']}, "
+                           f"iteration {done['iteration']}{note})")
+
+    def before_train(self, runner: Any) -> None:
+        self._load(runner)
+
+    def before_test(self, runner: Any) -> None:
+        self._load(runner)

@@ -1,0 +1,73 @@
+"""LRSchedulerHook: records the learning rate, and optionally steps the scheduler per epoch."""
+from __future__ import annotations
+
+from typing import Any, Dict, Union
+
+from ...registry import HOOKS
+from ..metrics import LearningRate, Metric
+from ..priority import Priority
+from .metric_hook import MetricHook
+
+
+@HOOKS.register_module()
+class LRSchedulerHook(MetricHook):
+    """Keeps the ``LearningRate`` train metric (the rate each step used), and with
+    ``by_epoch=True`` steps the LR scheduler per epoch.
+
+    The Engine steps its ``lr_scheduler`` after every optimizer step. For a scheduler whose
+    unit is the epoch (``StepLR(step_size=30)`` meaning epochs), ``by_epoch=True`` takes the
+    scheduler over from the engine and steps it after each training epoch instead; its state
+    is then saved in checkpoints as this hook's state.
+
+    Args:
+        by_epoch: step the engine's scheduler once per epoch rather than once per step.
+        store_lr_in_state: add the ``LearningRate`` metric to ``runner.states['metrics']['train']``.
+        priority: runs after metric writers' updates but before loggers and checkpoints, so a
+            checkpoint holds the scheduler state after this epoch's step.
+    """
+
+    def __init__(self, by_epoch: bool = False, store_lr_in_state: bool = True,
+                 priority: Union[int, str, Priority] = 'HIGH'):
+        self.by_epoch = by_epoch
+        self.store_lr_in_state = store_lr_in_state
+        self.lr_scheduler = None
+        super().__init__(modes=('train',), priority=priority)
+
+    def build_metric(self) -> Metric:
+        return LearningRate()
+
+    def after_hook_is_attached(self, runner: Any) -> None:
+        if self.store_lr_in_state:
+            super().after_hook_is_attached(runner)
+        if self.by_epoch:
+            if runner.engine.lr_scheduler is None:
+                raise ValueError('LRSchedulerHook(by_epoch=True) needs a scheduler to step, but the engine '
+                                 'has lr_scheduler=None; pass lr_scheduler=... to the Engine.')
+            # Take it over so that the engine does not also step it every iteration.
+            self.lr_scheduler, runner.engine.lr_scheduler = runner.engine.lr_scheduler, None
+
+    def before_train_epoch(self, runner: Any) -> None:
+        pass  # the learning rate is not an epoch average: nothing to reset
+
+    def update(self, metric: Metric, runner: Any, output: Any, label: Any, loss: Any) -> None:
+        metric.update(runner.engine.get_lr())
+
+    def before_train_iter(self, runner: Any) -> None:
+        # Read before the step: the engine steps the scheduler inside engine.step, so afterwards
+        # get_lr() is already the next step's rate. Known on every stage, loss or not.
+        if self.store_lr_in_state:
+            self.update(self.metrics['train'], runner, None, None, None)
+
+    def after_train_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
+        pass  # recorded in before_train_iter
+
+    def after_train_epoch(self, runner: Any) -> None:
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {'lr_scheduler': self.lr_scheduler.state_dict()} if self.lr_scheduler is not None else {}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if self.lr_scheduler is not None and 'lr_scheduler' in state:
+            self.lr_scheduler.load_state_dict(state['lr_scheduler'])

@@ -1,0 +1,97 @@
+"""MetricHook: owns one Metric per mode and keeps it in ``runner.states['metrics']``."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+from ...registry import HOOKS, METRICS
+from ..metrics import Metric
+from ..priority import Priority
+from .base_hook import BaseHook
+
+MODES = ('train', 'test')
+
+
+def read_metrics(runner: Any, mode: str, accumulated: bool = True,
+                 per_step: bool = False) -> Dict[str, float]:
+    """``{name: value}`` of the ``mode`` metrics: accumulated values, or latest-step values.
+
+    ``per_step=True`` leaves out epoch-only metrics. Collective over the data-parallel group
+    (metrics reduce when read): call it on every rank, write on the logging rank only.
+    """
+    values = {}
+    for name, metric in runner.states['metrics'][mode].items():
+        if per_step and metric.epoch_only:
+            continue
+        values[name] = metric.get_accumulated_value() if accumulated else metric.get_last_step_value()
+    return values
+
+
+@HOOKS.register_module()
+class MetricHook(BaseHook):
+    """Accumulates a metric during training and testing; subclass it, or give ``metric``.
+
+    Resets the metric before each epoch and updates it after each iteration, skipping
+    iterations without a loss (non-last pipeline stages). Runs early (VERY_HIGH) so that
+    readers (loggers, TensorBoard, checkpoints) see the current iteration's value.
+
+    Args:
+        metric: a Metric class or a config ``dict(type='Accuracy', topk=5)`` from METRICS;
+            subclasses set it through :meth:`build_metric` instead.
+        name: key in ``runner.states['metrics'][mode]``; the metric's ``name`` by default.
+        modes: which of ``'train'`` / ``'test'`` to measure.
+        priority: see :class:`Priority`.
+    """
+
+    def __init__(self, metric: Union[Mapping, type, None] = None, name: Optional[str] = None,
+                 modes: Sequence[str] = MODES, priority: Union[int, str, Priority] = 'VERY_HIGH'):
+        super().__init__(priority)
+        bad = [m for m in modes if m not in MODES]
+        if bad or not modes:
+            raise ValueError(f'modes must be a non-empty subset of {MODES}, got {tuple(modes)!r}')
+        if metric is not None and not (isinstance(metric, Mapping)
+                                       or (inspect.isclass(metric) and issubclass(metric, Metric))):
+            raise TypeError(f'metric must be a Metric subclass or a config dict like '
+                            f"dict(type='Accuracy'), got {type(metric).__name__}: {metric!r}")
+        self._metric_cfg = metric
+        self.modes = tuple(modes)
+        self.metrics: Dict[str, Metric] = {mode: self.build_metric() for mode in self.modes}
+        self.name = name or self.metrics[self.modes[0]].name or type(self.metrics[self.modes[0]]).__name__
+
+    def build_metric(self) -> Metric:
+        """A fresh metric; called once per mode."""
+        if self._metric_cfg is None:
+            raise TypeError(f'{type(self).__name__} needs a metric: pass metric=dict(type=...) or '
+                            f'override build_metric()')
+        if isinstance(self._metric_cfg, Mapping):
+            return METRICS.build(dict(self._metric_cfg))
+        return self._metric_cfg()
+
+    def after_hook_is_attached(self, runner: Any) -> None:
+        for mode, metric in self.metrics.items():
+            table = runner.states['metrics'][mode]
+            if self.name in table:
+                raise ValueError(f'a {mode} metric named {self.name!r} already exists (from another hook); '
+                                 f'give this {type(self).__name__} another name=...')
+            metric.to(runner.engine.device)
+            table[self.name] = metric
+
+    def update(self, metric: Metric, runner: Any, output: Any, label: Any, loss: Any) -> None:
+        """Feed one iteration to ``metric``; override to pass other inputs."""
+        metric.update(output, label, loss)
+
+    def before_train_epoch(self, runner: Any) -> None:
+        if 'train' in self.metrics:
+            self.metrics['train'].reset()
+
+    def after_train_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
+        if 'train' in self.metrics and loss is not None:
+            self.update(self.metrics['train'], runner, output, label, loss)
+
+    def before_test_epoch(self, runner: Any) -> None:
+        if 'test' in self.metrics:
+            self.metrics['test'].reset()
+
+    def after_test_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
+        if 'test' in self.metrics and loss is not None:
+            self.update(self.metrics['test'], runner, output, label, loss)

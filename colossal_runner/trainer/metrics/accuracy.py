@@ -1,0 +1,62 @@
+"""Accuracy: the fraction of samples whose label is among the top-k predictions."""
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import torch
+
+from ...registry import METRICS
+from .base import Metric, reduce_over_data_group
+
+
+@METRICS.register_module()
+class Accuracy(Metric):
+    """Top-k accuracy of class scores ``output[..., C]`` against integer labels ``label[...]``.
+
+    Outputs with extra dimensions (a language model's ``(B, T, V)``) count every position.
+
+    Args:
+        topk: count a sample as correct when its label is among the ``topk`` highest scores.
+        epoch_only, device: as in :class:`Metric`.
+    """
+
+    name = 'Accuracy'
+
+    def __init__(self, topk: int = 1, epoch_only: bool = False,
+                 device: Union[str, torch.device, None] = None):
+        if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
+            raise ValueError(f'topk must be a positive int, got {topk!r}')
+        self.topk = topk
+        super().__init__(epoch_only=epoch_only, device=device)
+
+    def reset(self) -> None:
+        self._sums = self.zeros(2)   # [correct, total] since the reset
+        self._last = self.zeros(2)   # [correct, total] of the latest step
+
+    def update(self, output: Any, label: Any, loss: Optional[torch.Tensor] = None) -> None:
+        if not isinstance(output, torch.Tensor) or not isinstance(label, torch.Tensor):
+            raise TypeError(f'Accuracy.update expects tensors (scores [..., C], labels [...]), got '
+                            f'{type(output).__name__} and {type(label).__name__}; write a Metric '
+                            f'subclass for structured outputs.')
+        scores = output.detach().reshape(-1, output.shape[-1])
+        target = label.detach().reshape(-1)
+        if scores.shape[0] != target.shape[0]:
+            raise ValueError(f'Accuracy: {scores.shape[0]} predictions (output shape {tuple(output.shape)}) '
+                             f'but {target.shape[0]} labels (label shape {tuple(label.shape)})')
+        k = min(self.topk, scores.shape[-1])
+        top = scores.topk(k, dim=-1).indices
+        correct = (top == target.unsqueeze(-1)).any(dim=-1).sum()
+        step = torch.stack([correct.to(self._sums), self._sums.new_tensor(float(target.numel()))])
+        self._sums += step
+        self._last.copy_(step)
+
+    def get_last_step_value(self) -> float:
+        total = reduce_over_data_group(self._last)
+        return self.ratio(total[0], total[1])
+
+    def get_accumulated_value(self) -> float:
+        total = reduce_over_data_group(self._sums)
+        return self.ratio(total[0], total[1])
+
+    def __repr__(self) -> str:
+        return f'Accuracy(topk={self.topk}, epoch_only={self.epoch_only}, device={self.device})'

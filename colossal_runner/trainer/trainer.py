@@ -1,0 +1,334 @@
+"""Trainer: runs epochs of ``engine.step`` and calls hooks at the twelve lifecycle points."""
+from __future__ import annotations
+
+import datetime
+import itertools
+import os
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..checkpoint import FORMAT, get_rng_state, resume, set_rng_state
+from ..distributed import get_context
+from ..engine.batch import call_model, to_device
+from ..registry import HOOKS
+from ..utils.logging import MetricWriter, get_logger
+from .hooks.base_hook import BaseHook, call_hooks
+from .hooks.metric_hook import read_metrics
+from .priority import get_priority
+from .states import RESUMABLE_KEYS, new_states
+
+
+class Trainer:
+    """The runner: ``fit`` trains for epochs, ``evaluate`` tests, ``predict`` runs the model.
+
+    Args:
+        engine: the :class:`~colossal_runner.engine.Engine` doing each optimizer step.
+        hooks: BaseHook objects or config dicts (``dict(type='LossHook', priority='HIGH')``).
+        work_dir: where ``<timestamp>.log`` and ``metrics.jsonl`` go (and hooks' default
+            directories); nothing is written when None.
+        logger: a ``logging.Logger``; ``colossal_runner``'s, with a file handler in ``work_dir``,
+            when None.
+        config: the run's Config (or its text), stored in checkpoints.
+
+    ``runner.states`` is documented in :mod:`colossal_runner.trainer.states`.
+    """
+
+    def __init__(self, engine: Any, hooks: Optional[Iterable[Union[BaseHook, Mapping]]] = None,
+                 work_dir: Optional[str] = None, logger: Any = None, config: Any = None):
+        self.engine = engine
+        self.work_dir = work_dir
+        self.config = config
+        self.states: Dict[str, Any] = new_states()
+        self.hooks: List[BaseHook] = []
+        log_file = metric_file = None
+        if work_dir is not None and get_context().is_logging_rank:
+            os.makedirs(work_dir, exist_ok=True)
+            log_file = os.path.join(work_dir, f'{datetime.datetime.now():%Y%m%d_%H%M%S}.log')
+            metric_file = os.path.join(work_dir, 'metrics.jsonl')
+        self.logger = logger if logger is not None else get_logger('colossal_runner', log_file)
+        self.metric_writer = MetricWriter(metric_file) if metric_file else None
+        for hook in hooks or []:
+            self.register_hook(hook)
+
+    # ------------------------------------------------------------------ hooks
+    def register_hook(self, hook: Union[BaseHook, Mapping]) -> BaseHook:
+        """Add a hook (or build one from a HOOKS config dict); it runs in priority order."""
+        if isinstance(hook, Mapping):
+            hook = HOOKS.build(dict(hook))
+        if not isinstance(hook, BaseHook):
+            raise TypeError(f'a hook must be a BaseHook instance or a config dict like '
+                            f"dict(type='LossHook'); got {type(hook).__name__}: {hook!r}. "
+                            f'Subclass colossal_runner.trainer.hooks.BaseHook.')
+        if not hasattr(hook, 'priority'):
+            raise TypeError(f'{type(hook).__name__} has no priority: call super().__init__(priority) '
+                            f'in its __init__')
+        hook.priority = get_priority(hook.priority)
+        # After every hook of lower or equal priority: ties keep registration order.
+        position = sum(1 for h in self.hooks if h.priority <= hook.priority)
+        self.hooks.insert(position, hook)
+        try:
+            hook.after_hook_is_attached(self)
+        except Exception as exc:
+            self.hooks.remove(hook)
+            if hasattr(exc, 'add_note'):
+                exc.add_note(f'(raised in {type(hook).__name__}.after_hook_is_attached)')
+            raise
+        return hook
+
+    def call_hook(self, stage: str, *args: Any) -> None:
+        """Run ``stage`` on every hook that implements it, in priority order."""
+        call_hooks(self.hooks, stage, self, *args)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train_dataloader: Iterable, epochs: int, max_steps: Optional[int] = None,
+            test_dataloader: Optional[Iterable] = None, test_interval: int = 1,
+            display_progress: bool = False) -> None:
+        """Train until ``epochs`` epochs (or ``max_steps`` optimizer steps) are done.
+
+        Continues from ``states['epoch']`` / ``states['iteration']``, which a checkpoint may
+        have restored, so ``epochs`` is the total, not the number still to run. Every
+        ``test_interval`` epochs the test data is evaluated at the end of the epoch, before
+        ``after_train_epoch``, so that checkpoints and loggers see that epoch's test metrics.
+        """
+        self._start_fit(train_dataloader, epochs, max_steps, test_interval)
+        self.call_hook('before_train')
+        epoch, skip = self._resume_position()
+        while epoch <= epochs and not self._reached_max_steps():
+            self.states['epoch'] = epoch
+            self.call_hook('before_train_epoch')
+            self._train_epoch(train_dataloader, skip, display_progress)
+            if test_dataloader is not None and epoch % test_interval == 0:
+                self.evaluate(test_dataloader, display_progress)
+            self.call_hook('after_train_epoch')
+            epoch, skip = epoch + 1, 0
+        self.call_hook('after_train')
+
+    def _start_fit(self, dataloader: Iterable, epochs: int, max_steps: Optional[int],
+                   test_interval: int) -> None:
+        for name, value, allow_none in (('epochs', epochs, False), ('max_steps', max_steps, True),
+                                        ('test_interval', test_interval, False)):
+            if value is None and allow_none:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'fit: {name} must be a positive int, got {value!r}')
+        steps = batches = _length(dataloader)
+        if batches is not None:
+            steps = batches // self.engine.gradient_accumulation
+            if steps == 0:
+                raise ValueError(f'the training data has {batches} batches, fewer than '
+                                 f'gradient_accumulation={self.engine.gradient_accumulation} batches per '
+                                 f'optimizer step; use more data, a smaller batch size or less accumulation.')
+        self.states.update(max_epochs=epochs, steps_per_epoch=steps,
+                           max_steps=max_steps if max_steps is not None else (steps and epochs * steps))
+
+    def _resume_position(self) -> Tuple[int, int]:
+        """(epoch to run next, optimizer steps of it already done), from restored states."""
+        epoch, iteration = self.states['epoch'], self.states['iteration']
+        steps = self.states['steps_per_epoch']
+        if epoch > 0 and steps:
+            done = iteration - (epoch - 1) * steps
+            if 0 < done < steps:  # a checkpoint taken in the middle of an epoch
+                return epoch, done
+        return epoch + 1, 0
+
+    def _reached_max_steps(self) -> bool:
+        max_steps = self.states['max_steps']
+        return max_steps is not None and self.states['iteration'] >= max_steps
+
+    def _train_epoch(self, dataloader: Iterable, skip: int, display_progress: bool) -> None:
+        sampler = getattr(dataloader, 'sampler', None)
+        if callable(getattr(sampler, 'set_epoch', None)):
+            sampler.set_epoch(self.states['epoch'] - 1)  # 0-based, as DistributedSampler expects
+        self.engine.train()
+        data_iter = iter(dataloader)
+        for _ in range(skip * self.engine.gradient_accumulation):
+            next(data_iter)  # batches a mid-epoch checkpoint had already trained on
+        steps = self.states['steps_per_epoch']
+        total = None if steps is None else steps - skip
+        with self._progress(total, f"Epoch {self.states['epoch']}", display_progress) as bar:
+            for _ in (range(total) if total is not None else itertools.count()):
+                if self._reached_max_steps():
+                    break
+                self.call_hook('before_train_iter')
+                result = self._next_step(self.engine.step, data_iter, total is None)
+                if result is None:
+                    break
+                self.states['iteration'] += 1
+                self.call_hook('after_train_iter', *result)
+                self._show(bar, result[2])
+
+    @staticmethod
+    def _next_step(step: Any, data_iter: Iterator, until_exhausted: bool) -> Optional[Tuple[Any, Any, Any]]:
+        # A loader without a length runs until it is exhausted.
+        if not until_exhausted:
+            return step(data_iter)
+        try:
+            return step(data_iter)
+        except StopIteration:
+            return None
+
+    def _progress(self, total: Optional[int], desc: str, display_progress: bool) -> tqdm:
+        enabled = display_progress and get_context().is_logging_rank
+        return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
+
+    def _show(self, bar: tqdm, loss: Any) -> None:
+        if bar.disable:
+            return
+        postfix = {}
+        if loss is not None:
+            postfix['loss'] = f'{float(loss):.4g}'
+        if getattr(self.engine, 'optimizer', None) is not None:
+            postfix['lr'] = f'{self.engine.get_lr():.3g}'
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+
+    # ------------------------------------------------------------------ testing / inference
+    def evaluate(self, test_dataloader: Iterable, display_progress: bool = False) -> Dict[str, float]:
+        """One pass over ``test_dataloader``; returns ``{name: accumulated value}`` of the test metrics.
+
+        Collective in data-parallel runs (the metrics reduce over replicas): call it on every rank.
+        """
+        was_training = self.engine.training
+        self.engine.eval()
+        self.call_hook('before_test')
+        self.call_hook('before_test_epoch')
+        data_iter = iter(test_dataloader)
+        total = _length(test_dataloader)
+        with self._progress(total, 'Test', display_progress) as bar:
+            for _ in (range(total) if total is not None else itertools.count()):
+                self.call_hook('before_test_iter')
+                result = self._next_step(self.engine.evaluate_step, data_iter, total is None)
+                if result is None:
+                    break
+                self.call_hook('after_test_iter', *result)
+                self._show(bar, result[2])
+        self.call_hook('after_test_epoch')
+        values = read_metrics(self, 'test')
+        self.call_hook('after_test')
+        if was_training:
+            self.engine.train()
+        return values
+
+    def predict(self, data: Any) -> Any:
+        """The model's output for ``data`` (an input batch, without labels), without gradients."""
+        if get_context().pipeline_size > 1:
+            raise ValueError('predict runs the whole model in this process, but this run is split into '
+                             f'{get_context().pipeline_size} pipeline stages; use evaluate(), or build the '
+                             'model without parallel.pipeline for inference.')
+        was_training = self.engine.training
+        self.engine.eval()
+        try:
+            with torch.no_grad(), self.engine.autocast():
+                return call_model(self.engine.model, to_device(data, self.engine.device))
+        finally:
+            if was_training:
+                self.engine.train()
+
+    # ------------------------------------------------------------------ logs and checkpoints
+    def write_record(self, record: Mapping[str, Any]) -> None:
+        """Append one record to ``<work_dir>/metrics.jsonl`` (logging rank, with a work_dir)."""
+        if self.metric_writer is not None:
+            self.metric_writer.write(record)
+
+    def _hook_keys(self) -> List[Tuple[str, BaseHook]]:
+        """A stable key per hook: its class name, ``Name#2`` for a second one of the same class."""
+        counts: Dict[str, int] = {}
+        keys = []
+        for hook in self.hooks:
+            name = type(hook).__name__
+            counts[name] = counts.get(name, 0) + 1
+            keys.append((name if counts[name] == 1 else f'{name}#{counts[name]}', hook))
+        return keys
+
+    def _config_text(self) -> Optional[str]:
+        if self.config is None or isinstance(self.config, str):
+            return self.config
+        for attr in ('pretty_text', 'text'):
+            try:
+                return str(getattr(self.config, attr))
+            except Exception:  # e.g. pretty_text of a config yapf cannot format
+                continue
+        return str(self.config)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a resumed run needs; the layout is documented in :mod:`colossal_runner.checkpoint`."""
+        context = get_context()
+        hooks = {}
+        for key, hook in self._hook_keys():
+            state = hook.state_dict()
+            if state:
+                hooks[key] = state
+        return dict(format=FORMAT, engine=self.engine.state_dict(),
+                    states={k: self.states[k] for k in RESUMABLE_KEYS}, hooks=hooks, rng=get_rng_state(),
+                    config=self._config_text(),
+                    meta=dict(torch=str(torch.__version__), time=datetime.datetime.now().isoformat(),
+                              stage=context.stage, pipeline_size=context.pipeline_size))
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, finetune: bool = False) -> None:
+        """Restore a :meth:`state_dict`; the next ``fit`` continues after the saved epoch/iteration.
+
+        ``finetune=True`` loads the model weights only. ``strict=False`` loads the weights whose
+        names match; then the optimizer state is not loaded either.
+        """
+        if not isinstance(state, Mapping) or 'engine' not in state or 'states' not in state:
+            got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise KeyError(f"not a colossal_runner training checkpoint: expected the keys 'engine', "
+                           f"'states', 'hooks', 'rng'; got {got}. For bare weights use "
+                           f'engine.model.load_state_dict(...).')
+        matched = self._load_engine(state['engine'], strict, finetune)
+        if finetune:
+            return
+        if not matched:
+            self.logger.warning('model keys did not match the checkpoint: loaded the matching weights only, '
+                                'not the optimizer / scheduler / training progress')
+            return
+        for key in RESUMABLE_KEYS:
+            self.states[key] = int(state['states'][key])
+        saved_hooks = state.get('hooks') or {}
+        for key, hook in self._hook_keys():
+            if key in saved_hooks:
+                hook.load_state_dict(saved_hooks[key])
+        if state.get('rng'):
+            set_rng_state(state['rng'])
+
+    def _load_engine(self, engine_state: Mapping[str, Any], strict: bool, finetune: bool) -> bool:
+        """Load the engine's state; returns whether the model keys matched exactly."""
+        if not isinstance(engine_state, Mapping) or 'model' not in engine_state:
+            raise KeyError("the checkpoint's 'engine' entry has no 'model' weights")
+        model = self.engine.model
+        model = model.module if isinstance(model, DistributedDataParallel) else model
+        own, saved = set(model.state_dict()), set(engine_state['model'])
+        missing, unexpected = sorted(own - saved), sorted(saved - own)
+        if (missing or unexpected) and strict:
+            raise KeyError(f'the checkpoint does not fit the model: missing keys {_few(missing)}, unexpected '
+                           f'keys {_few(unexpected)}. Check that the model config matches the one that '
+                           f'was trained, or load with strict=False to take the weights that match.')
+        if finetune or missing or unexpected:
+            model.load_state_dict(engine_state['model'], strict=False)
+        else:
+            self.engine.load_state_dict(engine_state)
+        return not (missing or unexpected)
+
+    def resume(self, path: str, strict: bool = True, finetune: bool = False) -> Dict[str, Any]:
+        """Load the checkpoint at ``path`` (a file, a directory, or ``latest.pt``); see
+        :func:`colossal_runner.checkpoint.resume`."""
+        return resume(self, path, strict=strict, finetune=finetune)
+
+    def __repr__(self) -> str:
+        return f'Trainer(engine={self.engine!r}, hooks={self.hooks!r}, work_dir={self.work_dir!r})'
+
+
+def _length(loader: Iterable) -> Optional[int]:
+    """``len(loader)``, or None for loaders without one (a DataLoader over an IterableDataset)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _few(keys: List[str], n: int = 10) -> str:
+    shown = keys[:n]
+    return str(shown) + (f' and {len(keys) - n} more' if len(keys) > n else '')

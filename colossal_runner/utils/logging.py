@@ -1,0 +1,80 @@
+"""Logging: a configured ``logging.Logger`` (console + optional file) and a JSON-lines writer.
+
+Only the logging rank prints at INFO; other ranks keep errors only, so an N-process job
+does not print everything N times.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from typing import Any, Mapping, Optional
+
+_FORMAT = '%(asctime)s - %(name)s - %(levelname)s - %(message)s'
+
+
+def _is_logging_rank() -> bool:
+    from ..distributed import get_context
+    return get_context().is_logging_rank
+
+
+def get_logger(name: str = 'colossal_runner', log_file: Optional[str] = None,
+               level: int = logging.INFO) -> logging.Logger:
+    """The logger ``name`` with one console handler and, with ``log_file``, one file handler per file.
+
+    Calling it again is cheap and adds no duplicate handlers. Ranks other than the logging rank
+    only report errors.
+    """
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    main = _is_logging_rank()
+    if not any(getattr(h, '_colossal_console', False) for h in logger.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter(_FORMAT))
+        console._colossal_console = True
+        logger.addHandler(console)
+    if log_file is not None and main:
+        path = os.path.abspath(log_file)
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logger.handlers):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            handler = logging.FileHandler(path, mode='a', encoding='utf-8')
+            handler.setFormatter(logging.Formatter(_FORMAT))
+            logger.addHandler(handler)
+    logger.setLevel(level if main else logging.ERROR)
+    return logger
+
+
+def remove_file_handler(logger: logging.Logger, log_file: str) -> None:
+    """Close and detach the handler writing ``log_file`` (when a runner is done with it)."""
+    path = os.path.abspath(log_file)
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename == path:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN / inf
+    if hasattr(value, 'item') and callable(value.item):
+        return _jsonable(value.item())
+    return value
+
+
+class MetricWriter:
+    """Appends one JSON object per line to ``path``: one record per logged step or epoch.
+
+    JSON lines survive a crash (every line is flushed) and are read back with
+    ``[json.loads(line) for line in open(path)]``. NaN becomes null.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = json.dumps({str(k): _jsonable(v) for k, v in record.items()})
+        with open(self.path, 'a', encoding='utf-8') as f:
+            f.write(line + '\n')

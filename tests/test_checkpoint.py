@@ -1,0 +1,100 @@
+"""colossal_runner.checkpoint: atomic writes, `latest`, safe loading, RNG states."""
+import os
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from colossal_runner import checkpoint as ckpt
+
+
+def _state(value):
+    return {'engine': {'model': {'w': torch.full((3,), float(value))}}, 'states': {'epoch': value}}
+
+
+def test_save_load_round_trip_and_latest(tmp_path):
+    for epoch in (1, 2, 3):
+        ckpt.save_checkpoint(_state(epoch), str(tmp_path / ckpt.checkpoint_name('epoch', epoch)))
+    assert os.readlink(tmp_path / 'latest.pt') == 'epoch_3.pt'
+    assert ckpt.find_latest(str(tmp_path)) == str(tmp_path / 'epoch_3.pt')
+    for path in (tmp_path, tmp_path / 'latest.pt', tmp_path / 'epoch_3.pt'):
+        loaded = ckpt.load_checkpoint(str(path))
+        assert loaded['states']['epoch'] == 3
+        assert torch.equal(loaded['engine']['model']['w'], torch.full((3,), 3.0))
+    assert ckpt.load_checkpoint(str(tmp_path / 'epoch_1.pt'))['states']['epoch'] == 1
+    assert ckpt.list_checkpoints(str(tmp_path)) == ['epoch_1.pt', 'epoch_2.pt', 'epoch_3.pt']
+
+
+def test_interrupted_rename_leaves_the_previous_checkpoint_as_latest(tmp_path, monkeypatch):
+    ckpt.save_checkpoint(_state(1), str(tmp_path / 'epoch_1.pt'))
+    real_replace = os.replace
+
+    def crash_on_checkpoint(src, dst):
+        if str(dst).endswith('epoch_2.pt'):
+            raise KeyboardInterrupt('killed during the rename')
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', crash_on_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(_state(2), str(tmp_path / 'epoch_2.pt'))
+    monkeypatch.setattr(os, 'replace', real_replace)
+    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pt', 'latest.pt']   # no partial file left
+    assert ckpt.load_checkpoint(str(tmp_path / 'latest.pt'))['states']['epoch'] == 1
+
+
+def test_partial_temporary_file_is_never_taken_for_a_checkpoint(tmp_path):
+    ckpt.save_checkpoint(_state(1), str(tmp_path / 'epoch_1.pt'))
+    (tmp_path / '.epoch_2.pt.abc.tmp').write_bytes(b'half a checkpoint')
+    os.remove(tmp_path / 'latest.pt')   # even without the link, scanning ignores temporaries
+    assert ckpt.find_latest(str(tmp_path)) == str(tmp_path / 'epoch_1.pt')
+
+
+def test_truncated_or_unsafe_files_give_clear_errors(tmp_path):
+    path = str(tmp_path / 'epoch_1.pt')
+    ckpt.save_checkpoint(_state(1), path)
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*epoch_1\.pt.*truncated"):
+        ckpt.load_checkpoint(path)
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ('echo pwned',))
+
+    evil = tmp_path / 'epoch_2.pt'
+    with open(evil, 'wb') as f:
+        pickle.dump({'x': Payload()}, f, protocol=2)
+    with pytest.raises(ValueError, match='cannot read checkpoint'):
+        ckpt.load_checkpoint(str(evil))
+    with pytest.raises(FileNotFoundError, match=r"epoch_9\.pt' does not exist.*epoch_1\.pt"):
+        ckpt.load_checkpoint(str(tmp_path / 'epoch_9.pt'))
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no checkpoint in directory'):
+        ckpt.load_checkpoint(str(tmp_path / 'empty'))
+
+
+def test_values_a_weights_only_load_refuses_fail_the_save(tmp_path):
+    with pytest.raises(TypeError, match=r"state\['meta'\]\['v'\] is a .*TorchVersion"):
+        ckpt.save_checkpoint({'meta': {'v': torch.__version__}}, str(tmp_path / 'epoch_1.pt'))
+    assert not os.listdir(tmp_path)
+
+
+def test_stage_files_and_links(tmp_path):
+    for stage in (0, 1):
+        ckpt.save_checkpoint(_state(stage), str(tmp_path / ckpt.checkpoint_name('epoch', 1, stage)))
+    assert os.readlink(tmp_path / 'latest_stage1.pt') == 'epoch_1_stage1.pt'
+    assert ckpt.load_checkpoint(str(tmp_path / 'latest.pt'), stage=1)['states']['epoch'] == 1
+    assert ckpt.load_checkpoint(str(tmp_path / 'epoch_1.pt'), stage=0)['states']['epoch'] == 0
+    assert ckpt.list_checkpoints(str(tmp_path)) == []   # no single-stage files
+
+
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    ckpt.save_checkpoint({'rng': ckpt.get_rng_state()}, str(tmp_path / 'epoch_1.pt'))
+    expected = (random.random(), np.random.rand(), torch.rand(2))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    ckpt.set_rng_state(ckpt.load_checkpoint(str(tmp_path / 'epoch_1.pt'))['rng'])
+    assert (random.random(), np.random.rand()) == expected[:2]
+    assert torch.equal(torch.rand(2), expected[2])

@@ -1,0 +1,152 @@
+"""SaveCheckpointHook / LoadCheckpointHook / Trainer.resume: round trip, exact resume, pruning, best."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from colossal_runner.checkpoint import load_checkpoint
+from colossal_runner.trainer import Trainer
+from colossal_runner.trainer.hooks import LoadCheckpointHook, LossHook, MetricHook, SaveCheckpointHook
+from colossal_runner.trainer.metrics import Metric
+
+from . import _resume_run
+from ._toy import make_engine, make_loader
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_exact_resume_in_a_new_process_is_bit_identical(tmp_path):
+    # The uninterrupted 4 epochs run here (saving along the way); the resumes run in a new process.
+    threads = torch.get_num_threads()
+    try:
+        reference = _resume_run.run(str(tmp_path / 'ck'), [])
+    finally:
+        torch.set_num_threads(threads)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    resumed = str(tmp_path / 'resumed.pt')
+    proc = subprocess.run([sys.executable, '-m', 'tests.trainer._resume_run', 'resume', str(tmp_path / 'ck'),
+                           resumed], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = torch.load(resumed, weights_only=True)
+    for name in ('by_epoch', 'mid_epoch'):
+        run = runs[name]
+        assert run['states'] == reference['states'] == {'epoch': 4, 'iteration': 24}
+        assert run['lr'] == reference['lr']
+        for got, want in zip(run['params'], reference['params']):
+            assert torch.equal(got, want), name
+    assert runs['by_epoch']['loss'] == reference['loss']   # the last epoch ran the same batches
+    assert 'loaded checkpoint' not in proc.stdout   # logging goes to stderr
+
+
+def test_round_trip_restores_engine_states_and_hook_states(tmp_path):
+    engine = make_engine(seed=0)
+    saver = SaveCheckpointHook(checkpoint_dir=str(tmp_path), max_keep=5)
+    trainer = Trainer(engine, hooks=[LossHook(), saver], config='model = dict(type="MLP")\n')
+    trainer.fit(make_loader(12), epochs=2)
+    state = load_checkpoint(str(tmp_path / 'latest.pt'))
+    assert state['states'] == {'epoch': 2, 'iteration': 6}
+    assert state['config'] == 'model = dict(type="MLP")\n'
+    assert set(state['rng']) >= {'python', 'numpy', 'torch'}
+    assert state['hooks']['SaveCheckpointHook']['saved'] == ['epoch_1.pt', 'epoch_2.pt']
+
+    other = make_engine(seed=1)
+    saver2 = SaveCheckpointHook(checkpoint_dir=str(tmp_path / 'other'))
+    trainer2 = Trainer(other, hooks=[saver2])
+    trainer2.resume(str(tmp_path))
+    assert (trainer2.states['epoch'], trainer2.states['iteration']) == (2, 6)
+    assert saver2.saved == ['epoch_1.pt', 'epoch_2.pt']
+    for a, b in zip(engine.model.parameters(), other.model.parameters()):
+        assert torch.equal(a, b)
+    assert other.get_lr() == engine.get_lr() and other.lr_scheduler.last_epoch == 6
+    momentum = [s['momentum_buffer'] for s in other.optimizer.state.values()]
+    assert momentum and all(torch.equal(m, engine.optimizer.state[p]['momentum_buffer'])
+                            for m, p in zip(momentum, engine.model.parameters()))
+
+
+def test_max_keep_prunes_oldest_and_iteration_checkpoints(tmp_path):
+    Trainer(make_engine(), hooks=[SaveCheckpointHook(checkpoint_dir=str(tmp_path), max_keep=2)]).fit(
+        make_loader(8), epochs=5)
+    assert sorted(os.listdir(tmp_path)) == ['epoch_4.pt', 'epoch_5.pt', 'latest.pt']
+    iters = tmp_path / 'iters'
+    Trainer(make_engine(), hooks=[SaveCheckpointHook(3, str(iters), by_epoch=False)]).fit(
+        make_loader(16), epochs=2)
+    assert sorted(os.listdir(iters)) == ['iter_3.pt', 'iter_6.pt', 'latest.pt']
+
+
+class Scripted(Metric):
+    """A metric whose epoch value is scripted, to drive save_best."""
+    name = 'Scripted'
+    values = [0.5, 0.7, 0.6, 0.9, 0.8]
+
+    def reset(self):
+        self.epoch = 0
+
+    def update(self, epoch):
+        self.epoch = epoch
+
+    def get_accumulated_value(self):
+        return self.values[self.epoch - 1] if self.epoch >= 1 else float('nan')
+
+    get_last_step_value = get_accumulated_value
+
+
+class ScriptedHook(MetricHook):
+    def update(self, metric, runner, output, label, loss):
+        metric.update(runner.states['epoch'])
+
+
+def test_save_best_keeps_the_best_epoch(tmp_path):
+    saver = SaveCheckpointHook(interval=10, checkpoint_dir=str(tmp_path), save_best='Scripted')
+    trainer = Trainer(make_engine(), hooks=[ScriptedHook(metric=Scripted, modes=('train',)), saver])
+    trainer.fit(make_loader(8), epochs=5)
+    assert os.listdir(tmp_path) == ['best.pt']
+    best = load_checkpoint(str(tmp_path / 'best.pt'))
+    assert best['states']['epoch'] == 4
+    assert best['hooks']['SaveCheckpointHook']['best_value'] == 0.9
+    assert (saver.best_value, saver.best_epoch) == (0.9, 4)
+
+    lower = SaveCheckpointHook(checkpoint_dir=str(tmp_path / 'loss'), save_best='train/Loss')
+    Trainer(make_engine(), hooks=[LossHook(), lower]).fit(make_loader(8), epochs=2)
+    assert lower.best_epoch in (1, 2) and os.path.exists(tmp_path / 'loss' / 'best.pt')
+    with pytest.raises(KeyError, match=r"no test metric named 'Acuracy'.*\[Loss\]"):
+        Trainer(make_engine(), hooks=[LossHook(), SaveCheckpointHook(checkpoint_dir=str(tmp_path),
+                                                                     save_best='test/Acuracy')]).fit(
+            make_loader(8), epochs=1)
+
+
+def test_load_checkpoint_hook_errors_list_what_exists(tmp_path):
+    Trainer(make_engine(), hooks=[SaveCheckpointHook(checkpoint_dir=str(tmp_path))]).fit(make_loader(8), 2)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint for epoch 7 \(epoch_7\.pt\).*"
+                                                r"\['epoch_1\.pt', 'epoch_2\.pt'\]"):
+        Trainer(make_engine(), hooks=[LoadCheckpointHook(str(tmp_path), epoch=7)]).fit(make_loader(8), 3)
+    with pytest.raises(FileNotFoundError, match="checkpoint_dir .*missing.* does not exist"):
+        Trainer(make_engine(), hooks=[LoadCheckpointHook(str(tmp_path / 'missing'))]).fit(make_loader(8), 1)
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no checkpoint in'):
+        Trainer(make_engine(), hooks=[LoadCheckpointHook(str(tmp_path / 'empty'))]).fit(make_loader(8), 1)
+    with pytest.raises(ValueError, match='epoch must be a positive epoch number or -1'):
+        LoadCheckpointHook(str(tmp_path), epoch=0)
+    trainer = Trainer(make_engine(), hooks=[LoadCheckpointHook(str(tmp_path), epoch=1)])
+    trainer.fit(make_loader(8), epochs=2)          # loads epoch 1, trains epoch 2 only
+    assert (trainer.states['epoch'], trainer.states['iteration']) == (2, 4)
+
+
+def test_mismatched_model_keys_strict_and_non_strict_and_finetune(tmp_path):
+    source = make_engine()
+    Trainer(source, hooks=[SaveCheckpointHook(checkpoint_dir=str(tmp_path))]).fit(make_loader(8), 1)
+    bigger = make_engine(dropout=0.1)       # Dropout shifts the last Linear from '2.' to '3.'
+    with pytest.raises(KeyError, match=r"missing keys \['3\.bias', '3\.weight'\], unexpected keys "
+                                       r"\['2\.bias', '2\.weight'\].*strict=False"):
+        Trainer(bigger, hooks=[LoadCheckpointHook(str(tmp_path))]).fit(make_loader(8), 2)
+    loose = Trainer(bigger, hooks=[LoadCheckpointHook(str(tmp_path), strict=False)])
+    loose.call_hook('before_train')
+    assert torch.equal(bigger.model[0].weight, source.model[0].weight)
+    assert loose.states['epoch'] == 0       # only the matching weights, not the progress
+    tuned = make_engine(seed=5)
+    finetune = Trainer(tuned, hooks=[LoadCheckpointHook(str(tmp_path), finetune=True)])
+    finetune.fit(make_loader(8), epochs=1)
+    assert (finetune.states['epoch'], finetune.states['iteration']) == (1, 2)
+    with pytest.raises(KeyError, match="not a colossal_runner training checkpoint"):
+        finetune.load_state_dict({'model': {}})

@@ -1,0 +1,176 @@
+"""Trainer.fit / evaluate / predict, states, progress and logs."""
+import json
+import os
+
+import pytest
+import torch
+
+from colossal_runner.trainer import BaseHook, Trainer
+from colossal_runner.trainer.hooks import AccuracyHook, LossHook
+
+from ._toy import make_dataset, make_engine, make_loader
+
+
+class Counter(BaseHook):
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.tests, self.iters = [], [], 0
+
+    def after_train_iter(self, runner, output, label, loss):
+        self.iters += 1
+
+    def after_train_epoch(self, runner):
+        self.epochs.append(runner.states['epoch'])
+
+    def after_test(self, runner):
+        self.tests.append(runner.states['epoch'])
+
+
+def test_max_steps_stops_mid_epoch_and_test_interval():
+    counter = Counter()
+    trainer = Trainer(make_engine(), hooks=[counter])
+    trainer.fit(make_loader(20, batch_size=4), epochs=10, max_steps=12, test_dataloader=make_loader(8),
+                test_interval=2)
+    assert trainer.states['iteration'] == 12 and counter.iters == 12
+    assert trainer.states['steps_per_epoch'] == 5 and trainer.states['max_steps'] == 12
+    assert counter.epochs == [1, 2, 3]          # the third epoch ends early
+    assert counter.tests == [2]                 # every test_interval epochs only
+    assert trainer.states['max_epochs'] == 10
+
+
+def test_states_default_max_steps_and_gradient_accumulation():
+    trainer = Trainer(make_engine(gradient_accumulation=2))
+    trainer.fit(make_loader(16, batch_size=4), epochs=2)
+    assert trainer.states['steps_per_epoch'] == 2
+    assert trainer.states['max_steps'] == 4
+    assert (trainer.states['epoch'], trainer.states['iteration']) == (2, 4)
+
+
+def test_fit_continues_from_states_and_validates_arguments():
+    trainer = Trainer(make_engine())
+    trainer.fit(make_loader(8), epochs=1)
+    trainer.fit(make_loader(8), epochs=3)        # epochs is the total: two more
+    assert (trainer.states['epoch'], trainer.states['iteration']) == (3, 6)
+    with pytest.raises(ValueError, match='epochs must be a positive int, got 0'):
+        trainer.fit(make_loader(8), epochs=0)
+    with pytest.raises(ValueError, match='test_interval must be a positive int'):
+        trainer.fit(make_loader(8), epochs=1, test_interval=0)
+    with pytest.raises(ValueError, match='fewer than gradient_accumulation=4'):
+        Trainer(make_engine(gradient_accumulation=4)).fit(make_loader(8), epochs=1)
+
+
+def test_sampler_set_epoch_is_called_each_epoch():
+    seen = []
+
+    class Sampler(torch.utils.data.SequentialSampler):
+        def set_epoch(self, epoch):
+            seen.append(epoch)
+
+    dataset = make_dataset(8)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, sampler=Sampler(dataset))
+    Trainer(make_engine()).fit(loader, epochs=3)
+    assert seen == [0, 1, 2]
+
+
+def test_loader_without_length_runs_until_exhausted():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(make_dataset(12))
+
+    loader = torch.utils.data.DataLoader(Stream(), batch_size=4)
+    trainer = Trainer(make_engine(), hooks=[LossHook()])
+    trainer.fit(loader, epochs=2)
+    assert trainer.states['steps_per_epoch'] is None
+    assert (trainer.states['epoch'], trainer.states['iteration']) == (2, 6)
+    assert trainer.evaluate(loader)['Loss'] > 0
+
+
+def test_evaluate_returns_metrics_equal_to_a_direct_computation():
+    engine = make_engine()
+    trainer = Trainer(engine, hooks=[LossHook(), AccuracyHook(), AccuracyHook(topk=2)])
+    trainer.fit(make_loader(12), epochs=1)
+    engine.train()
+    values = trainer.evaluate(make_loader(10, batch_size=4, seed=1))
+    assert engine.training  # evaluate restores the mode it found
+    data, labels = make_dataset(10, seed=1).tensors
+    with torch.no_grad():
+        engine.model.eval()
+        logits = engine.model(data)
+    batches = [(logits[i:i + 4], labels[i:i + 4]) for i in range(0, 10, 4)]
+    losses = [torch.nn.functional.cross_entropy(o, t).item() for o, t in batches]
+    assert values['Loss'] == pytest.approx(sum(losses) / len(losses), rel=1e-6)
+    assert values['Accuracy'] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    top2 = (logits.topk(2, dim=1).indices == labels[:, None]).any(1).float().mean().item()
+    assert values['Top2Accuracy'] == pytest.approx(top2)
+    assert set(values) == {'Loss', 'Accuracy', 'Top2Accuracy'}
+
+
+def test_predict_runs_the_model_without_gradients():
+    engine = make_engine()
+    trainer = Trainer(engine)
+    data = make_dataset(5).tensors[0]
+    out = trainer.predict(data)
+    assert out.shape == (5, 3) and not out.requires_grad
+    engine.model.eval()
+    assert torch.equal(out, engine.model(data).detach())
+
+
+def test_missing_metric_lists_the_available_ones():
+    trainer = Trainer(make_engine(), hooks=[LossHook(), AccuracyHook()])
+    with pytest.raises(KeyError, match=r"no train metric named 'Acc'.*\[Accuracy, Loss\]"):
+        trainer.states['metrics']['train']['Acc']
+    with pytest.raises(ValueError, match="a train metric named 'Loss' already exists"):
+        trainer.register_hook(LossHook())
+
+
+def test_concept_document_hook_list_builds_from_dicts_and_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    hooks = [dict(type='LogMetricByEpochHook'), dict(type='LogTimingByEpochHook'),
+             dict(type='LogMemoryByEpochHook'), dict(type='AccuracyHook'), dict(type='LossHook'),
+             dict(type='TensorboardHook', log_dir='./tfb_logs'),
+             dict(type='SaveCheckpointHook', interval=5, checkpoint_dir='./ckpt'),
+             dict(type='LoadCheckpointHook', epoch=20, checkpoint_dir='./ckpt')]
+    first = Trainer(make_engine(), hooks=hooks[:-1], work_dir='work')
+    first.fit(make_loader(4), epochs=20)
+    assert sorted(os.listdir('ckpt')) == ['epoch_10.pt', 'epoch_15.pt', 'epoch_20.pt', 'epoch_5.pt',
+                                          'latest.pt']
+    second = Trainer(make_engine(seed=1), hooks=hooks, work_dir='work')
+    second.fit(make_loader(4), epochs=22, test_dataloader=make_loader(4))
+    assert (second.states['epoch'], second.states['iteration']) == (22, 22)
+    assert os.listdir('tfb_logs')
+    records = [json.loads(line) for line in open('work/metrics.jsonl')]
+    epochs = [r for r in records if r['by'] == 'epoch' and r['mode'] == 'train']
+    assert [r['epoch'] for r in epochs] == list(range(1, 23))
+    assert {'Loss', 'Accuracy'} <= set(epochs[-1])
+    assert any(r['by'] == 'epoch_timing' for r in records) and any(r['by'] == 'memory' for r in records)
+    logs = [f for f in os.listdir('work') if f.endswith('.log')]
+    assert logs and 'loaded checkpoint' in ''.join(open(os.path.join('work', f)).read() for f in logs)
+
+
+def test_step_logging_and_progress_bar(tmp_path, capsys):
+    trainer = Trainer(make_engine(), hooks=[dict(type='LossHook'), dict(type='LRSchedulerHook'),
+                                            dict(type='LogMetricByStepHook', interval=2)],
+                      work_dir=str(tmp_path))
+    trainer.fit(make_loader(16), epochs=1, display_progress=True)
+    err = capsys.readouterr().err
+    assert 'Epoch 1' in err and 'loss=' in err and 'lr=' in err
+    records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+    assert [r['iteration'] for r in records] == [2, 4]
+    assert set(records[0]) >= {'Loss', 'LearningRate', 'mode', 'epoch'}
+    # The rate each step used: StepLR(step_size=2) halves it for steps 3 and 4.
+    assert [r['LearningRate'] for r in records] == pytest.approx([0.1, 0.05])
+    trainer.fit(make_loader(16), epochs=2)
+    assert 'Epoch 2' not in capsys.readouterr().err          # quiet without display_progress
+
+
+def test_lr_scheduler_hook_by_epoch_takes_over_stepping():
+    engine = make_engine()
+    hook = dict(type='LRSchedulerHook', by_epoch=True)
+    trainer = Trainer(engine, hooks=[hook])
+    assert engine.lr_scheduler is None
+    trainer.fit(make_loader(16), epochs=3)     # 4 steps per epoch; StepLR(step_size=2) per epoch
+    assert engine.get_lr() == pytest.approx(0.1 * 0.5)   # 3 scheduler steps, not 12
+    assert trainer.states['metrics']['train']['LearningRate'].get_last_step_value() == pytest.approx(0.05)
+    assert trainer.state_dict()['hooks']['LRSchedulerHook']['lr_scheduler']['last_epoch'] == 3
+    with pytest.raises(ValueError, match='lr_scheduler=None'):
+        Trainer(make_engine(lr_scheduler=False), hooks=[hook])
