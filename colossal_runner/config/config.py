@@ -1,0 +1,272 @@
+"""``Config``: a config file loaded into attribute-accessible dicts (mmcv 1.x public API).
+
+Users coming from mmcv keep their habits: ``Config.fromfile``, ``_base_``, ``_delete_``,
+``{{ _base_.x }}``, ``merge_from_dict`` for ``--cfg-options``, ``pretty_text``, ``dump``.
+Differences are fixes: missing keys raise and suggest the closest ones, ``_base_`` cycles are
+reported instead of recursing forever, ``pretty_text`` always loads back, files are UTF-8.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import os.path as osp
+import warnings
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+import yaml
+
+from .config_dict import ConfigDict
+from .errors import ConfigError, KeyPart
+from .loader import (RESERVED_KEYS, check_extension, check_reserved_keys, load_text, merge_into)
+from .pretty import pretty_text as _pretty_text
+
+
+class Config:
+    """A loaded config: attribute and item access to its values, plus where it came from.
+
+    Args:
+        cfg_dict: the values (a dict; nested dicts become :class:`ConfigDict` s).
+        cfg_text: the source text, shown by :attr:`text`; read from ``filename`` if omitted.
+        filename: the file the config came from, if any.
+
+    Example::
+
+        cfg = Config.fromfile('configs/digits/mlp.py')
+        cfg.optimizer.lr            # attribute access
+        cfg['optimizer']['lr']      # item access
+        cfg.merge_from_dict({'optimizer.lr': 0.05, 'hooks.0.interval': 10})
+        print(cfg.pretty_text)
+    """
+
+    def __init__(self, cfg_dict: Optional[Dict[str, Any]] = None, cfg_text: Optional[str] = None,
+                 filename: Optional[str] = None) -> None:
+        if cfg_dict is None:
+            cfg_dict = {}
+        elif not isinstance(cfg_dict, dict):
+            raise TypeError(f'cfg_dict must be a dict, got {type(cfg_dict).__name__}: {cfg_dict!r}.')
+        check_reserved_keys(cfg_dict, filename)
+        filename = str(filename) if filename is not None else None
+        if cfg_text is None:
+            if filename is not None and osp.isfile(filename):
+                with open(filename, encoding='utf-8-sig') as f:
+                    cfg_text = f.read()
+            else:
+                cfg_text = ''
+        super().__setattr__('_cfg_dict', ConfigDict(cfg_dict))
+        super().__setattr__('_filename', filename)
+        super().__setattr__('_text', cfg_text)
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def fromfile(filename: Union[str, 'os.PathLike[str]'], use_predefined_variables: bool = True,
+                 import_custom_modules: bool = True) -> 'Config':
+        """Load a ``.py``/``.json``/``.yaml``/``.yml`` file and its ``_base_`` files.
+
+        A ``.py`` config is executed as Python: only load configs you trust.
+        ``use_predefined_variables`` substitutes ``{{ fileDirname }}``, ``{{ fileBasename }}``,
+        ``{{ fileBasenameNoExtension }}`` and ``{{ fileExtname }}``; ``import_custom_modules``
+        imports what ``custom_imports`` names (so their classes register themselves).
+        """
+        path = osp.abspath(osp.expanduser(str(filename)))
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config file not found: {filename} (looked for {path}).')
+        ext = check_extension(osp.splitext(path)[1], f'config file {path}')
+        with open(path, encoding='utf-8-sig') as f:  # -sig: tolerate an editor's BOM
+            text = f.read()
+        cfg_dict, cfg_text = load_text(text, ext, path, use_predefined_variables)
+        check_reserved_keys(cfg_dict, path)
+        if import_custom_modules and cfg_dict.get('custom_imports'):
+            import_custom(cfg_dict['custom_imports'], path)
+        return Config(cfg_dict, cfg_text=cfg_text, filename=path)
+
+    @staticmethod
+    def fromstring(cfg_str: str, file_format: str) -> 'Config':
+        """Load a config from text in the given format (``'.py'``, ``'.json'``, ``'.yaml'``, ``'.yml'``).
+
+        ``_base_`` paths are relative to the working directory; predefined variables are
+        left as written (there is no file). ``custom_imports`` is not imported.
+        """
+        if not isinstance(cfg_str, str):
+            raise TypeError(f'cfg_str must be a str, got {type(cfg_str).__name__}.')
+        ext = check_extension(file_format, 'Config.fromstring')
+        if ext != '.py' and 'dict(' in cfg_str:
+            warnings.warn(f'file_format is {ext!r} but the text contains "dict(": is it a .py config?',
+                          stacklevel=2)
+        cfg_dict, _ = load_text(cfg_str, ext, None, use_predefined_variables=False)
+        check_reserved_keys(cfg_dict, None)
+        return Config(cfg_dict, cfg_text=cfg_str)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def filename(self) -> Optional[str]:
+        """The absolute path the config was loaded from (``None`` if it was not)."""
+        return self._filename
+
+    @property
+    def text(self) -> str:
+        """The source text: each ``_base_`` file, then the config itself, each under a ``# path`` line."""
+        return self._text
+
+    @property
+    def pretty_text(self) -> str:
+        """The merged config as formatted ``.py`` source that ``fromfile`` loads back to an equal config."""
+        return _pretty_text(self._cfg_dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The values as plain nested dicts (a copy)."""
+        return copy.deepcopy(self._cfg_dict.to_dict())
+
+    # ------------------------------------------------------------------ writing
+    def dump(self, file: Optional[Union[str, 'os.PathLike[str]']] = None) -> Optional[str]:
+        """Write the config to ``file`` in the format its extension names, or return it as text.
+
+        Without ``file`` the text is in the format of :attr:`filename` (``.py`` when there is
+        none). ``.json`` and ``.yaml`` hold plain data only: tuples are written as lists.
+        """
+        if file is None:
+            ext = osp.splitext(self.filename)[1].lower() if self.filename else '.py'
+            return self._dump_text(ext if ext in ('.json', '.yaml', '.yml') else '.py')
+        ext = check_extension(osp.splitext(str(file))[1], f'dump target {file}')
+        text = self._dump_text(ext)
+        with open(file, 'w', encoding='utf-8') as f:
+            f.write(text)
+        return None
+
+    def _dump_text(self, ext: str) -> str:
+        if ext == '.py':
+            return self.pretty_text
+        data = _plain_data(self._cfg_dict, [], self.filename)
+        if ext == '.json':
+            # '{{' only occurs inside JSON strings; escaping it keeps reloads from substituting it.
+            return json.dumps(data, indent=4, ensure_ascii=False).replace('{{', '{\\u007b') + '\n'
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+    # ------------------------------------------------------------------ merging
+    def merge_from_dict(self, options: Dict[str, Any], allow_list_keys: bool = True) -> None:
+        """Merge ``{'optimizer.lr': 0.05, 'hooks.0.interval': 10}`` (what ``--cfg-options`` gives).
+
+        Dotted keys reach into nested dicts (new keys are created); with ``allow_list_keys`` a
+        digit part indexes into a list. A dict value merges into the existing dict unless it
+        holds ``_delete_=True``, in which case it replaces it.
+        """
+        if not isinstance(options, dict):
+            raise TypeError(f'options must be a dict of dotted keys to values, got {type(options).__name__}.')
+        nested: Dict[str, Any] = {}
+        for full_key, value in options.items():
+            if not isinstance(full_key, str) or not full_key or any(not p for p in full_key.split('.')):
+                raise ConfigError(f'invalid option key {full_key!r}: expected dotted names like '
+                                  f"'optimizer.lr' or 'hooks.0.interval'.", self.filename)
+            node = nested
+            parts = full_key.split('.')
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f'option {full_key!r} reaches into a value that another option sets '
+                                      f'to {node!r}.', self.filename, parts)
+            node[parts[-1]] = copy.deepcopy(value)
+        check_reserved_keys(nested, self.filename)
+        merged = merge_into(nested, self._cfg_dict, self.filename, allow_list_keys)
+        super().__setattr__('_cfg_dict', ConfigDict(merged))
+
+    # ------------------------------------------------------------------ dict protocol
+    def __getattr__(self, name: str) -> Any:
+        if name == '_cfg_dict' or (name.startswith('__') and name.endswith('__')):
+            raise AttributeError(name)  # not set up yet (e.g. mid-unpickling) or a protocol probe
+        return getattr(self._cfg_dict, name)
+
+    def __getitem__(self, name: Any) -> Any:
+        return self._cfg_dict[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__setitem__(name, value)
+
+    def __setitem__(self, name: Any, value: Any) -> None:
+        if name in RESERVED_KEYS:
+            raise ConfigError(f'{name!r} is a reserved name (a read-only Config property); use another key.',
+                              self.filename, [name])
+        self._cfg_dict[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self._cfg_dict[name]
+
+    def __delitem__(self, name: Any) -> None:
+        del self._cfg_dict[name]
+
+    def __len__(self) -> int:
+        return len(self._cfg_dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cfg_dict)
+
+    def __contains__(self, name: Any) -> bool:
+        return name in self._cfg_dict
+
+    def __repr__(self) -> str:
+        return f'Config (path: {self.filename}): {self._cfg_dict.to_dict()!r}'
+
+    # ------------------------------------------------------------------ copy / pickle
+    def __getstate__(self) -> tuple:
+        return self._cfg_dict, self._filename, self._text
+
+    def __setstate__(self, state: tuple) -> None:
+        cfg_dict, filename, text = state
+        super().__setattr__('_cfg_dict', cfg_dict)
+        super().__setattr__('_filename', filename)
+        super().__setattr__('_text', text)
+
+    def __copy__(self) -> 'Config':
+        other = self.__class__.__new__(self.__class__)
+        other.__setstate__(self.__getstate__())
+        return other
+
+    def __deepcopy__(self, memo: dict) -> 'Config':
+        other = self.__class__.__new__(self.__class__)
+        memo[id(self)] = other
+        other.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return other
+
+
+def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str]) -> Any:
+    """Plain JSON/YAML data for ``value``; say where a value is that these formats cannot hold."""
+    if isinstance(value, dict):
+        return {k: _plain_data(v, path + [k], filename) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_data(v, path + [i], filename) for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise ConfigError(f'a {type(value).__name__} ({value!r}) cannot be written to JSON/YAML; dump to a .py '
+                      'file or replace it with plain data.', filename, path)
+
+
+def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
+    """Import the modules ``custom_imports = dict(imports=[...], allow_failed_imports=False)`` names."""
+    if not isinstance(custom_imports, dict):
+        raise ConfigError(f"custom_imports must be dict(imports=['module', ...]), got {custom_imports!r}.",
+                          filename, ['custom_imports'])
+    unknown = set(custom_imports) - {'imports', 'allow_failed_imports'}
+    if unknown:
+        raise ConfigError(f'unknown keys {sorted(unknown)} in custom_imports; expected imports and '
+                          'allow_failed_imports.', filename, ['custom_imports'])
+    imports = custom_imports.get('imports', [])
+    if isinstance(imports, str):
+        imports = [imports]
+    if not isinstance(imports, (list, tuple)):
+        raise ConfigError(f'custom_imports.imports must be a module name or a list of them, got {imports!r}.',
+                          filename, ['custom_imports', 'imports'])
+    allow_failed = custom_imports.get('allow_failed_imports', False)
+    for i, name in enumerate(imports):
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f'expected a module name (a str like "my_project.hooks"), got {name!r}.',
+                              filename, ['custom_imports', 'imports', i])
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            if allow_failed:
+                warnings.warn(f'custom_imports: could not import {name!r} ({exc}); skipped because '
+                              'allow_failed_imports=True.', stacklevel=2)
+                continue
+            exc.add_note(f'custom_imports in config {filename}: make sure {name!r} is importable, e.g. '
+                         'on PYTHONPATH, or set allow_failed_imports=True')
+            raise

@@ -1,0 +1,69 @@
+"""``ConfigDict``: an addict ``Dict`` whose missing keys are errors, not silent new dicts."""
+from __future__ import annotations
+
+import difflib
+from typing import Any, List
+
+from addict import Dict
+
+
+def closest_keys(name: Any, keys: List[Any], n: int = 3) -> List[str]:
+    """The keys of a dict that look most like ``name`` (for "did you mean" messages)."""
+    by_text = {str(k): k for k in keys}
+    return difflib.get_close_matches(str(name), list(by_text), n=n, cutoff=0.6)
+
+
+def _missing_message(name: Any, keys: List[Any]) -> str:
+    msg = f'no key {name!r} in this config'
+    close = closest_keys(name, keys)
+    if close:
+        msg += f"; did you mean {' or '.join(repr(k) for k in close)}?"
+    shown = sorted(map(str, keys))
+    if len(shown) > 20:
+        shown = shown[:20] + ['...']
+    return msg + f" Available keys: {', '.join(shown) if shown else '(none)'}."
+
+
+class ConfigDict(Dict):
+    """A dict with attribute access (``cfg.optimizer.lr``) for config values.
+
+    Unlike a plain addict ``Dict``, reading a missing key raises (``AttributeError`` for
+    attribute access, so ``hasattr``/``getattr(..., default)`` work; ``KeyError`` for item
+    access) and names the closest existing keys, so a typo fails where it is made. Plain
+    dicts assigned into it become ``ConfigDict`` s, so nested attribute access keeps working.
+    """
+
+    def __missing__(self, name: Any) -> Any:
+        raise KeyError(_missing_message(name, list(self.keys())))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith('__') and name.endswith('__'):
+            # Python asks for protocol attributes (__deepcopy__, __frozen, ...) this way;
+            # answer fast and plainly.
+            raise AttributeError(name)
+        try:
+            return dict.__getitem__(self, name)
+        except KeyError:
+            raise AttributeError(_missing_message(name, list(self.keys()))) from None
+
+    def __setitem__(self, name: Any, value: Any) -> None:
+        super().__setitem__(name, _to_config_dict(value))
+
+    def __copy__(self) -> 'ConfigDict':
+        other = self.__class__()
+        dict.update(other, self)
+        return other
+
+    def __reduce__(self):
+        # Rebuild from a plain dict of the items: simpler and sturdier than addict's
+        # __getstate__, which returns the object itself.
+        return self.__class__, (dict(self),)
+
+
+def _to_config_dict(value: Any) -> Any:
+    """Make plain dicts (also inside lists/tuples) ConfigDicts; leave everything else alone."""
+    if isinstance(value, dict) and not isinstance(value, ConfigDict):
+        return ConfigDict(value)
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in value):
+        return type(value)(_to_config_dict(v) for v in value) if type(value) in (list, tuple) else value
+    return value

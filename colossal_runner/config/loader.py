@@ -1,0 +1,258 @@
+"""Reading config files: formats, ``_base_`` inheritance, ``{{ }}`` substitutions, merging.
+
+Kept apart from :class:`~colossal_runner.config.Config` so the class stays a thin container.
+A ``.py`` config is *executed* as Python (it is code, like a setup.py); ``.json`` and
+``.yaml``/``.yml`` are parsed with safe loaders. Files are always read as UTF-8.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import os.path as osp
+import re
+import types
+import uuid
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from .config_dict import ConfigDict, closest_keys
+from .errors import ConfigError, KeyPart
+
+SUPPORTED_EXTENSIONS = ('.py', '.json', '.yaml', '.yml')
+BASE_KEY = '_base_'
+DELETE_KEY = '_delete_'
+RESERVED_KEYS = ('filename', 'text', 'pretty_text')
+
+_BASE_REF = re.compile(r'\{\{\s*_base_\.([\w.]+?)\s*\}\}')
+
+
+def check_extension(ext: str, what: str) -> str:
+    """Normalise ``'py'``/``'.py'`` and reject formats we cannot read."""
+    ext = ext.lower()
+    if ext and not ext.startswith('.'):
+        ext = '.' + ext
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise ConfigError(f'unsupported config format {ext or "(no extension)"!r} for {what}; expected one '
+                          f'of {", ".join(SUPPORTED_EXTENSIONS)}. Rename the file or convert it.')
+    return ext
+
+
+def check_reserved_keys(cfg: Dict[str, Any], filename: Optional[str]) -> None:
+    """Top-level keys that would be hidden by ``Config`` properties are refused."""
+    for key in RESERVED_KEYS:
+        if key in cfg:
+            raise ConfigError(f'{key!r} is a reserved name (Config has a property of that name, so the '
+                              f'value could never be read); rename the key.', filename, [key])
+
+
+def substitute_predefined(text: str, filename: str) -> str:
+    """Replace ``{{ fileDirname }}`` and friends with parts of the config's own path."""
+    dirname = osp.dirname(filename)
+    basename = osp.basename(filename)
+    stem, ext = osp.splitext(basename)
+    values = dict(fileDirname=dirname, fileBasename=basename, fileBasenameNoExtension=stem,
+                  fileExtname=ext)
+    for name, value in values.items():
+        # Forward slashes keep Windows paths valid inside Python/JSON/YAML string literals.
+        text = re.sub(r'\{\{\s*' + name + r'\s*\}\}', lambda _m, v=value: v.replace('\\', '/'), text)
+    return text
+
+
+def _parse_text(text: str, ext: str, filename: str) -> Dict[str, Any]:
+    """Turn the text of one file (after substitutions) into a plain dict."""
+    if ext == '.py':
+        # compile() with the real path: a SyntaxError names file and line, tracebacks show the source.
+        code = compile(text, filename, 'exec')
+        namespace: Dict[str, Any] = {'__file__': filename, '__name__': '__colossal_config__'}
+        try:
+            exec(code, namespace)
+        except Exception as exc:
+            exc.add_note(f'raised while executing config {filename}')
+            raise
+        skip = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
+        return {k: v for k, v in namespace.items() if not k.startswith('__') and not isinstance(v, skip)}
+    if ext == '.json':
+        def no_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+            out: Dict[str, Any] = {}
+            for k, v in pairs:
+                if k in out:
+                    raise ConfigError(f'key {k!r} appears twice in one JSON object; keep one.', filename)
+                out[k] = v
+            return out
+        try:
+            data = json.loads(text, object_pairs_hook=no_duplicates)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f'invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}',
+                              filename) from exc
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, 'problem_mark', None)
+            where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
+            problem = getattr(exc, 'problem', None) or str(exc)
+            raise ConfigError(f'invalid YAML{where}: {problem}', filename) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f'the top level must be a mapping of names to values, got a '
+                          f'{type(data).__name__}.', filename)
+    return data
+
+
+def load_text(text: str, ext: str, filename: Optional[str], use_predefined_variables: bool,
+              chain: Sequence[str] = ()) -> Tuple[Dict[str, Any], str]:
+    """Load a config from its text, resolving its ``_base_`` files.
+
+    ``filename`` (absolute) locates relative bases and names the file in messages; ``None``
+    for text that has no file (``Config.fromstring``), whose bases are relative to the
+    working directory. ``chain`` is the files being loaded above this one (cycle check).
+    Returns the merged dict and the combined text of all files (bases first).
+    """
+    label = filename or '<string>'
+    source = text
+    if filename is not None and use_predefined_variables:
+        text = substitute_predefined(text, filename)
+    # Each `{{ _base_.a.b }}` becomes a unique placeholder string, swapped for the value after the
+    # bases are loaded: the reference is not valid Python/JSON/YAML as written.
+    token = f'__base_ref_{uuid.uuid4().hex}__.'
+    refs_found = bool(_BASE_REF.search(text))
+    parse_text = _BASE_REF.sub(lambda m: f'"{token}{m.group(1)}"', text)
+    own = _parse_text(parse_text, ext, label)
+
+    base_dir = osp.dirname(filename) if filename else os.getcwd()
+    base_dict, base_texts = _load_bases(own.pop(BASE_KEY, None), base_dir, label, use_predefined_variables,
+                                        list(chain) + [label])
+    if refs_found:
+        own = _resolve_refs(own, token, base_dict, label, [])
+    merged = merge_into(own, base_dict, label, allow_list_keys=False)
+    header = f'# {label}\n'
+    return merged, ''.join(base_texts) + header + source + ('' if source.endswith('\n') else '\n')
+
+
+def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables: bool,
+                chain: List[str]) -> Tuple[Dict[str, Any], List[str]]:
+    if bases is None:
+        return {}, []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, (list, tuple)) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f'_base_ must be a path or a list of paths (relative to the config), got '
+                          f'{bases!r}.', label, [BASE_KEY])
+    merged: Dict[str, Any] = {}
+    owner: Dict[str, str] = {}
+    texts: List[str] = []
+    for base in bases:
+        path = osp.abspath(osp.join(base_dir, osp.expanduser(base)))
+        if path in chain:
+            cycle = ' -> '.join(chain[chain.index(path):] + [path])
+            raise ConfigError(f'_base_ files form a cycle: {cycle}. Remove one of these _base_ entries.',
+                              label, [BASE_KEY])
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config {label}: _base_ file {base!r} not found (looked for {path}).')
+        ext = check_extension(osp.splitext(path)[1], f'_base_ file {path}')
+        with open(path, encoding='utf-8-sig') as f:  # -sig: tolerate an editor's BOM
+            base_text = f.read()
+        base_cfg, base_text = load_text(base_text, ext, path, use_predefined_variables, chain)
+        for key in base_cfg:
+            if key in merged:
+                raise ConfigError(f'{key!r} is defined in two _base_ files, {owner[key]} and {path}; a key '
+                                  f'may come from only one base. Remove it from one of them.', label, [key])
+            owner[key] = path
+            merged[key] = base_cfg[key]
+        texts.append(base_text)
+    return merged, texts
+
+
+def _lookup(data: Any, dotted: str) -> Tuple[bool, Any]:
+    node = data
+    for part in dotted.split('.'):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False, None
+    return True, node
+
+
+def _resolve_refs(value: Any, token: str, base: Dict[str, Any], label: str, path: List[KeyPart]) -> Any:
+    """Swap every placeholder string for a copy of the base value it names."""
+    if isinstance(value, str) and value.startswith(token):
+        ref = value[len(token):]
+        found, target = _lookup(base, ref)
+        if not found:
+            parts = ref.split('.')
+            parent_found, parent = _lookup(base, '.'.join(parts[:-1])) if len(parts) > 1 else (True, base)
+            close = closest_keys(parts[-1], list(parent)) if parent_found and isinstance(parent, dict) else []
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ''
+            raise ConfigError(f'{{{{ _base_.{ref} }}}} names a value that no _base_ file defines '
+                              f'(top-level base keys: {", ".join(sorted(map(str, base))) or "none"}).{hint}',
+                              label, path)
+        return copy.deepcopy(target)
+    if isinstance(value, dict):
+        return {k: _resolve_refs(v, token, base, label, path + [k]) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_resolve_refs(v, token, base, label, path + [i]) for i, v in enumerate(value))
+    return value
+
+
+def _strip_delete(value: Any) -> Any:
+    """Drop ``_delete_`` flags from a value that is being set as a whole."""
+    if isinstance(value, dict):
+        return ConfigDict({k: _strip_delete(v) for k, v in value.items() if k != DELETE_KEY})
+    if type(value) in (list, tuple):
+        return type(value)(_strip_delete(v) for v in value)
+    return value
+
+
+def merge_into(child: Dict[str, Any], base: Any, label: Optional[str], allow_list_keys: bool,
+               path: Optional[List[KeyPart]] = None) -> Any:
+    """Merge ``child`` onto ``base`` and return the result (``base`` itself is left unchanged).
+
+    Dicts merge key by key; anything else replaces the base value; ``_delete_=True`` in a
+    child dict replaces the base dict instead of merging. With ``allow_list_keys``, digit
+    keys index into a base list or tuple (``hooks.0.interval`` on the command line).
+    """
+    path = list(path or [])
+    if isinstance(base, (list, tuple)):
+        items = list(base)
+        for key, value in child.items():
+            if key == DELETE_KEY:
+                continue
+            if not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
+                dotted = '.'.join(map(str, path + [0, key]))
+                raise ConfigError(f'this is a {type(base).__name__}, so its items are addressed by index '
+                                  f'(e.g. {dotted!r}); got key {key!r}.',
+                                  label, path + [key])
+            index = int(key)
+            if index >= len(items):
+                raise ConfigError(f'index {index} is out of range: the {type(base).__name__} has '
+                                  f'{len(items)} items.', label, path + [index])
+            items[index] = _merge_value(value, items[index], label, allow_list_keys, path + [index])
+        return type(base)(items) if type(base) in (list, tuple) else items
+    out = ConfigDict()
+    for key, value in base.items():
+        dict.__setitem__(out, key, value)
+    for key, value in child.items():
+        if key == DELETE_KEY:
+            continue
+        out[key] = _merge_value(value, out.get(key, _MISSING), label, allow_list_keys, path + [key])
+    return out
+
+
+_MISSING = object()
+
+
+def _merge_value(value: Any, old: Any, label: Optional[str], allow_list_keys: bool,
+                 path: List[KeyPart]) -> Any:
+    if not isinstance(value, dict) or old is _MISSING or old is None or value.get(DELETE_KEY, False):
+        return _strip_delete(value)
+    mergeable = (dict, list, tuple) if allow_list_keys else (dict,)
+    if not isinstance(old, mergeable):
+        hint = ' (or allow list keys to index into it)' if isinstance(old, (list, tuple)) else ''
+        raise ConfigError(f'a dict cannot be merged into the existing {type(old).__name__} value {old!r}; '
+                          f'add {DELETE_KEY}=True to the dict to replace it{hint}.', label, path)
+    return merge_into(value, old, label, allow_list_keys, path)

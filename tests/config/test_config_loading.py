@@ -1,0 +1,227 @@
+"""Config.fromfile / fromstring: formats, _base_ inheritance, substitutions, custom_imports, errors."""
+import os.path as osp
+import sys
+import warnings
+
+import pytest
+
+from colossal_runner.config import Config, ConfigDict, ConfigError
+
+DATA = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'data', 'config')
+
+
+def path(name):
+    return osp.join(DATA, name)
+
+
+@pytest.mark.parametrize('name', ['plain.json', 'plain.yaml', 'plain.yml'])
+def test_json_and_yaml_files_load_as_utf8(name):
+    cfg = Config.fromfile(path(name))
+    assert cfg.lr == 0.1
+    assert cfg.name == 'Grüße'
+    assert cfg.nested.a == [1, 2] and cfg.nested.b is None and cfg.nested.c is True
+    assert isinstance(cfg.nested, ConfigDict)
+    assert cfg.filename == path(name)
+    assert 'Grüße' in cfg.text
+
+
+def test_py_file_keeps_data_and_drops_modules_functions_and_dunders():
+    cfg = Config.fromfile(path('plain.py'))
+    assert cfg.lr == pytest.approx(0.1)
+    assert cfg.name == osp.join('a', 'b')
+    assert cfg.unicode_text == 'Grüße, 世界'
+    assert cfg._private == 1
+    for dropped in ('osp', 'helper', '__dunder', '__file__', '__builtins__'):
+        assert dropped not in cfg
+    assert cfg.nested.a[2].b == (3, 4)
+    assert cfg.nested.c['not-an-identifier'] == 5 and cfg.nested.c[7] == 'int key'
+
+
+def test_base_inheritance_across_formats_with_delete_and_references():
+    cfg = Config.fromfile(path('child.py'))
+    # dicts merge recursively, other values are replaced
+    assert cfg.optimizer == dict(type='SGD', lr=0.01, momentum=0.9)
+    assert cfg.max_epochs == 8
+    # _delete_ replaces the base dict instead of merging into it, and is not kept
+    assert cfg.model.act == dict(type='GELU')
+    assert cfg.model.hidden == [32, 16]
+    # values from the yaml and json bases
+    assert cfg.hooks[1].interval == 2 and cfg.log.name == 'base yaml'
+    assert cfg.data.dataset.type == 'Digits' and cfg.seed == 3
+    # {{ _base_.x }} references, including list indices
+    assert cfg.batch == 16 and cfg.first_hook == 'LossHook' and cfg.hidden == [32, 16]
+    assert cfg.extra == 'only in child'
+    # the text holds every file, bases first
+    text = cfg.text
+    assert text.index('base_model.py') < text.index('base_runtime.yaml') < text.index('child.py')
+
+
+def test_recursive_bases_and_a_single_base_string():
+    cfg = Config.fromfile(path('grandchild.yaml'))
+    assert cfg.max_epochs == 12
+    assert cfg.data.batch_size == 32 and cfg.data.num_workers == 0
+    assert cfg.batch == 16  # resolved in child.py against its own base
+    single = Config.fromfile(path('single_base.json'))
+    assert single.optimizer.lr == 0.5 and single.optimizer.momentum == 0.9
+    assert '_base_' not in single
+
+
+def test_predefined_variables_can_be_turned_off():
+    cfg = Config.fromfile(path('predefined.py'))
+    assert cfg.dirname == DATA.replace('\\', '/')
+    assert (cfg.basename, cfg.stem, cfg.ext) == ('predefined.py', 'predefined', '.py')
+    assert cfg.work_dir == './work_dirs/predefined'
+    # text is the source as written
+    assert "work_dir = './work_dirs/{{ fileBasenameNoExtension }}'" in cfg.text
+    raw = Config.fromfile(path('predefined.py'), use_predefined_variables=False)
+    assert raw.stem == '{{ fileBasenameNoExtension }}'
+
+
+def test_fromstring_matches_fromfile_and_accepts_format_without_dot():
+    for name, fmt in [('plain.json', 'json'), ('plain.yaml', '.yaml'), ('plain.py', '.py')]:
+        with open(path(name), encoding='utf-8') as f:
+            from_text = Config.fromstring(f.read(), fmt)
+        assert from_text.to_dict() == Config.fromfile(path(name)).to_dict()
+        assert from_text.filename is None
+    with pytest.warns(UserWarning, match='.py config'):
+        Config.fromstring('a: "dict(x=1)"', '.yaml')
+    with pytest.raises(ConfigError, match=r"unsupported config format '\.toml'.*\.py, \.json, \.yaml, \.yml"):
+        Config.fromstring('a = 1', 'toml')
+
+
+def test_custom_imports_imports_only_what_it_names(monkeypatch):
+    monkeypatch.syspath_prepend(DATA)
+    monkeypatch.delitem(sys.modules, 'cr_test_custom_module', raising=False)
+    Config.fromfile(path('custom_imports_ok.py'), import_custom_modules=False)
+    assert 'cr_test_custom_module' not in sys.modules
+    cfg = Config.fromfile(path('custom_imports_ok.py'))
+    assert sys.modules['cr_test_custom_module'].IMPORTED is True
+    assert cfg.value == 1
+
+
+def test_custom_imports_failure_raises_the_import_error_with_a_note():
+    with pytest.raises(ModuleNotFoundError, match='cr_test_no_such_module') as info:
+        Config.fromfile(path('custom_imports_missing.py'))
+    assert any('custom_imports_missing.py' in note and 'allow_failed_imports' in note
+               for note in info.value.__notes__)
+    with pytest.warns(UserWarning, match='cr_test_no_such_module.*allow_failed_imports=True'):
+        Config.fromfile(path('custom_imports_allowed.py'))
+
+
+def test_custom_imports_shape_is_checked(tmp_path):
+    bad = tmp_path / 'bad_imports.py'
+    bad.write_text("custom_imports = dict(imports=['os', 3])\n")
+    with pytest.raises(ConfigError, match=r'custom_imports\.imports\[1\].*expected a module name.*got 3'):
+        Config.fromfile(bad)
+    bad.write_text("custom_imports = dict(modules=['os'])\n")
+    with pytest.raises(ConfigError, match=r"unknown keys \['modules'\]"):
+        Config.fromfile(bad)
+
+
+# ---------------------------------------------------------------- errors
+
+def test_missing_file_names_the_path():
+    with pytest.raises(FileNotFoundError, match='no_such_config.py'):
+        Config.fromfile(path('no_such_config.py'))
+
+
+def test_missing_base_names_the_base_and_the_child():
+    pattern = r"missing_base\.py: _base_ file './bases/does_not_exist\.py'"
+    with pytest.raises(FileNotFoundError, match=pattern):
+        Config.fromfile(path('missing_base.py'))
+
+
+def test_unsupported_extension_lists_the_allowed_ones():
+    pattern = r"'\.txt'.*wrong_ext\.txt.*expected one of \.py, \.json, \.yaml, \.yml"
+    with pytest.raises(ConfigError, match=pattern):
+        Config.fromfile(path('wrong_ext.txt'))
+
+
+def test_syntax_error_names_file_and_line():
+    with pytest.raises(SyntaxError) as info:
+        Config.fromfile(path('syntax_error.py'))
+    assert info.value.filename == path('syntax_error.py')
+    assert info.value.lineno == 2
+
+
+def test_runtime_error_in_py_config_keeps_its_type_and_names_the_file():
+    with pytest.raises(NameError, match='undefined_name') as info:
+        Config.fromfile(path('runtime_error.py'))
+    assert any('runtime_error.py' in note for note in info.value.__notes__)
+    # the traceback reaches into the config file itself
+    files = []
+    tb = info.value.__traceback__
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    assert path('runtime_error.py') in files
+
+
+@pytest.mark.parametrize('name, pattern', [
+    ('bad.yaml', r'bad\.yaml: invalid YAML at line 2'),
+    ('bad.json', r'bad\.json: invalid JSON at line 2'),
+    ('duplicate.json', r"key 'a' appears twice"),
+    ('top_list.yaml', r'top level must be a mapping.*got a list'),
+])
+def test_bad_json_and_yaml_name_file_and_line(name, pattern):
+    with pytest.raises(ConfigError, match=pattern) as info:
+        Config.fromfile(path(name))
+    assert info.value.filename == path(name)
+
+
+def test_base_cycle_is_detected_and_the_chain_named():
+    with pytest.raises(ConfigError, match=r'cycle: .*a\.py -> .*b\.py -> .*c\.yaml -> .*a\.py'):
+        Config.fromfile(path('cycle/a.py'))
+    with pytest.raises(ConfigError, match=r'cycle: .*self_cycle\.py -> .*self_cycle\.py'):
+        Config.fromfile(path('self_cycle.py'))
+
+
+def test_same_key_in_two_bases_is_an_error_naming_both():
+    pattern = r"'shared' is defined in two _base_ files, .*dup_a\.py and .*dup_b\.py"
+    with pytest.raises(ConfigError, match=pattern) as info:
+        Config.fromfile(path('duplicate_bases.py'))
+    assert info.value.key_path == 'shared'
+
+
+def test_unknown_base_reference_names_it_and_suggests():
+    with pytest.raises(ConfigError, match=r"_base_\.optimizer\.lrr.*Did you mean 'lr'") as info:
+        Config.fromfile(path('bad_base_ref.py'))
+    assert info.value.key_path == 'lr' and info.value.filename == path('bad_base_ref.py')
+
+
+def test_reserved_keys_are_rejected():
+    with pytest.raises(ConfigError, match=r"'filename' is a reserved name"):
+        Config.fromfile(path('reserved_key.py'))
+    with pytest.raises(ConfigError, match=r"'pretty_text' is a reserved name"):
+        Config(dict(pretty_text=1))
+    cfg = Config(dict(a=1))
+    with pytest.raises(ConfigError, match=r"'text' is a reserved name"):
+        cfg.text = 'x'
+    with pytest.raises(ConfigError, match=r"'filename' is a reserved name"):
+        cfg.merge_from_dict({'filename': 'x'})
+
+
+def test_dict_over_a_scalar_base_value_names_the_key_path_and_the_fix():
+    with pytest.raises(ConfigError, match=r'key optimizer\.lr: .*existing float value 0\.1.*_delete_=True'):
+        Config.fromfile(path('dict_over_scalar.py'))
+
+
+def test_bad_base_value_type(tmp_path):
+    bad = tmp_path / 'bad_base.py'
+    bad.write_text('_base_ = 3\n')
+    with pytest.raises(ConfigError, match=r'_base_ must be a path or a list of paths.*got 3'):
+        Config.fromfile(bad)
+
+
+def test_a_dict_may_replace_a_none_base_value(tmp_path):
+    (tmp_path / 'base.py').write_text('lr_config = None\n')
+    (tmp_path / 'child.py').write_text("_base_ = 'base.py'\nlr_config = dict(policy='step')\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert Config.fromfile(tmp_path / 'child.py').lr_config.policy == 'step'
+
+
+def test_a_utf8_bom_is_tolerated(tmp_path):
+    bom = tmp_path / 'bom.py'
+    bom.write_bytes('\ufeffname = "Grüße"\n'.encode('utf-8'))
+    assert Config.fromfile(bom).name == 'Grüße'

@@ -1,0 +1,113 @@
+"""pretty_text and dump: the written config loads back to an equal one."""
+import json
+import math
+import re
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from colossal_runner.config import Config, ConfigError
+
+
+def assert_same(a, b, where='cfg'):
+    """Equal values of the same kinds (list vs tuple, bool vs int, dicts of any mapping type)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict), where
+        # order is kept inside values; top-level keys that cannot be assigned are written last
+        assert (list(a) == list(b)) if where != 'cfg' else (set(a) == set(b)), where
+        for k in a:
+            assert_same(a[k], b[k], f'{where}[{k!r}]')
+        return
+    assert type(a) is type(b), f'{where}: {type(a).__name__} vs {type(b).__name__}'
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f'{where}[{i}]')
+    elif isinstance(a, float) and math.isnan(a):
+        assert math.isnan(b), where
+    else:
+        assert a == b, where
+
+
+def reload_py(cfg, tmp_path, name='dumped.py'):
+    target = tmp_path / name
+    target.write_text(cfg.pretty_text, encoding='utf-8')
+    return Config.fromfile(target)
+
+
+def test_pretty_text_is_readable_python():
+    cfg = Config(dict(model=dict(type='MLP', hidden=[32, 16]), sizes=(1,), empty=dict(), none=None))
+    text = cfg.pretty_text
+    assert "model = dict(type='MLP', hidden=[32, 16])" in text
+    assert re.search(r'^sizes = \(1, ?\)$', text, re.M)
+    assert 'empty = dict()' in text and 'none = None' in text
+
+
+def test_awkward_keys_and_strings_round_trip(tmp_path):
+    cfg = Config({
+        'odd': {'with-dash': 1, 'class': 2, 3: 'three', '': 'empty', 'a b': [1, (2,)], 'x.y': None},
+        'quotes': 'it\'s "quoted"\nand\ttabbed \\ back',
+        'braces': 'keep {{ fileDirname }} and {{ _base_.x }} as written',
+        'floats': [float('inf'), -0.5, 1e-300], 'sets': {3, 1}, 'frozen': frozenset({'a'}),
+        'my-key': 1, 'lambda': 2, 'dict': dict(a=1), 'float': 3.5, 'globals': 'g', 'ª': {'ª': 1},
+    })
+    text = cfg.pretty_text
+    assert 'globals().update(' in text  # keys that cannot be assigned are written last, together
+    for loaded in (reload_py(cfg, tmp_path), Config.fromstring(text, '.py')):
+        assert_same(cfg.to_dict(), loaded.to_dict())
+
+
+def test_loaded_file_round_trips(tmp_path):
+    cfg = Config.fromfile(__file__.rsplit('/', 2)[0] + '/data/config/runnable.py')
+    assert_same(cfg.to_dict(), reload_py(cfg, tmp_path).to_dict())
+
+
+def test_dump_by_extension_and_to_text(tmp_path):
+    cfg = Config(dict(a=dict(b=[1, 2], c=(3, 4)), s='Grüße {{ x }}', n=None, f=0.5, t=True))
+    assert cfg.dump() == cfg.pretty_text
+    cfg.dump(tmp_path / 'out.py')
+    assert_same(Config.fromfile(tmp_path / 'out.py').to_dict(), cfg.to_dict())
+    as_lists = dict(a=dict(b=[1, 2], c=[3, 4]), s='Grüße {{ x }}', n=None, f=0.5, t=True)
+    for ext in ('json', 'yaml', 'yml'):
+        assert cfg.dump(tmp_path / f'out.{ext}') is None
+        text = (tmp_path / f'out.{ext}').read_text(encoding='utf-8')
+        assert 'Grüße' in text
+        assert_same(Config.fromfile(tmp_path / f'out.{ext}').to_dict(), as_lists)
+    assert json.loads((tmp_path / 'out.json').read_text(encoding='utf-8')) == as_lists
+    assert yaml.safe_load((tmp_path / 'out.yaml').read_text(encoding='utf-8')) == as_lists
+    # without a target, the format of the file the config came from
+    from_json = Config.fromfile(tmp_path / 'out.json')
+    assert json.loads(from_json.dump()) == as_lists
+    assert yaml.safe_load(Config.fromfile(tmp_path / 'out.yaml').dump()) == as_lists
+
+
+def test_dump_errors_name_the_key_path_and_allowed_formats(tmp_path):
+    cfg = Config(dict(model=dict(layers=[1, {'act': object}])))
+    pattern = r'key model\.layers\[1\]\.act: a type .* cannot be written to JSON/YAML'
+    with pytest.raises(ConfigError, match=pattern):
+        cfg.dump(tmp_path / 'x.json')
+    with pytest.raises(ConfigError, match=r"unsupported config format '\.toml'.*expected one of"):
+        cfg.dump(tmp_path / 'x.toml')
+
+
+# directives and reserved names are not data: they do not survive loading, by design
+RESERVED = {'filename', 'text', 'pretty_text', '_base_', '_delete_', 'custom_imports'}
+keys = st.one_of(st.text(max_size=8), st.integers(-5, 1000)).filter(lambda k: k != '_delete_')
+top_keys = st.text(max_size=8).filter(lambda k: k not in RESERVED and not k.startswith('__'))
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12),
+                    st.floats(allow_nan=False), st.frozensets(st.integers(0, 9), max_size=3))
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.lists(inner, max_size=3).map(tuple),
+                            st.dictionaries(keys, inner, max_size=3)),
+    max_leaves=10)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(top_keys, values, max_size=4))
+def test_pretty_text_round_trip_property(data):
+    cfg = Config(data)
+    loaded = Config.fromstring(cfg.pretty_text, '.py')
+    assert_same(cfg.to_dict(), loaded.to_dict())

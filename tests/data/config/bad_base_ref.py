@@ -1,0 +1,2 @@
+_base_ = './bases/base_model.py'
+lr = {{ _base_.optimizer.lrr }}

@@ -1,0 +1,2 @@
+_base_ = './bases/base_model.py'
+optimizer = dict(lr=dict(value=0.1))

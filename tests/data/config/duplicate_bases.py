@@ -1,0 +1,1 @@
+_base_ = ['./bases/dup_a.py', './bases/dup_b.py']

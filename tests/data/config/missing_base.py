@@ -1,0 +1,1 @@
+_base_ = './bases/does_not_exist.py'

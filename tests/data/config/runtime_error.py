@@ -1,0 +1,2 @@
+model = dict(type='MLP')
+lr = undefined_name * 2
