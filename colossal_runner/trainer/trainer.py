@@ -15,7 +15,7 @@ from ..distributed import get_context
 from ..engine.batch import call_model, to_device
 from ..registry import HOOKS
 from ..utils.logging import MetricWriter, get_logger
-from .hooks.base_hook import BaseHook, call_hooks
+from .hooks.base_hook import BaseHook, invoke_hook
 from .hooks.metric_hook import read_metrics
 from .priority import get_priority
 from .states import RESUMABLE_KEYS, new_states
@@ -43,6 +43,7 @@ class Trainer:
         self.config = config
         self.states: Dict[str, Any] = new_states()
         self.hooks: List[BaseHook] = []
+        self._dispatch: Dict[str, List[BaseHook]] = {}  # stage -> hooks overriding it, in order
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
@@ -69,10 +70,12 @@ class Trainer:
         # After every hook of lower or equal priority: ties keep registration order.
         position = sum(1 for h in self.hooks if h.priority <= hook.priority)
         self.hooks.insert(position, hook)
+        self._dispatch.clear()
         try:
             hook.after_hook_is_attached(self)
         except Exception as exc:
             self.hooks.remove(hook)
+            self._dispatch.clear()
             if hasattr(exc, 'add_note'):
                 exc.add_note(f'(raised in {type(hook).__name__}.after_hook_is_attached)')
             raise
@@ -80,7 +83,11 @@ class Trainer:
 
     def call_hook(self, stage: str, *args: Any) -> None:
         """Run ``stage`` on every hook that implements it, in priority order."""
-        call_hooks(self.hooks, stage, self, *args)
+        hooks = self._dispatch.get(stage)
+        if hooks is None:  # which hooks override a point changes only when a hook is added
+            hooks = self._dispatch[stage] = [h for h in self.hooks if h.overrides(stage)]
+        for hook in hooks:
+            invoke_hook(hook, stage, self, *args)
 
     # ------------------------------------------------------------------ training
     def fit(self, train_dataloader: Iterable, epochs: int, max_steps: Optional[int] = None,
@@ -159,6 +166,12 @@ class Trainer:
                 self.states['iteration'] += 1
                 self.call_hook('after_train_iter', *result)
                 self._show(bar, result[2])
+            else:
+                # Finish the iterator as a plain `for` loop would: torch's RandomSampler draws
+                # from its generator only once it is exhausted, so stopping one batch short would
+                # give the next epoch a different order than a hand-written loop gets.
+                for _ in data_iter:
+                    pass
 
     @staticmethod
     def _next_step(step: Any, data_iter: Iterator, until_exhausted: bool) -> Optional[Tuple[Any, Any, Any]]:

@@ -69,9 +69,10 @@ def test_updates_do_not_synchronize_with_the_host(monkeypatch):
     trainer = NoSyncInMetricUpdates(engine, hooks=[LossHook(), AccuracyHook(), ThroughputHook(),
                                                    dict(type='LRSchedulerHook')])
     trainer.fit(make_loader(12), epochs=1)
-    for metric in trainer.states['metrics']['train'].values():
-        state = getattr(metric, '_sums', None)
-        assert state is None or state.device == engine.device
+    device_states = [getattr(m, '_sum', getattr(m, '_correct', None))
+                     for m in trainer.states['metrics']['train'].values()]
+    assert sum(state is not None for state in device_states) == 2  # Loss and Accuracy
+    assert all(state.device == engine.device for state in device_states if state is not None)
     assert trainer.states['metrics']['train']['Loss'].get_accumulated_value() > 0
 
 

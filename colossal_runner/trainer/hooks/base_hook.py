@@ -90,11 +90,15 @@ def call_hooks(hooks: Iterable[BaseHook], stage: str, runner: Any, *args: Any) -
     An exception keeps its type and traceback and gains a note naming the hook and the point.
     """
     for hook in hooks:
-        if not hook.overrides(stage):
-            continue
-        try:
-            getattr(hook, stage)(runner, *args)
-        except Exception as exc:
-            if hasattr(exc, 'add_note'):
-                exc.add_note(f'(raised in {type(hook).__name__}.{stage})')
-            raise
+        if hook.overrides(stage):
+            invoke_hook(hook, stage, runner, *args)
+
+
+def invoke_hook(hook: BaseHook, stage: str, runner: Any, *args: Any) -> None:
+    """Call one hook point; an exception gains a note naming the hook and the point."""
+    try:
+        getattr(hook, stage)(runner, *args)
+    except Exception as exc:
+        if hasattr(exc, 'add_note'):
+            exc.add_note(f'(raised in {type(hook).__name__}.{stage})')
+        raise

@@ -30,8 +30,10 @@ class Accuracy(Metric):
         super().__init__(epoch_only=epoch_only, device=device)
 
     def reset(self) -> None:
-        self._sums = self.zeros(2)   # [correct, total] since the reset
-        self._last = self.zeros(2)   # [correct, total] of the latest step
+        # Correct counts stay on the device (no sync per step); sample counts are host ints.
+        self._correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._total = 0
+        self._last = (torch.zeros((), dtype=torch.int64, device=self.device), 0)
 
     def update(self, output: Any, label: Any, loss: Optional[torch.Tensor] = None) -> None:
         if not isinstance(output, torch.Tensor) or not isinstance(label, torch.Tensor):
@@ -44,19 +46,25 @@ class Accuracy(Metric):
             raise ValueError(f'Accuracy: {scores.shape[0]} predictions (output shape {tuple(output.shape)}) '
                              f'but {target.shape[0]} labels (label shape {tuple(label.shape)})')
         k = min(self.topk, scores.shape[-1])
-        top = scores.topk(k, dim=-1).indices
-        correct = (top == target.unsqueeze(-1)).any(dim=-1).sum()
-        step = torch.stack([correct.to(self._sums), self._sums.new_tensor(float(target.numel()))])
-        self._sums += step
-        self._last.copy_(step)
+        if k == 1:  # argmax is the cheap top-1; this runs every iteration
+            correct = (scores.argmax(dim=-1) == target).sum()
+        else:
+            top = scores.topk(k, dim=-1).indices
+            correct = (top == target.unsqueeze(-1)).any(dim=-1).sum()
+        self._correct += correct
+        self._total += target.numel()
+        self._last = (correct, target.numel())
+
+    def _value(self, correct: torch.Tensor, total: int) -> float:
+        pair = torch.stack([correct.to(self.zeros(0).dtype), self.zeros(0).new_tensor(float(total))])
+        pair = reduce_over_data_group(pair)
+        return self.ratio(pair[0], pair[1])
 
     def get_last_step_value(self) -> float:
-        total = reduce_over_data_group(self._last)
-        return self.ratio(total[0], total[1])
+        return self._value(*self._last)
 
     def get_accumulated_value(self) -> float:
-        total = reduce_over_data_group(self._sums)
-        return self.ratio(total[0], total[1])
+        return self._value(self._correct, self._total)
 
     def __repr__(self) -> str:
         return f'Accuracy(topk={self.topk}, epoch_only={self.epoch_only}, device={self.device})'

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -16,25 +17,31 @@ class Loss(Metric):
     name = 'Loss'
 
     def reset(self) -> None:
-        self._sums = self.zeros(2)   # [sum of step losses, number of steps]
-        self._last = self.zeros(2)   # [latest loss, 1 once a step was seen]
+        # The running sum stays on the device (no sync per step); the step count is a host int.
+        self._sum = self.zeros(0).new_zeros(())
+        self._count = 0
+        self._last: Optional[torch.Tensor] = None
 
     def update(self, output, label, loss: torch.Tensor) -> None:
         if not isinstance(loss, torch.Tensor):
             raise TypeError(f'Loss.update expects the loss as a tensor, got {type(loss).__name__}')
-        value = loss.detach().reshape(()).to(self._sums)
-        self._sums[0] += value
-        self._sums[1] += 1
-        self._last[0] = value
-        self._last[1] = 1
+        value = loss.detach().reshape(())
+        self._sum += value
+        self._count += 1
+        self._last = value
+
+    def _value(self, total: torch.Tensor, count: int) -> float:
+        pair = torch.stack([total.to(self._sum.dtype), self._sum.new_tensor(float(count))])
+        pair = reduce_over_data_group(pair)
+        return self.ratio(pair[0], pair[1])
 
     def get_last_step_value(self) -> float:
-        total = reduce_over_data_group(self._last)
-        return self.ratio(total[0], total[1])
+        if self._last is None:
+            return self._value(self._sum, 0)
+        return self._value(self._last, 1)
 
     def get_accumulated_value(self) -> float:
-        total = reduce_over_data_group(self._sums)
-        return self.ratio(total[0], total[1])
+        return self._value(self._sum, self._count)
 
     @staticmethod
     def is_better(a: float, b: float) -> bool:
