@@ -6,8 +6,10 @@ form that stage's data-parallel group.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+import datetime
+from typing import List, Optional, Union
 
+import torch
 import torch.distributed as dist
 
 _CONTEXT: Optional['ParallelContext'] = None
@@ -22,13 +24,18 @@ class ParallelContext:
         tensor: tensor parallelism; only 1 is supported for now.
         rank, world_size: this process's global rank and the world size; read from the
             initialized default process group when ``None`` (or 0 / 1 without one).
+        timeout: seconds (or a timedelta) bounding collectives in the pipeline and data
+            groups; the default process group's timeout when ``None``, so a configured
+            ``dist_timeout`` also covers these groups (``new_group`` would otherwise use
+            torch's 30-minute default).
 
     Process groups are created with ``torch.distributed.new_group``, which every rank must
     call in the same order: build a ParallelContext on every rank at the same point.
     """
 
     def __init__(self, pipeline: int = 1, data: Optional[int] = None, tensor: int = 1,
-                 rank: Optional[int] = None, world_size: Optional[int] = None):
+                 rank: Optional[int] = None, world_size: Optional[int] = None,
+                 timeout: Union[None, float, datetime.timedelta] = None):
         initialized = dist.is_available() and dist.is_initialized()
         if rank is None:
             rank = dist.get_rank() if initialized else 0
@@ -63,15 +70,16 @@ class ParallelContext:
         self.pipeline_group = None
         self.data_group = None
         if initialized and world_size > 1:
+            timeout = _group_timeout(timeout)
             # new_group is collective over the world: every rank creates every group.
             for d in range(data):
                 ranks = [d * pipeline + s for s in range(pipeline)]
-                group = dist.new_group(ranks)
+                group = dist.new_group(ranks, timeout=timeout)
                 if d == self.dp_rank:
                     self.pipeline_group = group
             for s in range(pipeline):
                 ranks = [d * pipeline + s for d in range(data)]
-                group = dist.new_group(ranks)
+                group = dist.new_group(ranks, timeout=timeout)
                 if s == self.stage:
                     self.data_group = group
 
@@ -108,6 +116,19 @@ class ParallelContext:
         return (f'ParallelContext(rank={self.rank}, world_size={self.world_size}, '
                 f'pipeline={self.pipeline_size}, data={self.data_size}, stage={self.stage}, '
                 f'dp_rank={self.dp_rank})')
+
+
+def _group_timeout(timeout: Union[None, float, datetime.timedelta]) -> Optional[datetime.timedelta]:
+    if isinstance(timeout, (int, float)):
+        return datetime.timedelta(seconds=timeout)
+    if timeout is not None:
+        return timeout
+    try:  # the default group's timeout; torch has no public getter for it
+        default = dist.distributed_c10d._get_default_group()
+        device = torch.device('cuda') if 'nccl' in str(dist.get_backend()) else torch.device('cpu')
+        return default._get_backend(device).options._timeout
+    except Exception:
+        return None  # torch's default
 
 
 def get_context() -> ParallelContext:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import multiprocessing as mp
 import os
+import pickle
 import socket
 import traceback
 from typing import Any, Callable, List, Optional
@@ -36,7 +37,9 @@ def _worker(fn, rank, world_size, port, backend, pg_timeout, args, queue, env):
         dist.init_process_group(backend, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=pg_timeout))
         result = fn(rank, world_size, *args)
-        queue.put((rank, True, result))
+        # Plain pickle: torch's multiprocessing reductions would pass tensors through shared
+        # memory served by this process, which exits right after, leaving the parent waiting.
+        queue.put((rank, True, pickle.dumps(result)))
     except BaseException:  # report every failure to the parent, then exit non-zero
         queue.put((rank, False, traceback.format_exc()))
         raise SystemExit(1)
@@ -82,14 +85,14 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
                 for r in dead:
                     errors[r] = f'process exited with code {procs[r].exitcode} without a result'
                 continue
-            (results if ok else errors)[rank] = payload
+            (results if ok else errors)[rank] = pickle.loads(payload) if ok else payload
             if errors and not ok:
                 # One rank failed: give the others a moment to report, then stop.
                 for proc in procs:
                     proc.join(timeout=2)
                 while not queue.empty():
                     rank, ok, payload = queue.get()
-                    (results if ok else errors)[rank] = payload
+                    (results if ok else errors)[rank] = pickle.loads(payload) if ok else payload
                 break
     finally:
         for proc in procs:

@@ -1,0 +1,315 @@
+"""Start (and stop) a distributed run: process group, ParallelContext, device, seeds.
+
+Every launcher ends in :func:`launch`, which initializes ``torch.distributed`` with a
+``tcp://host:port`` rendezvous, builds the :class:`ParallelContext` from ``cfg.parallel``,
+checks that every rank was started with the same config, seeds every RNG with the same
+seed (so model init is identical everywhere) and arms the fault watcher (a rank that
+raises makes the others exit, naming it). ``launch_from_torch/slurm/openmpi`` only read
+rank and world size from their launcher's environment variables.
+"""
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+import random
+import warnings
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .context import ParallelContext, get_context, set_context
+from .faults import FaultWatcher, config_hash, get_watcher, set_watcher
+
+ConfigLike = Union[str, os.PathLike, Mapping]
+LAUNCHERS = ('none', 'torch', 'slurm', 'openmpi')
+DEFAULT_TIMEOUT = 1800.0  # seconds; torch's own default for process-group operations
+DEFAULT_SEED = 1024
+STARTUP_TIMEOUT = 300.0  # seconds every rank has to reach the rendezvous
+_TEARDOWN_AT_EXIT = False
+
+
+def _load_config(config: ConfigLike) -> Any:
+    """A Config / ConfigDict / dict as given, or the Config loaded from a file path."""
+    if isinstance(config, (str, os.PathLike)):
+        from colossal_runner.config import Config  # imported lazily: config is optional here
+        return Config.fromfile(str(config))
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping) and not hasattr(config, 'get'):
+        raise TypeError(f'config must be a Config, a dict or a path to a config file, got '
+                        f'{type(config).__name__}; pass e.g. Config.fromfile("configs/digits/mlp.py").')
+    return config
+
+
+def _parallel_settings(cfg: Any) -> dict:
+    parallel = cfg.get('parallel', None) or {}
+    if not isinstance(parallel, Mapping):
+        raise TypeError(f'config key "parallel" must be a dict like dict(pipeline=2, data=2), '
+                        f'got {type(parallel).__name__}: {parallel!r}')
+    unknown = sorted(set(parallel) - {'pipeline', 'data', 'tensor'})
+    if unknown:
+        raise KeyError(f'unknown keys {unknown} in config "parallel"; expected pipeline, data and tensor, '
+                       f'e.g. parallel = dict(pipeline=2, data=2).')
+    return dict(pipeline=parallel.get('pipeline', 1), data=parallel.get('data', None),
+                tensor=parallel.get('tensor', 1))
+
+
+def _timeout_seconds(cfg: Any, timeout: Optional[float]) -> float:
+    value = timeout if timeout is not None else cfg.get('dist_timeout', None)
+    if value is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f'the process-group timeout must be a positive number of seconds, got {value!r}; '
+                         f'set dist_timeout = 600 in the config or pass timeout=600.')
+    return float(value)
+
+
+def _env(names: Sequence[str], launcher: str, hint: str) -> list:
+    missing = [n for n in names if n not in os.environ]
+    if missing:
+        raise KeyError(f'launcher "{launcher}" needs the environment variables {list(names)}, but '
+                       f'{missing} are not set; {hint}')
+    values: list = []
+    for name in names:
+        if name in ('MASTER_ADDR',):  # a host name, not a number
+            values.append(os.environ[name])
+            continue
+        try:
+            values.append(int(os.environ[name]))
+        except ValueError:
+            raise ValueError(f'environment variable {name} must be an integer, got '
+                             f'{os.environ[name]!r} (launcher "{launcher}").') from None
+    return values
+
+
+def get_device(local_rank: Optional[int] = None) -> torch.device:
+    """The device this process computes on: ``cuda:LOCAL_RANK`` when CUDA is there, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device('cpu')
+    if local_rank is None:
+        local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    return torch.device('cuda', local_rank % torch.cuda.device_count())
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) so every rank builds the same model."""
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    try:
+        import numpy as np
+        np.random.seed(seed % 2**32)
+    except ImportError:  # numpy is optional
+        pass
+
+
+def launch(config: ConfigLike, rank: int, world_size: int, host: str, port: Union[int, str],
+           backend: Optional[str] = None, local_rank: Optional[int] = None, seed: int = DEFAULT_SEED,
+           timeout: Optional[float] = None, verbose: bool = False) -> ParallelContext:
+    """Join the process group at ``tcp://host:port`` as ``rank`` of ``world_size``.
+
+    Returns the ParallelContext (also made current with ``set_context``). ``timeout`` (seconds,
+    default ``cfg.dist_timeout`` or 1800) bounds every collective, so a rank that stops
+    answering makes the others fail instead of hanging forever; ranks have at least
+    ``STARTUP_TIMEOUT`` (300 s) to arrive at the rendezvous.
+    """
+    cfg = _load_config(config)
+    for name, value in (('rank', rank), ('world_size', world_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f'{name} must be an int, got {type(value).__name__}: {value!r}')
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f'rank must be in [0, world_size) and world_size >= 1, got rank={rank}, '
+                         f'world_size={world_size}.')
+    seconds = _timeout_seconds(cfg, timeout)
+    device = get_device(local_rank)
+    if backend is None:
+        backend = 'nccl' if device.type == 'cuda' else 'gloo'
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)  # nccl collectives use the current device
+    if not dist.is_initialized():
+        dist.init_process_group(backend, store=_rendezvous_store(host, int(port), rank, world_size, seconds),
+                                rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=seconds))
+    elif dist.get_rank() != rank or dist.get_world_size() != world_size:
+        raise ValueError(f'a process group is already initialized as rank {dist.get_rank()} of '
+                         f'{dist.get_world_size()}, but launch was asked for rank {rank} of {world_size}; '
+                         f'call teardown() first.')
+    return _finish_setup(cfg, host, port, seed, seconds, verbose)
+
+
+def _rendezvous_store(host: str, port: int, rank: int, world_size: int, seconds: float) -> dist.Store:
+    """The TCPStore the ranks meet at, allowed at least STARTUP_TIMEOUT for every rank to arrive.
+
+    Built here rather than through ``init_method='tcp://...'`` so that a short ``dist_timeout``
+    (meant for collectives) does not also fail ranks that merely start a little late.
+    """
+    timeout = datetime.timedelta(seconds=max(seconds, STARTUP_TIMEOUT))
+    agent = (os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True'  # torchrun's agent hosts it
+             and os.environ.get('MASTER_ADDR') == host and os.environ.get('MASTER_PORT') == str(port))
+    return dist.TCPStore(host, port, world_size, is_master=rank == 0 and not agent, timeout=timeout,
+                         multi_tenant=not agent, wait_for_workers=False)
+
+
+def _finish_setup(cfg: Any, host: Optional[str], port: Any, seed: int, seconds: Optional[float],
+                  verbose: bool) -> ParallelContext:
+    """Fault watcher, config check, context, seeds; ``seconds=None`` keeps the group's own timeout."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if world_size > 1 and host is not None and get_watcher() is None and cfg.get('fault_watch', True):
+        set_watcher(FaultWatcher(host, int(port), rank, world_size, timeout=seconds or 60.0).start())
+    _check_same_config(cfg, rank, world_size)
+    context = ParallelContext(**_parallel_settings(cfg), rank=rank, world_size=world_size, timeout=seconds)
+    set_context(context)
+    set_seed(seed)
+    global _TEARDOWN_AT_EXIT
+    if not _TEARDOWN_AT_EXIT:  # process groups are destroyed even when the script forgets teardown()
+        atexit.register(teardown)
+        _TEARDOWN_AT_EXIT = True
+    if verbose and rank == 0:
+        print(f'colossal_runner: {context} backend={dist.get_backend()} timeout={seconds}s', flush=True)
+    return context
+
+
+def _check_same_config(cfg: Any, rank: int, world_size: int) -> None:
+    """Refuse to start when ranks were given different configs (a classic silent-divergence bug)."""
+    if world_size == 1:
+        return
+    mine = config_hash(cfg)
+    hashes: list = [None] * world_size
+    dist.all_gather_object(hashes, mine)
+    if len(set(hashes)) > 1:
+        groups: dict = {}
+        for r, h in enumerate(hashes):
+            groups.setdefault(h, []).append(r)
+        majority = max(groups.values(), key=len)
+        differ = sorted(r for r in range(world_size) if r not in majority)
+        raise ValueError(f'ranks were started with different configs: ranks {differ} differ from ranks '
+                         f'{majority} (config hashes {dict((h[:12], rs) for h, rs in groups.items())}). '
+                         f'Start every rank with the same config file and --cfg-options.')
+
+
+def launch_from_torch(config: ConfigLike, backend: Optional[str] = None, seed: int = DEFAULT_SEED,
+                      timeout: Optional[float] = None, verbose: bool = False) -> ParallelContext:
+    """Launch from the variables torchrun sets: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT."""
+    names = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_PORT', 'MASTER_ADDR')
+    rank, local_rank, world_size, port, host = _env(
+        names, 'torch', 'start the script with `torchrun --nproc_per_node=N script.py ... --launcher torch`.')
+    return launch(config, rank, world_size, host, port, backend=backend,
+                  local_rank=local_rank, seed=seed, timeout=timeout, verbose=verbose)
+
+
+def launch_from_slurm(config: ConfigLike, host: str, port: Union[int, str], backend: Optional[str] = None,
+                      seed: int = DEFAULT_SEED, timeout: Optional[float] = None,
+                      verbose: bool = False) -> ParallelContext:
+    """Launch from SLURM_PROCID / SLURM_NPROCS (and SLURM_LOCALID for the GPU), as set by ``srun``."""
+    rank, world_size = _env(('SLURM_PROCID', 'SLURM_NPROCS'), 'slurm',
+                            'start the script with `srun` (one task per process), or use --launcher torch.')
+    local_rank = int(os.environ['SLURM_LOCALID']) if 'SLURM_LOCALID' in os.environ else None
+    return launch(config, rank, world_size, host, port, backend=backend, local_rank=local_rank,
+                  seed=seed, timeout=timeout, verbose=verbose)
+
+
+def launch_from_openmpi(config: ConfigLike, host: str, port: Union[int, str], backend: Optional[str] = None,
+                        seed: int = DEFAULT_SEED, timeout: Optional[float] = None,
+                        verbose: bool = False) -> ParallelContext:
+    """Launch from OMPI_COMM_WORLD_RANK / _LOCAL_RANK / _SIZE, as set by OpenMPI's ``mpirun``."""
+    rank, local_rank, world_size = _env(
+        ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_SIZE'), 'openmpi',
+        'start the script with OpenMPI `mpirun -np N`, or use --launcher torch.')
+    return launch(config, rank, world_size, host, port, backend=backend, local_rank=local_rank,
+                  seed=seed, timeout=timeout, verbose=verbose)
+
+
+def setup_parallel(cfg: ConfigLike, launcher: str = 'none', timeout: Optional[float] = None,
+                   backend: Optional[str] = None, seed: Optional[int] = None) -> ParallelContext:
+    """Set up this process for ``cfg`` with the given launcher and return its ParallelContext.
+
+    ``launcher='none'`` runs a single process, or uses a process group somebody already
+    initialized (tests, notebooks). ``torch`` reads torchrun's variables; ``slurm`` and
+    ``openmpi`` read theirs and rendezvous at ``cfg.dist_host``/``MASTER_ADDR`` (default
+    127.0.0.1) and ``cfg.dist_port``/``MASTER_PORT`` (default 29500). The seed is
+    ``cfg.seed`` when set, else 1024.
+    """
+    cfg = _load_config(cfg)
+    if launcher not in LAUNCHERS:
+        raise ValueError(f'unknown launcher {launcher!r}; expected one of {list(LAUNCHERS)}.')
+    if seed is None:
+        seed = cfg.get('seed', None)
+        seed = DEFAULT_SEED if seed is None else seed
+    if launcher == 'torch':
+        return launch_from_torch(cfg, backend=backend, seed=seed, timeout=timeout)
+    if launcher in ('slurm', 'openmpi'):
+        host = cfg.get('dist_host', None) or os.environ.get('MASTER_ADDR', '127.0.0.1')
+        port = cfg.get('dist_port', None) or os.environ.get('MASTER_PORT', 29500)
+        fn = launch_from_slurm if launcher == 'slurm' else launch_from_openmpi
+        return fn(cfg, host, port, backend=backend, seed=seed, timeout=timeout)
+    explicit = timeout is not None or cfg.get('dist_timeout', None) is not None
+    seconds = _timeout_seconds(cfg, timeout) if explicit else None
+    if dist.is_available() and dist.is_initialized():  # somebody else initialized the group
+        return _finish_setup(cfg, os.environ.get('MASTER_ADDR'), os.environ.get('MASTER_PORT'), seed,
+                             seconds, verbose=False)
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
+        warnings.warn(f'WORLD_SIZE={os.environ["WORLD_SIZE"]} is set but launcher is "none": every process '
+                      f'will train alone. Pass --launcher torch when starting with torchrun.')
+    settings = _parallel_settings(cfg)
+    try:
+        context = ParallelContext(**settings, rank=0, world_size=1)
+    except ValueError as err:
+        raise ValueError(f'{err} (launcher "none" runs one process; to run {settings["pipeline"]} pipeline '
+                         f'stages start with `torchrun --nproc_per_node=N ... --launcher torch`.)') from None
+    set_context(context)
+    set_seed(seed)
+    return context
+
+
+def broadcast_parameters(model: nn.Module, context: Optional[ParallelContext] = None) -> None:
+    """Copy parameters and buffers from the first rank of each data-parallel group to the others.
+
+    DDP does this itself on construction; pipeline stages (which the Engine all-reduces
+    without DDP) call this so every replica of a stage starts from the same weights.
+    """
+    context = context or get_context()
+    if context.data_size == 1 or context.data_group is None:
+        return
+    src = context.data_ranks[0]
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=src, group=context.data_group)
+
+
+def wrap_data_parallel(model: nn.Module, context: Optional[ParallelContext] = None,
+                       **ddp_kwargs: Any) -> nn.Module:
+    """Wrap ``model`` in DistributedDataParallel over the data-parallel group when that applies.
+
+    Only for ``data_size > 1`` with one pipeline stage. With several stages the model is
+    returned unwrapped (weights broadcast within each stage's data group) and the Engine
+    all-reduces its gradients over ``context.data_group``: DDP's reducer expects one
+    forward and one backward per step through autograd from a loss, while a pipeline stage
+    runs several microbatch forwards and backward from received gradients.
+    """
+    context = context or get_context()
+    if context.data_size == 1:
+        return model
+    if context.pipeline_size > 1:
+        broadcast_parameters(model, context)
+        return model
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device('cpu')
+    device_ids = [device.index] if device.type == 'cuda' else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               process_group=context.data_group, **ddp_kwargs)
+
+
+def teardown() -> None:
+    """Stop the fault watcher, destroy every process group and reset the context (safe to repeat)."""
+    watcher = get_watcher()
+    if watcher is not None:
+        watcher.stop()
+        set_watcher(None)
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    set_context(None)
