@@ -1,0 +1,74 @@
+"""The 8x8 handwritten digits that ship with scikit-learn: real data with no download."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..registry import DATASETS
+
+# The split must never change between runs or machines, so it is fixed here rather than
+# taken from the user's seed: a checkpoint trained on "train" is always tested on "test".
+_SPLIT_SEED = 0
+
+
+def _load_digits():
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:  # pragma: no cover - sklearn is an install requirement
+        raise ImportError('the Digits dataset needs scikit-learn, which bundles the data: '
+                          'run `pip install scikit-learn` (or `pip install -e ".[dev]"`).') from exc
+    return load_digits()
+
+
+@DATASETS.register_module()
+class Digits(Dataset):
+    """1797 8x8 grey-scale digit images (0-9) bundled with scikit-learn.
+
+    Args:
+        split: ``'train'`` (80%, 1437 images) or ``'test'`` (20%, 360 images); the split is
+            stratified and fixed, the same on every machine.
+        flatten: ``True`` gives 64-float vectors (for MLP), ``False`` 1x8x8 images (for CNNs).
+        normalize: standardise with the mean/std of the training split (pixels are 0..16).
+
+    Items are ``(float32 tensor, int64 label)``.
+    """
+
+    SPLITS = ('train', 'test')
+
+    def __init__(self, split: str = 'train', flatten: bool = True, normalize: bool = True,
+                 test_ratio: float = 0.2):
+        if split not in self.SPLITS:
+            raise ValueError(f"Digits split must be one of {self.SPLITS}, got {split!r}")
+        if not 0.0 < test_ratio < 1.0:
+            raise ValueError(f'Digits test_ratio must be in (0, 1), got {test_ratio!r}')
+        from sklearn.model_selection import train_test_split
+
+        raw = _load_digits()
+        data = raw.data.astype(np.float32)
+        target = raw.target.astype(np.int64)
+        x_train, x_test, y_train, y_test = train_test_split(
+            data, target, test_size=test_ratio, random_state=_SPLIT_SEED, stratify=target)
+        if normalize:
+            mean, std = float(x_train.mean()), float(x_train.std())
+            x_train = (x_train - mean) / std
+            x_test = (x_test - mean) / std
+        x, y = (x_train, y_train) if split == 'train' else (x_test, y_test)
+        self.split = split
+        self.flatten = flatten
+        self.data = torch.from_numpy(np.ascontiguousarray(x))
+        if not flatten:
+            self.data = self.data.reshape(-1, 1, 8, 8)
+        self.targets = torch.from_numpy(np.ascontiguousarray(y))
+        self.num_classes = 10
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.data[index], self.targets[index]
+
+    def __repr__(self) -> str:
+        return f'Digits(split={self.split!r}, flatten={self.flatten}, size={len(self)})'

@@ -1,0 +1,322 @@
+"""From a config to ready-to-run objects: ``initialize(cfg) -> (engine, trainer, dataloaders, ...)``.
+
+The one place that reads the config schema (documented field by field in
+``docs/config_reference.md``), so that tools, notebooks and tests build runs the same way.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import os
+import os.path as osp
+import time
+import warnings
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .config import Config, ConfigError
+from .data import build_dataloader, build_dataset
+from .distributed import ParallelContext, get_device, set_seed, setup_parallel, wrap_data_parallel
+from . import models as _models  # noqa: F401  (registers MLP, SimpleCNN, TinyGPT, losses)
+from .engine import Engine
+from .nn import lr_scheduler as _lr_scheduler  # noqa: F401  (registers the LR schedulers)
+from .registry import HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
+from .trainer import Trainer
+from .utils.logging import get_logger, remove_file_handler
+
+# Every top-level key initialize() and the tools read; anything else is probably a typo.
+KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 'parallel', 'amp',
+              'gradient_accumulation', 'clip_grad_norm', 'hooks', 'max_epochs', 'max_steps', 'test_interval',
+              'seed', 'work_dir', 'custom_imports', 'logging', 'dist_timeout', 'dist_host', 'dist_port',
+              'fault_watch')
+DEFAULT_SEED = 1024
+
+
+class Initialized(NamedTuple):
+    """What :func:`initialize` returns; unpack it or use the names."""
+
+    engine: Engine
+    trainer: Trainer
+    train_dataloader: Optional[DataLoader]
+    test_dataloader: Optional[DataLoader]
+    config: Config
+    context: ParallelContext
+
+
+def load_config(cfg_or_path: Union[str, os.PathLike, Mapping, Config],
+                cfg_options: Optional[Mapping[str, Any]] = None) -> Config:
+    """A Config from a path, a dict or a Config (copied), with ``cfg_options`` merged in."""
+    if isinstance(cfg_or_path, Config):
+        cfg = Config(cfg_or_path.to_dict(), cfg_text=cfg_or_path.text, filename=cfg_or_path.filename)
+    elif isinstance(cfg_or_path, (str, os.PathLike)):
+        cfg = Config.fromfile(str(cfg_or_path))
+    elif isinstance(cfg_or_path, Mapping):
+        cfg = Config(dict(cfg_or_path))
+    else:
+        raise TypeError(f'initialize() takes a config path, a dict or a Config, got '
+                        f'{type(cfg_or_path).__name__}; e.g. initialize("configs/digits/mlp.py").')
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    return cfg
+
+
+def check_top_level_keys(cfg: Config) -> List[str]:
+    """Warn about each unknown top-level key, naming the closest known one; return the unknown keys.
+
+    Keys starting with ``_`` are a config's private helper variables and are ignored.
+    """
+    unknown = [k for k in cfg.keys() if not str(k).startswith('_') and k not in KNOWN_KEYS]
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.6)
+        hint = f' Did you mean {close[0]!r}?' if close else f' Known keys: {", ".join(KNOWN_KEYS)}.'
+        warnings.warn(f'config {cfg.filename or "(dict)"}: unknown top-level key {key!r} is ignored.{hint}',
+                      UserWarning, stacklevel=3)
+    return unknown
+
+
+def _where(cfg: Config, exc: BaseException, key_path: str) -> BaseException:
+    """Note on ``exc`` which config file and key it came from; keeps its type and traceback."""
+    if hasattr(exc, 'add_note'):
+        exc.add_note(f'config {cfg.filename or "(dict)"}, key {key_path}')
+    return exc
+
+
+def _build(cfg: Config, key_path: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _where(cfg, exc, key_path)
+
+
+def _require_dict(cfg: Config, value: Any, key_path: str, example: str) -> Dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f'expected a dict like {example}, got {type(value).__name__}: {value!r}',
+                          cfg.filename, key_path)
+    return dict(value)
+
+
+def _positive_int(cfg: Config, key: str, default: Optional[int], allow_none: bool = False) -> Optional[int]:
+    value = cfg.get(key, default)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f'expected a positive int{" or None" if allow_none else ""}, got {value!r}',
+                          cfg.filename, key)
+    return value
+
+
+def build_data(cfg: Config, context: ParallelContext, seed: int):
+    """Train and test datasets and dataloaders from ``cfg.data`` (either split may be absent)."""
+    data = _require_dict(cfg, cfg.get('data', None), 'data',
+                         "dict(train=dict(dataset=dict(type='Digits'), dataloader=dict(batch_size=32)))")
+    unknown = sorted(set(data) - {'train', 'test'})
+    if unknown:
+        raise ConfigError(f'unknown keys {unknown}; expected train and test', cfg.filename, 'data')
+    loaders = {}
+    for split in ('train', 'test'):
+        if data.get(split) is None:
+            loaders[split] = None
+            continue
+        part = _require_dict(cfg, data[split], f'data.{split}',
+                             "dict(dataset=dict(type=...), dataloader=...)")
+        extra = sorted(set(part) - {'dataset', 'dataloader'})
+        if extra or 'dataset' not in part:
+            raise ConfigError(f'expected the keys dataset (required) and dataloader, got {sorted(part)}',
+                              cfg.filename, f'data.{split}')
+        dataset = _build(cfg, f'data.{split}.dataset', build_dataset, part['dataset'])
+        loaders[split] = _build(cfg, f'data.{split}.dataloader', build_dataloader, part.get('dataloader'),
+                                dataset, context=context, seed=seed, shuffle=None)
+    return loaders['train'], loaders['test']
+
+
+def build_model(cfg: Config, context: ParallelContext, train_loader: Optional[DataLoader],
+                seed: int) -> nn.Module:
+    """The model (this rank's pipeline stage when ``parallel.pipeline > 1``), on the device, DDP-wrapped."""
+    model_cfg = _require_dict(cfg, cfg.get('model', None), 'model', "dict(type='MLP', in_features=64)")
+    dataset = getattr(train_loader, 'dataset', None)
+    if 'vocab_size' in model_cfg and model_cfg['vocab_size'] is None and hasattr(dataset, 'vocab_size'):
+        model_cfg['vocab_size'] = dataset.vocab_size  # a text model sized by its corpus
+        cfg.model.vocab_size = dataset.vocab_size
+    set_seed(seed)  # the weights depend on the seed only, not on what was built before
+    if context.pipeline_size > 1:
+        from .pipeline import build_pipeline_model
+        chunks = (cfg.get('schedule', None) or {}).get('num_model_chunks', 1)
+        model = _build(cfg, 'model', build_pipeline_model, model_cfg, context, num_model_chunks=chunks)
+    else:
+        model_cfg.pop('partition', None)
+        model = _build(cfg, 'model', MODELS.build, model_cfg)
+    model = model.to(get_device())
+    return wrap_data_parallel(model, context)
+
+
+def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: Optional[int],
+                       logger: logging.Logger):
+    """The LR scheduler with ``total_steps`` / ``warmup_steps`` filled in from the run's length.
+
+    Schedulers step once per optimizer step, so epochs are converted to optimizer steps:
+    ``total_steps = max_epochs * steps_per_epoch`` (or ``max_steps`` when smaller) and
+    ``warmup_steps = round(warmup_epochs * steps_per_epoch)``.
+    """
+    sched_cfg = cfg.get('lr_scheduler', None)
+    if sched_cfg is None:
+        return None
+    sched_cfg = _require_dict(cfg, sched_cfg, 'lr_scheduler', "dict(type='CosineAnnealingLR')")
+    cls = LR_SCHEDULERS.get(sched_cfg.get('type')) if isinstance(sched_cfg.get('type'), str) \
+        else sched_cfg.get('type')
+    if cls is None:
+        raise _where(cfg, KeyError(LR_SCHEDULERS._unknown_message(str(sched_cfg.get('type')))),
+                     'lr_scheduler.type')
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    max_epochs, max_steps = cfg.get('max_epochs', None), cfg.get('max_steps', None)
+    if 'total_steps' in params and sched_cfg.get('total_steps') is None:
+        candidates = [max_steps] if max_steps else []
+        if max_epochs and steps_per_epoch:
+            candidates.append(max_epochs * steps_per_epoch)
+        if not candidates:
+            raise ConfigError('total_steps cannot be computed: set lr_scheduler.total_steps, or max_epochs '
+                              'with a training dataloader that has a length, or max_steps',
+                              cfg.filename, 'lr_scheduler.total_steps')
+        sched_cfg['total_steps'] = min(candidates)
+        logger.info(f'lr_scheduler.total_steps = {sched_cfg["total_steps"]} optimizer steps (computed: '
+                    f'max_epochs={max_epochs} x {steps_per_epoch} steps per epoch, max_steps={max_steps})')
+    if 'warmup_epochs' in sched_cfg:
+        if sched_cfg.get('warmup_steps') is not None:
+            raise ConfigError('give warmup_epochs or warmup_steps, not both', cfg.filename, 'lr_scheduler')
+        if not steps_per_epoch:
+            raise ConfigError('warmup_epochs needs a training dataloader with a length; give warmup_steps',
+                              cfg.filename, 'lr_scheduler.warmup_epochs')
+        epochs = sched_cfg.pop('warmup_epochs')
+        sched_cfg['warmup_steps'] = int(round(epochs * steps_per_epoch))
+        total = sched_cfg.get('total_steps')
+        if isinstance(total, int) and sched_cfg['warmup_steps'] > total:
+            # A short run (max_steps) of a config written for full epochs: shorten the warm-up
+            # rather than refuse; an explicit warmup_steps > total_steps is still an error.
+            logger.warning(f'lr_scheduler: warmup_epochs={epochs} is {sched_cfg["warmup_steps"]} steps, '
+                           f'more than total_steps={total}; warming up for {total} steps instead')
+            sched_cfg['warmup_steps'] = total
+        logger.info(f'lr_scheduler warm-up: warmup_epochs={epochs} -> '
+                    f'warmup_steps={sched_cfg["warmup_steps"]} optimizer steps ({steps_per_epoch} per epoch)')
+    elif 'warmup_steps' in sched_cfg:
+        logger.info(f'lr_scheduler warm-up: warmup_steps={sched_cfg["warmup_steps"]} optimizer steps')
+    sched_cfg['type'] = cls
+    return _build(cfg, 'lr_scheduler', LR_SCHEDULERS.build, sched_cfg, default_args=dict(optimizer=optimizer))
+
+
+def default_work_dir(cfg: Config) -> str:
+    """``work_dirs/<config file name without extension>`` (``work_dirs/default`` for a dict config)."""
+    name = osp.splitext(osp.basename(cfg.filename))[0] if cfg.filename else 'default'
+    return osp.join('work_dirs', name)
+
+
+def build_hooks(cfg: Config, trainer: Trainer) -> None:
+    """Register every hook of ``cfg.hooks`` on ``trainer``; errors name ``hooks[i]``."""
+    hooks = cfg.get('hooks', None) or []
+    if not isinstance(hooks, (list, tuple)):
+        raise ConfigError(f"expected a list like [dict(type='LossHook')], got {type(hooks).__name__}",
+                          cfg.filename, 'hooks')
+    for i, hook_cfg in enumerate(hooks):
+        if isinstance(hook_cfg, Mapping):
+            hook_cfg = dict(hook_cfg)
+            if 'type' not in hook_cfg:
+                raise ConfigError(f'a hook config needs a type, got keys {sorted(hook_cfg)}', cfg.filename,
+                                  f'hooks[{i}]')
+            if isinstance(hook_cfg['type'], str) and HOOKS.get(hook_cfg['type']) is None:
+                raise ConfigError(HOOKS._unknown_message(hook_cfg['type']), cfg.filename, f'hooks[{i}].type')
+        _build(cfg, f'hooks[{i}]', trainer.register_hook, hook_cfg)
+
+
+def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: str = 'none',
+               work_dir: Optional[str] = None, cfg_options: Optional[Mapping[str, Any]] = None,
+               seed: Optional[int] = None, logger: Optional[logging.Logger] = None,
+               log_file: Union[bool, str] = True, read_only: bool = False) -> Initialized:
+    """Build the engine, trainer and dataloaders a config describes.
+
+    Args:
+        cfg_or_path: a config file, a dict or a :class:`Config`.
+        launcher: ``'none'`` (one process, or a process group already set up), ``'torch'``,
+            ``'slurm'`` or ``'openmpi'``: how the processes of a distributed run find each other.
+        work_dir: overrides ``cfg.work_dir``; default ``work_dirs/<config name>``.
+        cfg_options: ``{'optimizer.lr': 0.1, ...}`` merged into the config (``--cfg-options``).
+        seed: overrides ``cfg.seed`` (default 1024); python, numpy and torch are seeded with it.
+        logger: the logger to use; by default ``colossal_runner`` logging to the console and,
+            unless ``log_file=False``, to ``<work_dir>/<time>.log`` (or the path ``log_file``).
+        read_only: build for evaluation: no log file and a Trainer without a work directory,
+            so nothing is written (``tools/test.py``).
+
+    Returns:
+        ``Initialized(engine, trainer, train_dataloader, test_dataloader, config, context)``;
+        ``config`` is the final config (overrides, computed ``work_dir``, ``seed``, ``vocab_size``).
+    """
+    cfg = load_config(cfg_or_path, cfg_options)
+    check_top_level_keys(cfg)
+    seed = cfg.get('seed', None) if seed is None else seed
+    cfg.seed = DEFAULT_SEED if seed is None else seed
+    cfg.work_dir = work_dir or cfg.get('work_dir', None) or default_work_dir(cfg)
+    context = setup_parallel(cfg, launcher, seed=cfg.seed)
+    if logger is None:
+        log_cfg = dict(cfg.get('logging', None) or {})
+        level = log_cfg.get('level', 'INFO')
+        path = log_file if isinstance(log_file, str) else \
+            (osp.join(cfg.work_dir, time.strftime('%Y%m%d_%H%M%S') + '.log') if log_file else None)
+        path = None if read_only else path
+        _detach_previous_log_file(path)
+        logger = get_logger('colossal_runner', log_file=path,
+                            level=getattr(logging, str(level).upper(), logging.INFO))
+    grad_acc = _positive_int(cfg, 'gradient_accumulation', 1)
+    _positive_int(cfg, 'max_epochs', 1)
+    _positive_int(cfg, 'max_steps', None, allow_none=True)
+    _positive_int(cfg, 'test_interval', 1)
+
+    train_loader, test_loader = build_data(cfg, context, cfg.seed)
+    model = build_model(cfg, context, train_loader, cfg.seed)
+    loss_cfg = cfg.get('loss', None) or dict(type='CrossEntropyLoss')
+    loss_cfg = _require_dict(cfg, loss_cfg, 'loss', "dict(type='MSELoss')")
+    criterion = _build(cfg, 'loss', LOSSES.build, loss_cfg)
+    if isinstance(criterion, nn.Module):
+        criterion = criterion.to(get_device())
+    opt_cfg = _require_dict(cfg, cfg.get('optimizer', None), 'optimizer', "dict(type='SGD', lr=0.1)")
+    optimizer = _build(cfg, 'optimizer', OPTIMIZERS.build, opt_cfg,
+                       default_args=dict(params=model.parameters()))
+    steps_per_epoch = len(train_loader) // grad_acc if train_loader is not None else None
+    lr_scheduler = build_lr_scheduler(cfg, optimizer, steps_per_epoch, logger)
+    schedule_cfg = dict(cfg.get('schedule', None) or dict(type='NoPipelineSchedule'))
+    if context.pipeline_size == 1:
+        schedule_cfg.pop('num_model_chunks', None)
+    schedule = _build(cfg, 'schedule', SCHEDULES.build, schedule_cfg)
+    engine = _build(cfg, 'engine settings (amp, gradient_accumulation, clip_grad_norm)', Engine,
+                    model, criterion, optimizer, lr_scheduler=lr_scheduler, step_schedule=schedule,
+                    gradient_accumulation=grad_acc, clip_grad_norm=cfg.get('clip_grad_norm', 0.0),
+                    amp=cfg.get('amp', None),
+                    data_parallel_group=context.data_group if context.pipeline_size > 1 else None)
+    trainer = Trainer(engine, work_dir=None if read_only else cfg.work_dir, logger=logger, config=cfg)
+    build_hooks(cfg, trainer)
+    logger.info(f'initialized {type(_unwrap(model)).__name__} on {get_device()} ({context}); '
+                f'seed {cfg.seed}; work_dir {cfg.work_dir}')
+    return Initialized(engine, trainer, train_loader, test_loader, cfg, context)
+
+
+_LOG_FILE: Optional[str] = None  # the file the previous initialize() in this process logged to
+
+
+def _detach_previous_log_file(path: Optional[str]) -> None:
+    """One run, one log file: a second initialize() in the same process (notebooks, tests)
+    stops writing into the first run's log."""
+    global _LOG_FILE
+    if _LOG_FILE is not None and _LOG_FILE != path:
+        remove_file_handler(logging.getLogger('colossal_runner'), _LOG_FILE)
+    _LOG_FILE = path
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, 'module', model)
+
+
+__all__ = ['initialize', 'Initialized', 'load_config', 'check_top_level_keys', 'KNOWN_KEYS', 'build_data',
+           'build_model', 'build_lr_scheduler', 'build_hooks', 'default_work_dir']

@@ -1,0 +1,78 @@
+"""Evaluate a checkpoint on a config's test data: ``python -m colossal_runner.test CONFIG CHECKPOINT``
+(also ``colossal-test``, ``tools/test.py``).
+
+    python tools/test.py configs/digits/cnn.py work_dirs/cnn/latest.pt
+    python tools/test.py configs/digits/cnn.py work_dirs/cnn --json      # newest checkpoint there
+
+Only the config's metric hooks run (no logs, checkpoints or TensorBoard files are written).
+Prints the test metrics (``--json``: one JSON object on stdout).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Dict, List, Optional
+
+from .config import DictAction
+from .train import EXIT_CONFIG, EXIT_RUNTIME, UsageError, load_user_config, locate_checkpoint, report_errors
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='test.py', description='Evaluate a checkpoint on the test data.')
+    parser.add_argument('config', help='config file (.py, .json, .yaml or .yml)')
+    parser.add_argument('checkpoint', help='checkpoint file, or a directory (its newest checkpoint)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
+                        help='override config values, e.g. data.test.dataloader.batch_size=64')
+    parser.add_argument('--json', action='store_true', help='print the metrics as one JSON object')
+    parser.add_argument('--launcher', choices=['none', 'torch', 'slurm', 'openmpi'], default='none')
+    parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')
+    return parser.parse_args(argv)
+
+
+def metric_hooks_only(cfg: Any) -> List[Dict[str, Any]]:
+    """The config's hooks that produce metrics (MetricHook subclasses); Loss and Accuracy if none."""
+    from .registry import HOOKS
+    from .trainer.hooks.metric_hook import MetricHook
+    kept = []
+    for hook_cfg in cfg.get('hooks', None) or []:
+        hook_type = hook_cfg.get('type') if hasattr(hook_cfg, 'get') else type(hook_cfg)
+        cls = HOOKS.get(hook_type) if isinstance(hook_type, str) else hook_type
+        if isinstance(cls, type) and issubclass(cls, MetricHook):
+            kept.append(hook_cfg)
+    return kept or [dict(type='LossHook'), dict(type='AccuracyHook')]
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    prog = 'test.py'
+    with report_errors(prog, args.debug, EXIT_CONFIG):
+        import os.path as osp
+
+        cfg = load_user_config(args.config, args.cfg_options)
+        args.checkpoint = locate_checkpoint(args.checkpoint)
+        if not osp.exists(args.checkpoint):
+            raise UsageError(f'checkpoint not found: {args.checkpoint} (give a .pt file written by train.py, '
+                             f'or its work directory)')
+        from .checkpoint import load_checkpoint
+        from .initialize import initialize
+        cfg.hooks = metric_hooks_only(cfg)
+        if not (cfg.get('data', None) or {}).get('test'):
+            raise UsageError(f'config {args.config} has no data.test to evaluate on; add '
+                             f"data.test = dict(dataset=..., dataloader=...)")
+        run = initialize(cfg, launcher=args.launcher, read_only=True)
+        state = load_checkpoint(args.checkpoint)
+        run.trainer.load_state_dict(state, finetune=True)
+    with report_errors(prog, args.debug, EXIT_RUNTIME):
+        metrics = run.trainer.evaluate(run.test_dataloader)
+        metrics = {name: float(value) for name, value in metrics.items()}
+        if run.context.is_logging_rank:
+            if args.json:
+                print(json.dumps(metrics))
+            else:
+                print('Test metrics: ' + ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()), flush=True)
+    from .distributed import teardown
+    teardown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,2 @@
+_base_ = './tiny.py'
+optimzer = dict(type='SGD', lr=0.5)

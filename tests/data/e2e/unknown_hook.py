@@ -1,0 +1,2 @@
+_base_ = './tiny.py'
+hooks = [dict(type='LossHook'), dict(type='AccuracyHok')]

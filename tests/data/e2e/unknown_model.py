@@ -1,0 +1,2 @@
+_base_ = './tiny.py'
+model = dict(type='MPL', _delete_=True)

@@ -1,0 +1,65 @@
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from colossal_runner.data import CharText, default_corpus
+
+
+def test_default_corpus_is_the_pydoc_topics_text():
+    text = default_corpus()
+    assert len(text) > 100_000
+    assert 'for' in text and 'class' in text
+
+
+def test_items_are_shifted_windows_and_decode_back():
+    ds = CharText('train', block_size=16, max_chars=5000)
+    x, y = ds[3]
+    assert x.shape == y.shape == (16,) and x.dtype == torch.long
+    assert torch.equal(x[1:], y[:-1])
+    text = default_corpus()[:5000]
+    assert ds.decode(x) == text[3 * 16:4 * 16]
+    assert ds.decode(ds.encode('def')) == 'def'
+    assert len(ds) == (int(5000 * 0.9) - 17) // 16 + 1
+    last_x, last_y = ds[len(ds) - 1]
+    assert last_y.shape == (16,)
+    with pytest.raises(IndexError, match='out of range'):
+        ds[len(ds)]
+
+
+def test_train_and_test_share_vocabulary_but_not_text():
+    train = CharText('train', block_size=8, max_chars=20000)
+    test = CharText('test', block_size=8, max_chars=20000)
+    assert train.chars == test.chars and train.vocab_size == len(set(default_corpus()[:20000]))
+    assert len(train.ids) + len(test.ids) == 20000
+
+
+def test_unigram_entropy_matches_the_counts():
+    ds = CharText('train', block_size=8, text='aab' * 100 + 'c' * 50, test_ratio=0.1)
+    counts = Counter(ds.decode(ds.ids))
+    n = sum(counts.values())
+    expected = -sum(c / n * math.log(c / n) for c in counts.values())
+    assert ds.unigram_entropy() == pytest.approx(expected)
+
+
+def test_stride_gives_overlapping_windows():
+    ds = CharText('train', block_size=8, text='abcdefghij' * 10, stride=1, test_ratio=0.5)
+    assert torch.equal(ds[1][0], ds.ids[1:9]) and torch.equal(ds[1][0][:-1], ds[0][0][1:])
+    assert len(ds) == 50 - 8
+
+
+def test_errors():
+    with pytest.raises(ValueError, match='fewer than block_size'):
+        CharText('test', block_size=64, text='x' * 100)
+    with pytest.raises(KeyError, match="character 'Z' is not in the vocabulary"):
+        CharText('train', block_size=2, text='abcabcabc').encode('aZ')
+    with pytest.raises(ValueError, match='text= or text_file='):
+        CharText(text='a', text_file='f')
+
+
+def test_text_file(tmp_path):
+    path = tmp_path / 'corpus.txt'
+    path.write_text('hello world ' * 20, encoding='utf-8')
+    ds = CharText('train', block_size=4, text_file=str(path))
+    assert ds.decode(ds[0][0]) == 'hell'

@@ -1,0 +1,115 @@
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from colossal_runner.config import Config, ConfigError
+from colossal_runner.engine import Engine, NoPipelineSchedule
+from colossal_runner.initialize import Initialized, initialize
+from colossal_runner.models import MLP, TinyGPT
+from colossal_runner.trainer import Trainer
+
+HERE = os.path.dirname(__file__)
+TINY = os.path.join(HERE, 'data', 'e2e', 'tiny.py')
+
+
+def _cfg(**overrides):
+    cfg = Config.fromfile(TINY).to_dict()
+    cfg.update(overrides)
+    return cfg
+
+
+def test_initialize_builds_engine_trainer_and_loaders(tmp_path):
+    cfg = _cfg(gradient_accumulation=2, max_epochs=3, clip_grad_norm=1.0)
+    run = initialize(cfg, work_dir=str(tmp_path), log_file=False)
+    assert isinstance(run, Initialized)
+    engine, trainer, train_loader, test_loader, config, context = run
+    assert isinstance(engine, Engine) and isinstance(trainer, Trainer)
+    assert isinstance(engine.model, MLP) and isinstance(engine.schedule, NoPipelineSchedule)
+    assert isinstance(engine.optimizer, torch.optim.SGD)
+    assert engine.optimizer.param_groups[0]['momentum'] == 0.9
+    assert engine.gradient_accumulation == 2 and engine.clip_grad_norm == 1.0
+    assert len(train_loader) == 4 and len(test_loader) == 1
+    # 4 batches / 2 accumulation = 2 optimizer steps per epoch; 3 epochs; warm-up 1 epoch.
+    assert engine.lr_scheduler.total_steps == 6 and engine.lr_scheduler.warmup_steps == 2
+    assert config.work_dir == str(tmp_path) and config.seed == 3
+    assert context.world_size == 1 and trainer.work_dir == str(tmp_path)
+    assert [type(h).__name__ for h in trainer.hooks][:2] == ['LossHook', 'AccuracyHook']
+    trainer.fit(train_loader, epochs=config.max_epochs, test_dataloader=test_loader)
+    assert trainer.states['iteration'] == 6
+    assert os.path.isfile(tmp_path / 'checkpoints' / 'epoch_3.pt')
+
+
+def test_max_steps_bounds_total_steps_and_warmup_steps_kept(tmp_path):
+    cfg = _cfg(max_steps=3, lr_scheduler=dict(type='CosineAnnealingWarmupLR', warmup_steps=1))
+    engine = initialize(cfg, work_dir=str(tmp_path), log_file=False).engine
+    assert engine.lr_scheduler.total_steps == 3 and engine.lr_scheduler.warmup_steps == 1
+
+
+def test_same_seed_same_model_and_rngs(tmp_path):
+    def build(seed):
+        run = initialize(_cfg(), work_dir=str(tmp_path), seed=seed, log_file=False)
+        return [p.detach().clone() for p in run.engine.model.parameters()], random.random(), np.random.rand()
+
+    a, b, c = build(5), build(5), build(6)
+    assert all(torch.equal(x, y) for x, y in zip(a[0], b[0])) and a[1:] == b[1:]
+    assert not torch.equal(a[0][0], c[0][0]) and a[1] != c[1]
+
+
+def test_from_file_with_cfg_options_and_default_work_dir(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    run = initialize(TINY, cfg_options={'optimizer.lr': 0.25, 'model.hidden': [4, 4]}, log_file=False)
+    assert run.engine.optimizer.param_groups[0]['initial_lr'] == 0.25
+    assert [m.out_features for m in run.engine.model if isinstance(m, torch.nn.Linear)] == [4, 4, 3]
+    assert run.config.work_dir == os.path.join('work_dirs', 'tiny')
+
+
+def test_text_model_gets_vocab_size_from_dataset_and_partition_is_dropped(tmp_path):
+    cfg = _cfg(model=dict(type='TinyGPT', vocab_size=None, block_size=8, n_layer=1, n_head=2, n_embd=8,
+                          partition='uniform'),
+               loss=dict(type='SequenceCrossEntropyLoss'),
+               data=dict(train=dict(dataset=dict(type='CharText', block_size=8, max_chars=2000),
+                                    dataloader=dict(batch_size=4))))
+    run = initialize(cfg, work_dir=str(tmp_path), log_file=False)
+    assert isinstance(run.engine.model, TinyGPT) and run.test_dataloader is None
+    vocab = run.train_dataloader.dataset.vocab_size
+    assert run.engine.model.vocab_size == vocab and run.config.model.vocab_size == vocab
+    output, label, loss = run.engine.step(iter(run.train_dataloader))
+    assert output.shape == (4, 8, vocab) and loss.dim() == 0
+
+
+def test_unknown_top_level_key_warns_with_the_closest_known_key(tmp_path):
+    cfg = _cfg(optimzer=dict(type='SGD', lr=1.0), _helper=1)
+    message = "unknown top-level key 'optimzer' is ignored. Did you mean 'optimizer'"
+    with pytest.warns(UserWarning, match=message):
+        initialize(cfg, work_dir=str(tmp_path), log_file=False)
+
+
+@pytest.mark.parametrize('overrides, error, message', [
+    (dict(model=dict(type='MPL')), KeyError, r"'MPL' is not in the model registry. Did you mean 'MLP'"),
+    (dict(hooks=[dict(type='LossHook'), dict(type='AccuracyHok')]), ConfigError,
+     r"key hooks\[1\]\.type: 'AccuracyHok' is not in the hook registry. Did you mean 'AccuracyHook'"),
+    (dict(hooks=[dict(priority='LOW')]), ConfigError, r'key hooks\[0\]: a hook config needs a type'),
+    (dict(lr_scheduler=dict(type='CosineAnnealingWarmupLR', warmup_epochs=1, warmup_steps=2)), ConfigError,
+     'key lr_scheduler: give warmup_epochs or warmup_steps, not both'),
+    (dict(lr_scheduler=dict(type='CosineAnealingLR')), KeyError, "Did you mean 'CosineAnnealingLR'"),
+    (dict(gradient_accumulation=0), ConfigError, 'key gradient_accumulation: expected a positive int, got 0'),
+    (dict(optimizer=None), ConfigError, r"key optimizer: expected a dict like dict\(type='SGD', lr=0.1\)"),
+    (dict(data=dict(train=dict(dataloader=dict(batch_size=2)))), ConfigError,
+     r"key data.train: expected the keys dataset \(required\) and dataloader"),
+    (dict(data=dict(train=dict(dataset=dict(type='SyntheticClassification'), dataloader=dict(batchsize=2)))),
+     KeyError, "'batchsize' \\(did you mean 'batch_size'\\?\\)"),
+    (dict(model=dict(type='MLP', in_features=0)), ValueError, 'MLP in_features must be a positive int'),
+])
+def test_config_errors_name_the_key(tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message) as info:
+        initialize(_cfg(**overrides), work_dir=str(tmp_path), log_file=False)
+    text = str(info.value) + ' '.join(getattr(info.value, '__notes__', []))
+    assert 'key ' in text  # every error says where in the config it comes from
+
+
+def test_bad_argument_type():
+    with pytest.raises(TypeError, match='initialize\\(\\) takes a config path, a dict or a Config, got int'):
+        initialize(3)
