@@ -57,6 +57,8 @@ def report_errors(prog: str, debug: bool, status: int) -> Iterator[None]:
         print(f'{prog}: interrupted', file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as exc:  # noqa: BLE001 - the user gets one clear line, --debug the traceback
+        from .distributed import report_failure
+        report_failure(exc)  # other ranks of a distributed run stop now instead of at the timeout
         if debug:
             raise
         print(f'{prog}: error: {format_config_error(exc)} (rerun with --debug for the traceback)',

@@ -1,0 +1,149 @@
+"""Build only this rank's pipeline stage of a model, with the weights the whole model would have.
+
+The model is built on the meta device (no memory, no random numbers), then its layers are
+walked in order: each one is allocated and re-initialized with ``reset_parameters`` so the
+random generator is consumed exactly as when building the whole model, and the layers of
+other stages are dropped right away. A rank therefore holds one foreign layer at most,
+and its own layers' parameters equal those of the un-split model built with the same seed.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import OrderedDict
+from typing import Any, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+
+from ..distributed.context import ParallelContext, get_context
+from ..registry import MODELS
+from .partition import PartitionSpec, partition_layers
+
+
+def get_layers(model: nn.Module) -> List[nn.Module]:
+    """The ordered layers a pipeline splits: a Sequential's children, or ``model.pipeline_layers()``."""
+    if isinstance(model, nn.Sequential):
+        return list(model.children())
+    layers = getattr(model, 'pipeline_layers', None)
+    if callable(layers):
+        return list(layers())
+    raise TypeError(f'{type(model).__name__} cannot be split into pipeline stages: it must be an '
+                    f'nn.Sequential (each child one layer) or define pipeline_layers() returning its ordered '
+                    f'layers, whose composition is the forward pass.')
+
+
+def _resettable(layer: nn.Module) -> bool:
+    """True when every module owning tensors can rebuild them with ``reset_parameters``."""
+    for module in layer.modules():
+        owns_params = any(True for _ in module.parameters(recurse=False))
+        owns_buffers = any(True for _ in module.buffers(recurse=False))
+        if (owns_params or owns_buffers) and not callable(getattr(module, 'reset_parameters', None)):
+            return False
+        if owns_buffers and not isinstance(module, _NormBase):  # other buffers may be computed in __init__
+            return False
+    return True
+
+
+def _materialize(layer: nn.Module) -> None:
+    """Allocate ``layer`` on the CPU and initialize it in construction order (children first)."""
+    layer.to_empty(device='cpu')
+    done = set()
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            visit(child)
+        if id(module) not in done and callable(getattr(module, 'reset_parameters', None)):
+            done.add(id(module))
+            module.reset_parameters()
+
+    with torch.no_grad():
+        visit(layer)
+
+
+def stage_parts(context: ParallelContext, num_model_chunks: int) -> List[int]:
+    """The parts (virtual stages) this rank holds: chunk ``c`` is part ``c * P + stage``."""
+    return [c * context.pipeline_size + context.stage for c in range(num_model_chunks)]
+
+
+def _assemble(layers: List[Tuple[int, nn.Module]], bounds: List[int], parts: List[int]) -> nn.Module:
+    by_index = dict(layers)
+    chunks = [nn.Sequential(OrderedDict((str(i), by_index[i]) for i in range(bounds[v], bounds[v + 1])))
+              for v in parts]
+    return chunks[0] if len(chunks) == 1 else nn.ModuleList(chunks)
+
+
+def split_model(model: nn.Module, context: Optional[ParallelContext] = None, num_model_chunks: int = 1,
+                partition: PartitionSpec = 'uniform') -> nn.Module:
+    """This rank's stage of an already built ``model`` (its other layers are simply not kept).
+
+    Returns an ``nn.Sequential`` whose children keep their index in the whole model (so
+    state-dict keys match the un-split model's), or an ``nn.ModuleList`` of them for
+    ``num_model_chunks > 1``.
+    """
+    context = context or get_context()
+    layers = get_layers(model)
+    bounds = partition_layers(layers, context.pipeline_size * num_model_chunks, partition)
+    return _assemble(list(enumerate(layers)), bounds, stage_parts(context, num_model_chunks))
+
+
+def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional[ParallelContext] = None,
+                         num_model_chunks: int = 1,
+                         device: Union[str, torch.device, None] = None) -> nn.Module:
+    """Build this rank's pipeline stage from a model config (``dict(type=..., partition=...)``).
+
+    Args:
+        model_cfg: a MODELS config; its optional ``partition`` key (``'uniform'``,
+            ``'parameters'`` or explicit boundaries) is popped before building. An already
+            built module is split as it is (see :func:`split_model`).
+        context: the parallel layout (the current one by default).
+        num_model_chunks: chunks per rank for the interleaved schedule.
+        device: where the stage's parameters end up (CPU by default); they are always
+            initialized on the CPU so that the random numbers match a CPU-built model.
+
+    With one stage and one chunk the whole model is built normally.
+    """
+    context = context or get_context()
+    if not isinstance(num_model_chunks, int) or isinstance(num_model_chunks, bool) or num_model_chunks < 1:
+        raise ValueError(f'num_model_chunks must be a positive int, got {num_model_chunks!r}')
+    if isinstance(model_cfg, nn.Module):
+        stage = split_model(model_cfg, context, num_model_chunks)
+        return stage.to(device) if device is not None else stage
+    if not isinstance(model_cfg, Mapping):
+        raise TypeError(f'model_cfg must be a config dict like dict(type="MLP", partition="uniform") or an '
+                        f'nn.Module, got {type(model_cfg).__name__}')
+    cfg = copy.deepcopy(dict(model_cfg))
+    partition = cfg.pop('partition', 'uniform')
+    num_parts = context.pipeline_size * num_model_chunks
+    if num_parts == 1:
+        model = MODELS.build(cfg)
+        get_layers(model)  # the same "can it be split" check as with several stages
+        return model.to(device) if device is not None else model
+    with torch.device('meta'):
+        meta_model = MODELS.build(cfg)
+    layers = get_layers(meta_model)
+    bounds = partition_layers(layers, num_parts, partition)
+    parts = stage_parts(context, num_model_chunks)
+    mine = {i for v in parts for i in range(bounds[v], bounds[v + 1])}
+    if not all(_resettable(layer) for layer in layers):
+        warnings.warn(f'{cfg.get("type")} has layers whose tensors cannot be rebuilt with '
+                      f'reset_parameters(); building the whole model on the CPU and keeping this stage only '
+                      f'(no memory saved).')
+        stage = split_model(MODELS.build(cfg), context, num_model_chunks, partition)
+        return stage.to(device) if device is not None else stage
+    kept: List[Tuple[int, Any]] = []
+    # Every layer is initialized, even after ours, so that the random generator ends in the same
+    # state on every stage (as after building the whole model): later draws (data order,
+    # dropout) then agree between stages.
+    for i, layer in enumerate(layers):
+        _materialize(layer)
+        if i in mine:
+            kept.append((i, layer))
+    del meta_model, layers
+    stage = _assemble(kept, bounds, parts)
+    if not any(True for _ in stage.parameters()):
+        warnings.warn(f'pipeline stage {context.stage} got layers {sorted(mine)} which have no parameters, '
+                      f'so an optimizer cannot be built for it; use partition="parameters" or explicit '
+                      f'boundaries (the partition was {bounds}).')
+    return stage.to(device) if device is not None else stage

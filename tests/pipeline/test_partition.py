@@ -1,0 +1,165 @@
+"""Partitioning layers and building one stage with the weights of the whole model."""
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import colossal_runner.models  # noqa: F401  (registers MLP, SimpleCNN, TinyGPT)
+from colossal_runner.distributed.context import ParallelContext
+from colossal_runner.pipeline import (build_pipeline_model, get_layers, partition_balanced, partition_layers,
+                                      partition_uniform, split_model)
+from colossal_runner.registry import MODELS
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 40), parts=st.integers(1, 10))
+def test_uniform_partition_is_balanced_and_complete(n, parts):
+    if n < parts:
+        with pytest.raises(ValueError, match=f'the model has {n} layers but {parts} pipeline parts'):
+            partition_uniform(n, parts)
+        return
+    bounds = partition_uniform(n, parts)
+    sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+    assert bounds[0] == 0 and bounds[-1] == n and len(sizes) == parts
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(weights=st.lists(st.integers(0, 50), min_size=1, max_size=9), parts=st.integers(1, 4))
+def test_balanced_partition_is_optimal(weights, parts):
+    if len(weights) < parts:
+        return
+    bounds = partition_balanced(weights, parts)
+    heaviest = lambda b: max(sum(weights[x:y]) for x, y in zip(b, b[1:]))
+    best = min(heaviest([0, *cuts, len(weights)])
+               for cuts in itertools.combinations(range(1, len(weights)), parts - 1))
+    assert heaviest(bounds) == best
+    assert all(a < b for a, b in zip(bounds, bounds[1:])) and bounds[0] == 0 and bounds[-1] == len(weights)
+
+
+def test_parameter_partition_balances_parameters_not_layers():
+    layers = [nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 100)]
+    assert partition_layers(layers, 2, 'uniform') == [0, 3, 5]
+    assert partition_layers(layers, 2, 'parameters') == [0, 4, 5]  # the big last layer stands alone
+
+
+def test_explicit_boundaries_and_errors():
+    layers = [nn.ReLU()] * 5
+    assert partition_layers(layers, 2, [0, 1, 5]) == [0, 1, 5]
+    with pytest.raises(ValueError, match=r'3 strictly increasing ints from 0 to 5.*got \[0, 3, 3\].*'
+                                         r'partition=\[0, 3, 5\]'):
+        partition_layers(layers, 2, [0, 3, 3])
+    with pytest.raises(ValueError, match=r'got \[0, 5\]'):
+        partition_layers(layers, 2, [0, 5])
+    with pytest.raises(ValueError, match="unknown partition method 'flops'; expected 'uniform', 'param"):
+        partition_layers(layers, 2, 'flops')
+    with pytest.raises(TypeError, match='got float'):
+        partition_layers(layers, 2, 0.5)
+
+
+MODEL_CFGS = [dict(type='MLP', in_features=12, hidden=(8, 8, 8)),
+              dict(type='SimpleCNN', channels=(4, 8), hidden=16),
+              dict(type='TinyGPT', vocab_size=11, block_size=8, n_layer=3, n_embd=16, n_head=2)]
+
+
+@pytest.mark.parametrize('cfg', MODEL_CFGS, ids=lambda c: c['type'])
+@pytest.mark.parametrize('p,chunks,partition', [(2, 1, 'uniform'), (3, 1, 'parameters'), (2, 2, 'uniform')])
+def test_stages_hold_exactly_the_whole_models_parameters(cfg, p, chunks, partition):
+    torch.manual_seed(11)
+    whole = MODELS.build(cfg).state_dict()
+    after_whole = torch.rand(3)  # the random generator's state after building the whole model
+    seen = {}
+    for stage in range(p):
+        torch.manual_seed(11)
+        context = ParallelContext(p, rank=stage, world_size=p)
+        part = build_pipeline_model(dict(cfg, partition=partition), context, num_model_chunks=chunks)
+        assert isinstance(part, nn.ModuleList if chunks > 1 else nn.Sequential)
+        assert torch.equal(torch.rand(3), after_whole)  # every stage ends with the same generator state
+        for key, value in part.state_dict().items():
+            key = key.split('.', 1)[1] if chunks > 1 else key
+            assert key not in seen, f'{key} is on two stages'
+            seen[key] = value
+            assert torch.equal(value, whole[key]), key
+    assert sorted(seen) == sorted(whole)
+
+
+def test_chunk_c_of_stage_s_is_virtual_stage_c_times_p_plus_s():
+    cfg = dict(type='MLP', in_features=4, hidden=(4,) * 7, partition=[0, 2, 4, 6, 8, 10, 12, 14, 16])
+    stage1 = build_pipeline_model(cfg, ParallelContext(4, rank=1, world_size=4), num_model_chunks=2)
+    assert [list(chunk._modules) for chunk in stage1] == [['2', '3'], ['10', '11']]
+
+
+def test_a_stage_only_allocates_its_own_layers():
+    cfg = dict(type='MLP', in_features=64, hidden=(256, 256, 256))
+    whole = sum(p.numel() for p in MODELS.build(cfg).parameters())
+    first = build_pipeline_model(cfg, ParallelContext(2, rank=0, world_size=2))
+    assert 0 < sum(p.numel() for p in first.parameters()) < whole
+    assert all(p.device.type == 'cpu' and not p.is_meta for p in first.parameters())
+
+
+def test_fewer_layers_than_stages_is_a_clear_error():
+    with pytest.raises(ValueError, match=r'the model has 4 layers but 6 pipeline parts \(stages x model'):
+        build_pipeline_model(dict(type='MLP', hidden=8), ParallelContext(3, rank=0, world_size=3), 2)
+
+
+def test_one_stage_builds_the_model_itself():
+    torch.manual_seed(0)
+    model = build_pipeline_model(dict(type='MLP', hidden=8, partition='parameters'), ParallelContext())
+    assert type(model).__name__ == 'MLP'
+
+
+class NoReset(nn.Module):
+    """A layer whose weight cannot be rebuilt by reset_parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return x * self.weight
+
+
+class _NoResetNet(nn.Sequential):
+    def __init__(self):
+        super().__init__(nn.Linear(4, 4), NoReset(), nn.Linear(4, 2))
+
+
+def test_layers_without_reset_parameters_fall_back_to_a_full_build():
+    torch.manual_seed(5)
+    whole = _NoResetNet().state_dict()
+    torch.manual_seed(5)
+    with pytest.warns(UserWarning, match='cannot be rebuilt with reset_parameters'):
+        stage = build_pipeline_model(dict(type=_NoResetNet, partition=[0, 2, 3]),
+                                     ParallelContext(2, rank=0, world_size=2))
+    for key, value in stage.state_dict().items():
+        assert torch.equal(value, whole[key])
+
+
+class Listed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)])
+
+    def pipeline_layers(self):
+        return list(self.blocks)
+
+
+def test_models_that_list_their_layers_can_be_split_and_others_cannot():
+    stage = split_model(Listed(), ParallelContext(2, rank=1, world_size=2))
+    assert [type(m).__name__ for m in stage] == ['Linear']
+    with pytest.raises(TypeError, match='Conv2d cannot be split into pipeline stages: it must be an nn.Seq'):
+        get_layers(nn.Conv2d(1, 1, 1))
+
+
+def test_a_stage_without_parameters_warns():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        build_pipeline_model(dict(type='MLP', hidden=8), ParallelContext(4, rank=2, world_size=4))
+    assert any('have no parameters' in str(w.message) and 'partition="parameters"' in str(w.message)
+               for w in caught)
