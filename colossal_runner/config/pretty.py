@@ -23,9 +23,10 @@ _NAMES_USED = frozenset({'dict', 'float', 'set', 'frozenset', 'globals'})
 
 
 def _is_kwarg(key: Any) -> bool:
-    # Python NFKC-normalises identifiers ('ª = 1' defines 'a'), so such keys need quoting.
-    return (isinstance(key, str) and key.isidentifier() and not keyword.iskeyword(key)
-            and unicodedata.normalize('NFKC', key) == key)
+    # Python NFKC-normalises identifiers ('ª = 1' defines 'a'), and yapf's tokenizer rejects
+    # some non-ASCII identifier characters ('A·'), so only ASCII names are written bare.
+    return (isinstance(key, str) and key.isascii() and key.isidentifier()
+            and not keyword.iskeyword(key) and unicodedata.normalize('NFKC', key) == key)
 
 
 def format_value(value: Any, literal_dicts: bool = False) -> str:

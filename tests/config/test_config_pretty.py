@@ -111,3 +111,13 @@ def test_pretty_text_round_trip_property(data):
     cfg = Config(data)
     loaded = Config.fromstring(cfg.pretty_text, '.py')
     assert_same(cfg.to_dict(), loaded.to_dict())
+
+
+@pytest.mark.parametrize('key', ['A·', 'é', 'ª'])
+def test_non_ascii_identifier_keys_round_trip(key, tmp_path):
+    # 'A·' is a valid Python identifier that yapf's tokenizer rejects; 'ª' NFKC-normalises to 'a'.
+    cfg = Config({key: None, 'nested': {key: [1, 'two']}})
+    path = tmp_path / 'cfg.py'
+    path.write_text(cfg.pretty_text, encoding='utf-8')
+    loaded = Config.fromfile(str(path))
+    assert loaded.to_dict() == cfg.to_dict()
