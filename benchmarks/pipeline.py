@@ -212,10 +212,10 @@ def main(argv=None) -> Dict:
         parser.error(f'--iters must be >= 1, got {args.iters}')
     load_start = os.getloadavg()
     reference = reference_losses()
-    out: Dict = {'benchmark': 'pipeline', 'batch': BATCH, 'microbatches': MICRO, 'reference_losses': reference,
-                 'rows': []}
-    print(f'load average at start {load_start[0]:.2f}; {LAYERS} x Linear({WIDTH},{WIDTH})+ReLU, batch {BATCH}, '
-          f'{MICRO} microbatches, gloo, 1 thread per rank, median of {args.iters} iterations')
+    out: Dict = {'benchmark': 'pipeline', 'batch': BATCH, 'microbatches': MICRO,
+                 'reference_losses': reference, 'rows': []}
+    print(f'load average at start {load_start[0]:.2f}; {LAYERS} x Linear({WIDTH},{WIDTH})+ReLU, '
+          f'batch {BATCH}, {MICRO} microbatches, gloo, 1 thread per rank, median of {args.iters} iterations')
     print(f"{'P':>2} {'schedule':<12} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>11} {'losses ok':>10} "
           f"{'activations per stage, ours | torch (microbatches)':>52}")
     for p in args.stages:
