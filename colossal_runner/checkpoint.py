@@ -18,10 +18,12 @@ file is complete, so it always names the newest complete checkpoint.
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
 import tempfile
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional
 
@@ -140,16 +142,71 @@ def check_weights_only(obj: Any, where: str = 'state') -> None:
                     f'or a list / dict of those (e.g. str(value) or value.tolist()).')
 
 
+def _write_error(exc: OSError, path: str, action: str) -> OSError:
+    """An OSError (same errno) saying what failed, that older checkpoints are intact, and what to do."""
+    directory = os.path.dirname(os.path.abspath(path))
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        fix = f'free disk space on the device of {directory!r} or write checkpoints elsewhere'
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f'make {directory!r} writable or choose another directory'
+    else:
+        fix = 'check the directory, or choose another one'
+    return OSError(exc.errno, f'cannot {action} checkpoint {path!r}: {reason}. Earlier checkpoints in '
+                              f'{directory!r} are untouched. To fix: {fix} (--work-dir, or '
+                              f'SaveCheckpointHook(checkpoint_dir=...)).')
+
+
 def save_checkpoint(state: Dict[str, Any], path: str, update_latest: bool = True) -> str:
     """Write ``state`` to ``path`` atomically and point ``latest`` at it; returns ``path``.
 
-    Raises TypeError before writing when ``state`` holds something a weights-only load refuses.
+    Raises TypeError before writing when ``state`` holds something a weights-only load refuses,
+    and an OSError naming the file and the fix when the disk is full or the directory is not
+    writable; the previous checkpoint and ``latest`` then still point at complete data.
     """
     check_weights_only(state)
-    atomic_write(path, lambda f: torch.save(state, f))
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+    except OSError as exc:
+        raise _write_error(exc, path, 'write') from exc
     if update_latest and _NAME.match(os.path.basename(path)):
-        _point_latest(path)
+        try:
+            _point_latest(path)
+        except OSError as exc:
+            raise _write_error(exc, path, 'point latest at') from exc
     return path
+
+
+def check_writable(directory: str) -> None:
+    """Create ``directory`` and a probe file in it now, so an unwritable place fails at start."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix='.write_probe.', suffix='.tmp', dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise OSError(exc.errno, f'checkpoint directory {directory!r} is not writable ({reason}); '
+                                 f'choose a writable directory with --work-dir or '
+                                 f'SaveCheckpointHook(checkpoint_dir=...), or fix its permissions.') from exc
+
+
+def remove_stale_temporaries(directory: str, stage: Optional[int] = None) -> List[str]:
+    """Delete temporary files a killed save left behind (this stage's only); returns their names."""
+    if not os.path.isdir(directory):
+        return []
+    removed = []
+    for name in os.listdir(directory):
+        if not (name.startswith('.') and name.endswith('.tmp')):
+            continue
+        target = name[1:].split('.pt.', 1)[0] + '.pt'
+        if (_NAME.match(target) and _stage_of(target) == stage) or target == latest_name(stage):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
@@ -180,20 +237,58 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
     return path
 
 
+def _newest_first(path: str, stage: Optional[int]) -> Optional[List[str]]:
+    """For a directory or a ``latest`` name: every candidate file, newest first; else None."""
+    if os.path.isdir(path):
+        directory = path
+    elif os.path.basename(path).startswith('latest'):
+        directory = os.path.dirname(path) or '.'
+    else:
+        return None
+    first = find_latest(directory, stage)
+    if first is None:
+        return None
+    rest = [os.path.join(directory, n) for n in reversed(list_checkpoints(directory, stage))]
+    return [first] + [p for p in rest if os.path.abspath(p) != os.path.abspath(first)]
+
+
 def load_checkpoint(path: str, map_location: Any = 'cpu', stage: Optional[int] = None) -> Dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``: never executes pickled code.
 
     ``path`` may be a file, a directory (its newest checkpoint) or ``.../latest.pt``; with
-    several pipeline stages the current stage's file is read unless ``stage`` is given.
+    several pipeline stages the current stage's file is read unless ``stage`` is given. For a
+    directory or ``latest``, a newest file that cannot be read (torn by a crash of the disk,
+    corrupt) is skipped for the one before it, with a warning naming it.
     """
     if stage is None:
         from .distributed import get_context
         context = get_context()
         stage = context.stage if context.pipeline_size > 1 else None
-    path = resolve_checkpoint_path(path, stage)
+    candidates = _newest_first(path, stage)
+    if candidates:
+        for candidate in candidates[:-1]:
+            try:
+                return _read(candidate, map_location)
+            except ValueError as exc:
+                warnings.warn(f'skipping unreadable checkpoint {candidate!r}, trying the previous one: {exc}',
+                              UserWarning, stacklevel=2)
+        return _read(candidates[-1], map_location)
+    return _read(resolve_checkpoint_path(path, stage), map_location)
+
+
+def _read(path: str, map_location: Any) -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        refused = re.search(r'[Uu]nsupported GLOBAL (\S+)|Unsupported global: GLOBAL (\S+)', str(exc))
+        if refused or 'Weights only load failed' in str(exc):
+            what = next((g for g in (refused.groups() if refused else ()) if g), 'an object other than '
+                        'tensors and plain containers')
+            raise ValueError(f'cannot read checkpoint {path!r}: refused, its pickle would import or call '
+                             f'{what}, and checkpoints are read with torch.load(weights_only=True), which '
+                             f'never runs such code. Load only checkpoints written by colossal_runner '
+                             f'(tensors and plain containers); if you trust the file, convert it in a '
+                             f'separate script.') from exc
         raise ValueError(f'cannot read checkpoint {path!r} ({type(exc).__name__}: {exc}). It is truncated, '
                          f'corrupt, or holds objects other than tensors and plain containers; load an '
                          f'earlier checkpoint from {os.path.dirname(path) or "."!r}.') from exc

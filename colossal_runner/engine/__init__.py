@@ -1,5 +1,5 @@
 """The Engine (one optimizer step) and the schedules it runs."""
-from .engine import Engine
+from .engine import Engine, NonFiniteLossError
 from .schedule import BaseSchedule, NoPipelineSchedule
 
-__all__ = ['Engine', 'BaseSchedule', 'NoPipelineSchedule']
+__all__ = ['Engine', 'NonFiniteLossError', 'BaseSchedule', 'NoPipelineSchedule']

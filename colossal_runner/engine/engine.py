@@ -8,6 +8,7 @@ The engine owns:
     scaled by 1/N, DDP gradient sync only on the last micro-step);
   * data-parallel gradient averaging when the model is not DDP-wrapped (pipeline stages);
   * gradient clipping by global norm (over the whole pipeline when there is one);
+  * what to do with a NaN / Inf loss (``nonfinite_loss``: stop the run, or skip the step);
   * the state that a checkpoint needs (``state_dict`` / ``load_state_dict``).
 
 The schedule (``engine.schedule``) owns how one batch becomes forward/backward work.
@@ -30,6 +31,20 @@ from .schedule import BaseSchedule, NoPipelineSchedule
 
 Step = Tuple[Any, Any, Optional[torch.Tensor]]
 BUCKET_BYTES = 25 * 1024 * 1024  # same default bucket size as DDP
+NONFINITE_CHOICES = ('raise', 'skip')
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss of a training step was NaN or Inf (``nonfinite_loss='raise'``).
+
+    ``loss`` is the value as a float, ``lr`` the learning rate of param group 0 at that step;
+    the Trainer re-raises it with the epoch and iteration added.
+    """
+
+    def __init__(self, message: str, loss: float = float('nan'), lr: Optional[float] = None,
+                 local: bool = True):
+        super().__init__(message)
+        self.loss, self.lr, self.local = loss, lr, local  # local: this rank's loss was the bad one
 
 
 class Engine:
@@ -47,13 +62,20 @@ class Engine:
         amp: None, ``'bf16'`` or ``'fp16'`` (the latter with a GradScaler).
         data_parallel_group: process group over which gradients are averaged with a
             bucketed all-reduce when the model is not DDP (DDP syncs its own gradients).
+        nonfinite_loss: ``'raise'`` (default): a NaN/Inf loss raises
+            :class:`NonFiniteLossError` before the optimizer step, so the weights keep their
+            last finite values; ``'skip'``: the step is dropped (no optimizer update, the LR
+            schedule still advances, ``loss`` is returned as None so metrics leave it out) and
+            counted in ``engine.nonfinite_skips``. Data-parallel replicas and pipeline stages
+            take the same decision (the flag is all-reduced), so they never diverge.
+            With ``amp='fp16'`` the grad scaler handles non-finite values instead.
     """
 
     def __init__(self, model: nn.Module, criterion: Optional[Any], optimizer: Optional[torch.optim.Optimizer],
                  lr_scheduler: Optional[Any] = None,
                  step_schedule: Union[BaseSchedule, Mapping, None] = None, gradient_accumulation: int = 1,
                  clip_grad_norm: float = 0.0, amp: Optional[str] = None,
-                 data_parallel_group: Optional[Any] = None):
+                 data_parallel_group: Optional[Any] = None, nonfinite_loss: str = 'raise'):
         if not isinstance(model, nn.Module):
             raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
         if criterion is not None and not callable(criterion):
@@ -84,6 +106,10 @@ class Engine:
                 or not clip_grad_norm >= 0):
             raise ValueError(f'clip_grad_norm must be a number >= 0 (0 disables clipping), '
                              f'got {clip_grad_norm!r}')
+        if nonfinite_loss not in NONFINITE_CHOICES:
+            raise ValueError(f"nonfinite_loss must be one of {list(NONFINITE_CHOICES)} (what to do when a "
+                             f"training loss is NaN or Inf: stop the run, or skip that step), got "
+                             f"{nonfinite_loss!r}; e.g. nonfinite_loss = 'skip' in the config.")
         self.model = model
         self.criterion = criterion
         self.optimizer = optimizer
@@ -98,6 +124,8 @@ class Engine:
         self.scaler = make_grad_scaler(self.amp, self.device)
         self.grad_norm: Optional[torch.Tensor] = None  # global norm before clipping, last step
         self.training = True
+        self.nonfinite_loss = nonfinite_loss
+        self.nonfinite_skips = 0  # steps dropped because the loss was NaN/Inf ('skip')
 
     # ------------------------------------------------------------------ modes
     def train(self) -> None:
@@ -132,6 +160,10 @@ class Engine:
             with self._no_sync(not last):
                 results.append(self.schedule.forward_backward_step(self, data_iter, forward_only=False,
                                                                    return_loss=True))
+        # With fp16 the grad scaler already skips steps with inf/NaN gradients and lowers its
+        # scale (overflow is expected there), so the loss check is for fp32 / bf16 runs.
+        if self.scaler is None and not self._loss_is_finite(results):
+            return self._drop_step(results)
         self._average_gradients()
         skipped = self._optimizer_step()
         if self.lr_scheduler is not None and not skipped:
@@ -213,6 +245,57 @@ class Engine:
         self.scaler.update()
         return self.scaler.get_scale() < scale  # the scale backs off exactly when inf/nan was found
 
+    def _loss_is_finite(self, results: List[Step]) -> bool:
+        """Whether every micro-step's loss is finite, agreed by every rank.
+
+        One scalar read per step (the same cost as the fp16 GradScaler's inf check). The flag
+        is all-reduced over the groups this engine already communicates in: data-parallel
+        replicas (DDP's group or ``data_parallel_group``) must skip or stop together, and
+        pipeline stages other than the last have no loss of their own.
+        """
+        losses = [loss for _, _, loss in results if loss is not None]
+        bad = torch.zeros((), device=self.device)
+        for loss in losses:
+            bad = torch.maximum(bad, (~torch.isfinite(loss.detach())).to(bad.dtype))
+        for group in self._agreement_groups():
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
+        return not bool(bad)
+
+    def _agreement_groups(self) -> List[Any]:
+        """Data-parallel group, then pipeline group: after both, every rank of the job agrees."""
+        if not dist.is_initialized():
+            return []
+        groups = []
+        if isinstance(self.model, DistributedDataParallel):
+            groups.append(self.model.process_group)
+        elif self.data_parallel_group is not None and dist.get_world_size(self.data_parallel_group) > 1:
+            groups.append(self.data_parallel_group)
+        pipeline_group = _pipeline_group()
+        if pipeline_group is not None:
+            groups.append(pipeline_group)
+        return groups
+
+    def _drop_step(self, results: List[Step]) -> Step:
+        """A step whose loss was NaN/Inf: raise, or drop the update and count it."""
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = [loss for _, _, loss in results if loss is not None]
+        bad = [float(v) for v in losses if not torch.isfinite(v)]
+        value = bad[0] if bad else float('nan')
+        lr = self.get_lr()
+        if self.nonfinite_loss == 'raise':
+            where = f'loss {value}' if bad else 'the loss on another rank'
+            raise NonFiniteLossError(
+                f'{where} is not finite, learning rate {lr:.6g}; the optimizer step was not taken. '
+                f'Lower the learning rate, set clip_grad_norm, check the data for NaN/Inf, or set '
+                f"nonfinite_loss = 'skip' to drop such steps.", loss=value, lr=lr, local=bool(bad))
+        self.nonfinite_skips += 1
+        if self.lr_scheduler is not None:  # the schedule follows the iteration count, as with fp16 skips
+            with warnings.catch_warnings():
+                warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)`')
+                self.lr_scheduler.step()
+        output, label, _ = self._gather(results)
+        return output, label, None
+
     def _gather(self, results: List[Step]) -> Step:
         if any(loss is None for _, _, loss in results):
             return None, None, None
@@ -244,7 +327,8 @@ class Engine:
 
     def __repr__(self) -> str:
         return (f'Engine(schedule={self.schedule!r}, gradient_accumulation={self.gradient_accumulation}, '
-                f'clip_grad_norm={self.clip_grad_norm}, amp={self.amp!r}, device={self.device})')
+                f'clip_grad_norm={self.clip_grad_norm}, amp={self.amp!r}, nonfinite_loss='
+                f'{self.nonfinite_loss!r}, device={self.device})')
 
 
 def all_reduce_mean(tensors: List[torch.Tensor], group: Any, size: int,

@@ -15,12 +15,15 @@ key                meaning
 ``steps_per_epoch`` optimizer steps in one pass over the training data:
                    ``len(train_dataloader) // engine.gradient_accumulation`` (None when the
                    loader has no length).
+``nonfinite_skips`` training steps dropped because their loss was NaN/Inf (with the
+                   engine's ``nonfinite_loss='skip'``; 0 otherwise). Restored from checkpoints.
 ``metrics``        ``{'train': {name: Metric}, 'test': {name: Metric}}``, filled by MetricHooks
                    when they are attached. Asking for a missing name raises a KeyError that
                    lists the names that exist.
 =================  ==========================================================================
 
-Only ``epoch`` and ``iteration`` are saved in checkpoints; hooks keep their own state through
+Only ``epoch``, ``iteration`` and ``nonfinite_skips`` are saved in checkpoints (with the data
+position, see :mod:`colossal_runner.trainer.data_position`); hooks keep their own state through
 ``state_dict`` / ``load_state_dict``.
 """
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 # The keys a checkpoint restores.
-RESUMABLE_KEYS = ('epoch', 'iteration')
+RESUMABLE_KEYS = ('epoch', 'iteration', 'nonfinite_skips')
 
 
 class MetricDict(dict):
@@ -47,5 +50,6 @@ class MetricDict(dict):
 
 def new_states() -> Dict[str, Any]:
     """Fresh ``runner.states`` as documented in this module."""
-    return dict(epoch=0, iteration=0, max_epochs=None, max_steps=None, steps_per_epoch=None,
+    return dict(epoch=0, iteration=0, nonfinite_skips=0, max_epochs=None, max_steps=None,
+                steps_per_epoch=None,
                 metrics=dict(train=MetricDict('train'), test=MetricDict('test')))

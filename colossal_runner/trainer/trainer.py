@@ -13,8 +13,10 @@ from tqdm import tqdm
 from ..checkpoint import FORMAT, get_rng_state, resume, set_rng_state
 from ..distributed import get_context
 from ..engine.batch import call_model, to_device
+from ..engine.engine import NonFiniteLossError
 from ..registry import HOOKS
 from ..utils.logging import MetricWriter, get_logger
+from .data_position import DataPosition, set_sampler_epoch
 from .hooks.base_hook import BaseHook, invoke_hook
 from .hooks.metric_hook import read_metrics
 from .priority import get_priority
@@ -44,6 +46,7 @@ class Trainer:
         self.states: Dict[str, Any] = new_states()
         self.hooks: List[BaseHook] = []
         self._dispatch: Dict[str, List[BaseHook]] = {}  # stage -> hooks overriding it, in order
+        self.data_position = DataPosition()  # where in the epoch's data order training is
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
@@ -103,6 +106,7 @@ class Trainer:
         self._start_fit(train_dataloader, epochs, max_steps, test_interval)
         self.call_hook('before_train')
         epoch, skip = self._resume_position()
+        self.data_position.replay_finished_epoch(train_dataloader, epoch)
         while epoch <= epochs and not self._reached_max_steps():
             self.states['epoch'] = epoch
             self.call_hook('before_train_epoch')
@@ -146,13 +150,11 @@ class Trainer:
         return max_steps is not None and self.states['iteration'] >= max_steps
 
     def _train_epoch(self, dataloader: Iterable, skip: int, display_progress: bool) -> None:
-        sampler = getattr(dataloader, 'sampler', None)
-        if callable(getattr(sampler, 'set_epoch', None)):
-            sampler.set_epoch(self.states['epoch'] - 1)  # 0-based, as DistributedSampler expects
+        set_sampler_epoch(dataloader, self.states['epoch'])
         self.engine.train()
-        data_iter = iter(dataloader)
-        for _ in range(skip * self.engine.gradient_accumulation):
-            next(data_iter)  # batches a mid-epoch checkpoint had already trained on
+        position = self.data_position
+        data_iter = position.open_epoch(dataloader, self.states['epoch'], skip,
+                                        self.engine.gradient_accumulation)
         steps = self.states['steps_per_epoch']
         total = None if steps is None else steps - skip
         with self._progress(total, f"Epoch {self.states['epoch']}", display_progress) as bar:
@@ -160,10 +162,12 @@ class Trainer:
                 if self._reached_max_steps():
                     break
                 self.call_hook('before_train_iter')
-                result = self._next_step(self.engine.step, data_iter, total is None)
+                result = self._train_step(data_iter, total is None)
                 if result is None:
+                    position.end_epoch(exhausted=True)
                     break
                 self.states['iteration'] += 1
+                position.steps_done += 1
                 self.call_hook('after_train_iter', *result)
                 self._show(bar, result[2])
             else:
@@ -172,6 +176,30 @@ class Trainer:
                 # give the next epoch a different order than a hand-written loop gets.
                 for _ in data_iter:
                     pass
+                position.end_epoch(exhausted=True)
+
+    def _train_step(self, data_iter: Iterator, until_exhausted: bool) -> Optional[Tuple[Any, Any, Any]]:
+        """``engine.step``; a NaN/Inf loss stops the run naming where, or is counted when skipped."""
+        skips = getattr(self.engine, 'nonfinite_skips', 0)
+        try:
+            result = self._next_step(self.engine.step, data_iter, until_exhausted)
+        except NonFiniteLossError as exc:
+            epoch, iteration = self.states['epoch'], self.states['iteration'] + 1
+            what = f'({exc.loss})' if exc.local else '(on another rank)'
+            message = (f'non-finite loss {what} at epoch {epoch}, iteration {iteration} '
+                       f'(step {iteration - (epoch - 1) * (self.states["steps_per_epoch"] or 0)} of the '
+                       f'epoch), learning rate {exc.lr:.6g}. The weights keep their values from iteration '
+                       f'{iteration - 1}. Lower the learning rate, set clip_grad_norm, check the data for '
+                       f"NaN/Inf, or set nonfinite_loss = 'skip' to drop such steps and count them.")
+            self.logger.error(message)
+            raise NonFiniteLossError(message, loss=exc.loss, lr=exc.lr, local=exc.local) from None
+        dropped = getattr(self.engine, 'nonfinite_skips', 0) - skips
+        if dropped:
+            self.states['nonfinite_skips'] += dropped
+            self.logger.warning(f"skipped iteration {self.states['iteration'] + 1} (epoch "
+                                f"{self.states['epoch']}): the loss was NaN/Inf; "
+                                f"{self.states['nonfinite_skips']} step(s) skipped so far")
+        return result
 
     @staticmethod
     def _next_step(step: Any, data_iter: Iterator, until_exhausted: bool) -> Optional[Tuple[Any, Any, Any]]:
@@ -276,6 +304,7 @@ class Trainer:
                 hooks[key] = state
         return dict(format=FORMAT, engine=self.engine.state_dict(),
                     states={k: self.states[k] for k in RESUMABLE_KEYS}, hooks=hooks, rng=get_rng_state(),
+                    data=self.data_position.state_dict(),
                     config=self._config_text(),
                     meta=dict(torch=str(torch.__version__), time=datetime.datetime.now().isoformat(),
                               stage=context.stage, pipeline_size=context.pipeline_size))
@@ -299,7 +328,9 @@ class Trainer:
                                 'not the optimizer / scheduler / training progress')
             return
         for key in RESUMABLE_KEYS:
-            self.states[key] = int(state['states'][key])
+            self.states[key] = int(state['states'].get(key, 0))
+        data = state.get('data')
+        self.data_position.load_state_dict(dict(data, rng=state.get('rng')) if data else None)
         saved_hooks = state.get('hooks') or {}
         for key, hook in self._hook_keys():
             if key in saved_hooks:

@@ -46,7 +46,7 @@ def test_round_trip_restores_engine_states_and_hook_states(tmp_path):
     trainer = Trainer(engine, hooks=[LossHook(), saver], config='model = dict(type="MLP")\n')
     trainer.fit(make_loader(12), epochs=2)
     state = load_checkpoint(str(tmp_path / 'latest.pt'))
-    assert state['states'] == {'epoch': 2, 'iteration': 6}
+    assert state['states'] == {'epoch': 2, 'iteration': 6, 'nonfinite_skips': 0}
     assert state['config'] == 'model = dict(type="MLP")\n'
     assert set(state['rng']) >= {'python', 'numpy', 'torch'}
     assert state['hooks']['SaveCheckpointHook']['saved'] == ['epoch_1.pt', 'epoch_2.pt']

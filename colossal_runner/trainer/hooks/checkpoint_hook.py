@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 import torch.distributed as dist
 
-from ...checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
+from ...checkpoint import (check_writable, checkpoint_name, list_checkpoints, load_checkpoint,
+                           remove_stale_temporaries, save_checkpoint)
 from ...distributed import get_context
 from ...registry import HOOKS
 from ..priority import Priority
@@ -26,6 +27,10 @@ class SaveCheckpointHook(BaseHook):
 
     Every rank of data-parallel replica 0 writes its own stage's file (``epoch_{E}.pt``,
     ``epoch_{E}_stage{s}.pt`` with several stages); ``latest.pt`` links the newest.
+    ``by_epoch=False`` saves mid-epoch too: the file records the data position (see
+    :mod:`colossal_runner.trainer.data_position`), so a resumed run trains on the same batches.
+    Before training the directory is checked for writability and temporaries of saves that
+    were killed are removed.
 
     Args:
         interval: epochs (``by_epoch=True``) or iterations between saves.
@@ -79,6 +84,12 @@ class SaveCheckpointHook(BaseHook):
     def before_train(self, runner: Any) -> None:
         if self.save_best is not None:
             self._best_metric(runner)  # fail now, not after the first epoch
+        if get_context().dp_rank == 0:
+            check_writable(self.checkpoint_dir)  # an unwritable directory fails now, not at the first save
+            removed = remove_stale_temporaries(self.checkpoint_dir, _stage())
+            if removed:
+                runner.logger.info(f'removed {len(removed)} partial checkpoint file(s) an interrupted save '
+                                   f'left in {self.checkpoint_dir}')
 
     def _path(self, name: str) -> str:
         return os.path.join(self.checkpoint_dir, name)

@@ -1,0 +1,141 @@
+"""Where the training data stood when a checkpoint was taken, so a resumed epoch sees the same batches.
+
+An epoch's batch order is decided when its iterator is created: by ``sampler.set_epoch`` (torch's
+``DistributedSampler``: seed + epoch), by the sampler's or the DataLoader's ``torch.Generator``
+(``DataLoader(shuffle=True, generator=g)``), or by the global torch RNG (``shuffle=True`` without
+a generator). The Trainer snapshots all of these just before ``iter(loader)``; a checkpoint stores
+that snapshot, the batches consumed so far and the sampler's seed/epoch (the ``data`` entry).
+
+Resuming replays the epoch's iterator from the snapshot and consumes the batches already trained
+on (they are loaded, not trained), then puts back the random state of the moment of the save; the
+next batch is the one the uninterrupted run trained next. Replaying is simpler and more general
+than seeking inside torch's private iterator state, and it costs one pass of data loading.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Iterable, Iterator, Optional
+
+import torch
+
+from ..checkpoint import get_rng_state, set_rng_state
+
+
+def _generators(loader: Iterable) -> Dict[str, torch.Generator]:
+    found: Dict[str, torch.Generator] = {}
+    loader_gen = getattr(loader, 'generator', None)
+    if isinstance(loader_gen, torch.Generator):
+        found['loader'] = loader_gen
+    sampler_gen = getattr(getattr(loader, 'sampler', None), 'generator', None)
+    if isinstance(sampler_gen, torch.Generator) and sampler_gen is not loader_gen:
+        found['sampler'] = sampler_gen
+    return found
+
+
+def _get_generators(loader: Iterable) -> Dict[str, torch.Tensor]:
+    return {name: gen.get_state() for name, gen in _generators(loader).items()}
+
+
+def _set_generators(loader: Iterable, states: Dict[str, torch.Tensor]) -> None:
+    for name, gen in _generators(loader).items():
+        if name in states:
+            gen.set_state(states[name])
+
+
+def _sampler_info(loader: Iterable) -> Dict[str, Any]:
+    sampler = getattr(loader, 'sampler', None)
+    info: Dict[str, Any] = dict(type=type(sampler).__name__)
+    for key in ('seed', 'epoch', 'shuffle', 'num_replicas', 'rank'):
+        value = getattr(sampler, key, None)
+        if isinstance(value, (bool, int)):
+            info[key] = value
+    return info
+
+
+def set_sampler_epoch(loader: Iterable, epoch: int) -> None:
+    """``sampler.set_epoch(epoch - 1)`` when the sampler has it (0-based, as DistributedSampler expects)."""
+    sampler = getattr(loader, 'sampler', None)
+    if callable(getattr(sampler, 'set_epoch', None)):
+        sampler.set_epoch(epoch - 1)
+
+
+class DataPosition:
+    """The Trainer's record of the current epoch's data order and how far into it training is."""
+
+    def __init__(self) -> None:
+        self.loader: Optional[Iterable] = None
+        self.epoch = 0
+        self.steps_done = 0            # optimizer steps of the current epoch
+        self.batches_per_step = 1
+        self.finished = False          # the epoch's iterator was exhausted
+        self.epoch_start: Optional[Dict[str, Any]] = None
+        self.pending: Optional[Dict[str, Any]] = None   # a checkpoint's entry, for the next fit
+
+    # ------------------------------------------------------------------ saving
+    def state_dict(self) -> Optional[Dict[str, Any]]:
+        if self.loader is None or self.epoch_start is None:
+            return None
+        return dict(epoch=self.epoch, steps_done=self.steps_done,
+                    batches=self.steps_done * self.batches_per_step, finished=self.finished,
+                    sampler=_sampler_info(self.loader), epoch_start=self.epoch_start,
+                    generators=_get_generators(self.loader))
+
+    def load_state_dict(self, state: Optional[Dict[str, Any]]) -> None:
+        self.pending = dict(state) if state else None
+
+    # ------------------------------------------------------------------ training
+    def open_epoch(self, loader: Iterable, epoch: int, skip_steps: int, batches_per_step: int) -> Iterator:
+        """The epoch's data iterator, ``skip_steps`` optimizer steps in (call after set_epoch)."""
+        saved, self.pending = self.pending, None
+        self.loader, self.epoch, self.batches_per_step = loader, epoch, batches_per_step
+        self.steps_done, self.finished = skip_steps, False
+        replay = (saved is not None and skip_steps > 0 and saved.get('epoch') == epoch
+                  and saved.get('steps_done') == skip_steps and saved.get('epoch_start'))
+        if replay:
+            self._check_sampler(loader, saved)
+            set_rng_state(saved['epoch_start']['rng'])
+            _set_generators(loader, saved['epoch_start']['generators'])
+        elif saved is not None and saved.get('finished'):
+            _set_generators(loader, saved.get('generators') or {})
+        self.epoch_start = dict(rng=get_rng_state(), generators=_get_generators(loader))
+        data_iter = iter(loader)
+        for _ in range(skip_steps * batches_per_step):
+            next(data_iter)  # batches the checkpoint had already trained on
+        if replay and saved.get('rng'):
+            set_rng_state(saved['rng'])  # back to the moment of the save (dropout, augmentation)
+        return data_iter
+
+    def replay_finished_epoch(self, loader: Iterable, epoch: int) -> None:
+        """Before resuming at ``epoch``: replay the previous epoch when its last step was saved
+        before its iterator was exhausted (an iteration checkpoint at an epoch's end), so the
+        samplers' generators advance as they did in the uninterrupted run."""
+        saved = self.pending
+        if (saved is None or saved.get('finished') or saved.get('epoch') != epoch - 1
+                or not saved.get('epoch_start')):
+            return
+        self.pending = None
+        set_sampler_epoch(loader, epoch - 1)
+        self._check_sampler(loader, saved)
+        set_rng_state(saved['epoch_start']['rng'])
+        _set_generators(loader, saved['epoch_start']['generators'])
+        data_iter = iter(loader)
+        for _ in range(saved.get('batches', 0)):
+            next(data_iter)
+        if saved.get('rng'):
+            set_rng_state(saved['rng'])
+        for _ in data_iter:  # the left-over batches, drawn after the save as in the uninterrupted run
+            pass
+
+    def end_epoch(self, exhausted: bool) -> None:
+        self.finished = exhausted
+
+    @staticmethod
+    def _check_sampler(loader: Iterable, saved: Dict[str, Any]) -> None:
+        now, then = _sampler_info(loader), saved.get('sampler') or {}
+        changed = {k: (then[k], now.get(k)) for k in ('type', 'seed', 'num_replicas', 'rank')
+                   if k in then and then[k] != now.get(k)}
+        if changed:
+            warnings.warn(f'resuming mid-epoch with a different data sampler than the checkpoint\'s '
+                          f'(saved vs now: {changed}); the remaining batches of epoch {saved.get("epoch")} '
+                          f'will differ from the uninterrupted run. Use the same seed and data settings '
+                          f'to resume exactly.', UserWarning, stacklevel=3)

@@ -1,0 +1,100 @@
+"""Checkpoint I/O failures: full disk, unwritable directory, torn or corrupt files, leftovers of a kill."""
+import errno
+import os
+
+import pytest
+import torch
+
+from colossal_runner import checkpoint as ckpt
+from colossal_runner.trainer import Trainer
+from colossal_runner.trainer.hooks import SaveCheckpointHook
+
+from ..trainer._toy import make_engine, make_loader
+
+
+def trained(tmp_path, epochs=2):
+    saver = SaveCheckpointHook(checkpoint_dir=str(tmp_path))
+    trainer = Trainer(make_engine(), hooks=[saver])
+    trainer.fit(make_loader(8), epochs=epochs)
+    return trainer
+
+
+def test_full_disk_at_save_time_is_reported_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    trainer = trained(tmp_path, epochs=1)
+    before = open(tmp_path / 'epoch_1.pt', 'rb').read()
+    real_save = torch.save
+
+    def disk_fills_up(obj, f, *args, **kwargs):
+        f.write(b'half a checkpoint')  # some bytes reach the disk, then it is full
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(torch, 'save', disk_fills_up)
+    message = (r"cannot write checkpoint .*epoch_2\.pt.: No space left on device\. "
+               r"Earlier checkpoints in .* are untouched\. To fix: free disk space")
+    with pytest.raises(OSError, match=message) as info:
+        trainer.fit(make_loader(8), epochs=2)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.setattr(torch, 'save', real_save)
+    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pt', 'latest.pt']   # no partial file left behind
+    assert open(tmp_path / 'epoch_1.pt', 'rb').read() == before
+    assert ckpt.load_checkpoint(str(tmp_path))['states']['epoch'] == 1
+
+
+def test_unwritable_checkpoint_directory_fails_before_training(tmp_path):
+    (tmp_path / 'a_file').write_text('not a directory')
+    engine = make_engine()
+    before = [p.detach().clone() for p in engine.model.parameters()]
+    trainer = Trainer(engine, hooks=[SaveCheckpointHook(checkpoint_dir=str(tmp_path / 'a_file' / 'ckpt'))])
+    message = (r"checkpoint directory .*a_file/ckpt. is not writable .*choose a writable "
+               r"directory with --work-dir or SaveCheckpointHook\(checkpoint_dir=\.\.\.\)")
+    with pytest.raises(OSError, match=message):
+        trainer.fit(make_loader(8), epochs=1)
+    assert trainer.states['iteration'] == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, engine.model.parameters()))
+
+
+def test_a_failing_latest_link_update_leaves_a_complete_file(tmp_path, monkeypatch):
+    trained(tmp_path, epochs=1)
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, 'Operation not permitted')
+
+    monkeypatch.setattr(os, 'symlink', no_links)
+    with pytest.raises(OSError, match=r"cannot point latest at checkpoint .*epoch_2\.pt.*make .* writable"):
+        ckpt.save_checkpoint({'states': {'epoch': 2}}, str(tmp_path / 'epoch_2.pt'))
+    assert ckpt.load_checkpoint(str(tmp_path / 'epoch_2.pt'))['states']['epoch'] == 2
+    assert os.readlink(tmp_path / 'latest.pt') == 'epoch_1.pt'
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage', 'empty'])
+def test_unreadable_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path, damage):
+    trained(tmp_path, epochs=3)
+    newest = tmp_path / 'epoch_3.pt'
+    data = newest.read_bytes()
+    damaged = {'truncate': data[:len(data) // 3], 'garbage': b'\x00garbage' * 50, 'empty': b''}
+    newest.write_bytes(damaged[damage])
+    with pytest.warns(UserWarning, match=r"skipping unreadable checkpoint .*epoch_3\.pt., trying the prev"):
+        state = ckpt.load_checkpoint(str(tmp_path / 'latest.pt'))
+    assert state['states']['epoch'] == 2
+    resumed = Trainer(make_engine(seed=4))
+    with pytest.warns(UserWarning, match=r'epoch_3\.pt'):
+        resumed.resume(str(tmp_path))
+    assert resumed.states['epoch'] == 2
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*epoch_3\.pt"):   # named explicitly
+        ckpt.load_checkpoint(str(newest))
+
+
+def test_every_checkpoint_unreadable_raises_naming_the_oldest(tmp_path):
+    trained(tmp_path, epochs=2)
+    for name in ('epoch_1.pt', 'epoch_2.pt'):
+        (tmp_path / name).write_bytes(b'broken')
+    with pytest.warns(UserWarning, match='epoch_2'), pytest.raises(ValueError, match=r'epoch_1\.pt'):
+        ckpt.load_checkpoint(str(tmp_path))
+
+
+def test_leftovers_of_a_killed_save_are_removed_before_training(tmp_path):
+    trained(tmp_path, epochs=1)
+    for name in ('.epoch_2.pt.x1y2.tmp', '.latest.pt.123.tmp', '.epoch_2_stage1.pt.abc.tmp'):
+        (tmp_path / name).write_bytes(b'partial')
+    trained(tmp_path, epochs=1)
+    assert sorted(os.listdir(tmp_path)) == ['.epoch_2_stage1.pt.abc.tmp', 'epoch_1.pt', 'latest.pt']
