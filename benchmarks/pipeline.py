@@ -84,7 +84,9 @@ class SavedBytes:
         def __init__(self, tensor):
             self.tensor = tensor
 
-    def __init__(self):
+    def __init__(self, params: List[nn.Parameter]):
+        # Autograd also saves weights (for the input gradient); they are not activations.
+        self.skip = {q.untyped_storage().data_ptr() for q in params}
         self.live = 0
         self.peak = 0
 
@@ -92,6 +94,8 @@ class SavedBytes:
         self.live -= nbytes
 
     def pack(self, tensor):
+        if tensor.untyped_storage().data_ptr() in self.skip:
+            return tensor
         holder = self._Holder(tensor)
         nbytes = tensor.numel() * tensor.element_size()
         self.live += nbytes
@@ -101,7 +105,7 @@ class SavedBytes:
 
     @staticmethod
     def unpack(holder):
-        return holder.tensor
+        return holder.tensor if isinstance(holder, SavedBytes._Holder) else holder
 
     def hooks(self):
         return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
@@ -155,18 +159,20 @@ class Torch:
         else:
             self.schedule.step()
         self.opt.step()
-        return float(torch.stack(losses).mean()) if losses else None
+        return float(torch.stack(losses).detach().mean()) if losses else None
 
     def chunks(self) -> List[nn.Module]:
         return self.modules
 
 
 def microbatch_bytes(chunks: List[nn.Module], context: ParallelContext) -> int:
-    """Saved bytes of one microbatch through this rank's chunks (the unit of the theory)."""
-    counter = SavedBytes()
+    """Saved bytes of one microbatch through this rank's chunks (and the loss on the last stage)."""
+    counter = SavedBytes([q for chunk in chunks for q in chunk.parameters()])
     x = torch.randn(BATCH // MICRO, WIDTH, requires_grad=True)
     with counter.hooks():
         outs = [chunk(x) for chunk in chunks]
+        if context.is_last_stage:  # the last stage also keeps what the loss saves
+            outs.append(nn.functional.mse_loss(outs[-1], torch.randn_like(outs[-1])))
     del outs
     return counter.peak
 
@@ -191,7 +197,7 @@ def rank_main(rank: int, world_size: int, iters: int, warmup: int) -> Dict:
                 times[k].append(time.perf_counter() - t0)
         memory = {}
         for k, r in runs.items():
-            counter = SavedBytes()
+            counter = SavedBytes([q for chunk in r.chunks() for q in chunk.parameters()])
             with counter.hooks():
                 r.step()
             memory[k] = counter.peak / microbatch_bytes(r.chunks(), context)

@@ -11,6 +11,7 @@ import logging
 import os
 import os.path as osp
 import time
+import tempfile
 import warnings
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
 
@@ -32,7 +33,7 @@ from .utils.logging import get_logger, remove_file_handler
 KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 'parallel', 'amp',
               'gradient_accumulation', 'clip_grad_norm', 'hooks', 'max_epochs', 'max_steps', 'test_interval',
               'seed', 'work_dir', 'custom_imports', 'logging', 'dist_timeout', 'dist_host', 'dist_port',
-              'fault_watch')
+              'fault_watch', 'nonfinite_loss')
 DEFAULT_SEED = 1024
 
 
@@ -65,16 +66,22 @@ def load_config(cfg_or_path: Union[str, os.PathLike, Mapping, Config],
 
 
 def check_top_level_keys(cfg: Config) -> List[str]:
-    """Warn about each unknown top-level key, naming the closest known one; return the unknown keys.
+    """Check the top-level keys against the ones colossal_runner reads; return the unknown keys.
 
-    Keys starting with ``_`` are a config's private helper variables and are ignored.
+    A key that looks like a known one (``optimzer``) is a typo that would silently drop the
+    setting, so it is a ConfigError naming the known key. Other unknown keys warn: a config
+    may keep its own variables. Keys starting with ``_`` are private helpers and are ignored.
     """
     unknown = [k for k in cfg.keys() if not str(k).startswith('_') and k not in KNOWN_KEYS]
     for key in unknown:
-        close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.6)
-        hint = f' Did you mean {close[0]!r}?' if close else f' Known keys: {", ".join(KNOWN_KEYS)}.'
-        warnings.warn(f'config {cfg.filename or "(dict)"}: unknown top-level key {key!r} is ignored.{hint}',
-                      UserWarning, stacklevel=3)
+        close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.75)
+        if close:
+            raise ConfigError(f'unknown top-level key {key!r}; did you mean {close[0]!r}? Rename it '
+                              f'(or, for a variable of your own, start its name with _)',
+                              cfg.filename, str(key))
+        warnings.warn(f'config {cfg.filename or "(dict)"}: unknown top-level key {key!r} is ignored. '
+                      f'Known keys: {", ".join(KNOWN_KEYS)}; start a private variable\'s name with _ '
+                      f'to silence this.', UserWarning, stacklevel=3)
     return unknown
 
 
@@ -88,7 +95,7 @@ def _where(cfg: Config, exc: BaseException, key_path: str) -> BaseException:
 def _build(cfg: Config, key_path: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OSError) as exc:  # OSError: e.g. a missing data file
         raise _where(cfg, exc, key_path)
 
 
@@ -107,6 +114,41 @@ def _positive_int(cfg: Config, key: str, default: Optional[int], allow_none: boo
         raise ConfigError(f'expected a positive int{" or None" if allow_none else ""}, got {value!r}',
                           cfg.filename, key)
     return value
+
+
+def check_writable(cfg: Config) -> None:
+    """Fail before training, with the fix, when the work directory cannot be written."""
+    path = cfg.work_dir
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix='.write_test'):
+            pass
+    except OSError as exc:
+        raise ConfigError(f'the work directory {path!r} is not writable ({exc.strerror or exc}); choose '
+                          f'another with --work-dir DIR or work_dir=... in the config',
+                          cfg.filename, 'work_dir') from exc
+
+
+def check_microbatches(cfg: Config, schedule: Any, *loaders: Optional[DataLoader]) -> None:
+    """A pipeline splits each batch into ``num_microbatches``: check every batch size now, not
+    at the first (or the last) batch of training."""
+    m = getattr(schedule, 'num_microbatches', None)
+    if not m or m == 1:
+        return
+    for split, loader in zip(('train', 'test'), loaders):
+        if loader is None or loader.batch_size is None:
+            continue
+        bs = loader.batch_size
+        if bs % m:
+            raise ConfigError(f'batch_size={bs} is not divisible by schedule.num_microbatches={m}; make '
+                              f'the batch size a multiple of {m} or change num_microbatches',
+                              cfg.filename, f'data.{split}.dataloader.batch_size')
+        samples = len(loader.sampler) if hasattr(loader.sampler, '__len__') else None
+        if samples is not None and not loader.drop_last and (samples % bs) % m:
+            raise ConfigError(f'the last batch of {split} has {samples % bs} samples ({samples} per rank, '
+                              f'batch_size={bs}), which schedule.num_microbatches={m} does not divide; set '
+                              f'drop_last=True in data.{split}.dataloader or change the batch size',
+                              cfg.filename, f'data.{split}.dataloader.drop_last')
 
 
 def build_data(cfg: Config, context: ParallelContext, seed: int):
@@ -260,6 +302,8 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     cfg.seed = DEFAULT_SEED if seed is None else seed
     cfg.work_dir = work_dir or cfg.get('work_dir', None) or default_work_dir(cfg)
     context = setup_parallel(cfg, launcher, seed=cfg.seed)
+    if not read_only:
+        check_writable(cfg)
     if logger is None:
         log_cfg = dict(cfg.get('logging', None) or {})
         level = log_cfg.get('level', 'INFO')
@@ -290,10 +334,11 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     if context.pipeline_size == 1:
         schedule_cfg.pop('num_model_chunks', None)
     schedule = _build(cfg, 'schedule', SCHEDULES.build, schedule_cfg)
+    check_microbatches(cfg, schedule, train_loader, test_loader)
     engine = _build(cfg, 'engine settings (amp, gradient_accumulation, clip_grad_norm)', Engine,
                     model, criterion, optimizer, lr_scheduler=lr_scheduler, step_schedule=schedule,
                     gradient_accumulation=grad_acc, clip_grad_norm=cfg.get('clip_grad_norm', 0.0),
-                    amp=cfg.get('amp', None),
+                    amp=cfg.get('amp', None), nonfinite_loss=cfg.get('nonfinite_loss', 'raise'),
                     data_parallel_group=context.data_group if context.pipeline_size > 1 else None)
     trainer = Trainer(engine, work_dir=None if read_only else cfg.work_dir, logger=logger, config=cfg)
     build_hooks(cfg, trainer)

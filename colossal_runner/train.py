@@ -127,8 +127,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         from .initialize import initialize  # after the config: a bad config fails fast, without torch
         run = initialize(cfg, launcher=args.launcher, work_dir=args.work_dir, seed=args.seed)
         cfg, trainer, context = run.config, run.trainer, run.context
-        if context.is_main_process:
-            dump_config(cfg, cfg.work_dir)
         if args.resume is not None:
             from .checkpoint import resume
             where = checkpoint_dir_of(trainer, cfg.work_dir) if args.resume == 'auto' \
@@ -138,6 +136,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                                  f'does not exist; train first or pass --resume PATH')
             state = resume(trainer, where)
             trainer.logger.info(f"resumed from {where} at epoch {state.get('states', {}).get('epoch')}")
+        if context.is_main_process:  # only once the run has started well: a bad resume keeps the old one
+            dump_config(cfg, cfg.work_dir)
     with report_errors(prog, args.debug, EXIT_RUNTIME):
         log_cfg = dict(cfg.get('logging', None) or {})
         progress = bool(log_cfg.get('progress', True)) and not args.no_progress

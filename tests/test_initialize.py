@@ -80,11 +80,33 @@ def test_text_model_gets_vocab_size_from_dataset_and_partition_is_dropped(tmp_pa
     assert output.shape == (4, 8, vocab) and loss.dim() == 0
 
 
-def test_unknown_top_level_key_warns_with_the_closest_known_key(tmp_path):
+def test_misspelled_top_level_key_is_an_error_naming_the_known_key(tmp_path):
     cfg = _cfg(optimzer=dict(type='SGD', lr=1.0), _helper=1)
-    message = "unknown top-level key 'optimzer' is ignored. Did you mean 'optimizer'"
-    with pytest.warns(UserWarning, match=message):
+    with pytest.raises(ConfigError, match=r"key optimzer: unknown top-level key 'optimzer'; did you mean "
+                                          r"'optimizer'\? Rename it"):
         initialize(cfg, work_dir=str(tmp_path), log_file=False)
+
+
+def test_other_unknown_top_level_keys_warn_and_private_ones_are_quiet(tmp_path, recwarn):
+    initialize(_cfg(my_experiment_tag='x', _helper=1), work_dir=str(tmp_path), log_file=False)
+    messages = [str(w.message) for w in recwarn.list if issubclass(w.category, UserWarning)]
+    assert any("unknown top-level key 'my_experiment_tag' is ignored. Known keys: model, loss" in m
+               for m in messages), messages
+    assert not any('_helper' in m for m in messages)
+
+
+def test_batch_size_must_divide_into_microbatches_before_training(tmp_path):
+    cfg = _cfg(schedule=dict(type='PipelineSchedule', num_microbatches=3))
+    with pytest.raises(ConfigError, match=r'key data.train.dataloader.batch_size: batch_size=\d+ is not '
+                                          r'divisible by schedule.num_microbatches=3'):
+        initialize(cfg, work_dir=str(tmp_path), log_file=False)
+
+
+def test_unwritable_work_dir_is_a_config_error(tmp_path):
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(ConfigError, match=r"key work_dir: the work directory .*file/run' is not writable "
+                                          r".*choose another with --work-dir"):
+        initialize(_cfg(), work_dir=str(tmp_path / 'file' / 'run'), log_file=False)
 
 
 @pytest.mark.parametrize('overrides, error, message', [

@@ -75,9 +75,9 @@ def build_cases(d, good):
          ['syntax_error.py:2', 'syntax error']),
         ('unknown type near miss', 'train.py', [os.path.join(E2E, 'unknown_model.py')] + w,
          ["'MPL' is not in the model registry", "Did you mean 'MLP'"]),
-        ('misspelled top-level key', 'train.py', [write(d, 'dat.py', "_base_ = '" + TINY + "'\n"
-                                                        "dat = {{_base_.data}}\ndata = None\n")] + w,
-         ['data', 'expected a dict']),
+        ('misspelled top-level key', 'train.py', [write(d, 'optimzer.py', "_base_ = '" + TINY + "'\n"
+                                                        "optimzer = dict(type='SGD', lr=0.5)\n")] + w,
+         ['optimzer.py', "unknown top-level key 'optimzer'", "did you mean 'optimizer'"]),
         ('misspelled nested key', 'train.py', [TINY, '--cfg-options', 'optimizer.lrr=0.1'] + w,
          ['optimizer', 'lrr']),
         ('wrong value type', 'train.py', [TINY, '--cfg-options', 'max_epochs=two'] + w,
@@ -93,7 +93,8 @@ def build_cases(d, good):
          ['max_steps', 'positive int']),
         ('batch not divisible by microbatches', 'train.py',
          [TINY, '--cfg-options', 'schedule.type=PipelineSchedule', 'schedule.num_microbatches=3'] + w,
-         ['batch of size 16', '3 equal microbatches', 'multiple of 3']),
+         ['data.train.dataloader.batch_size', 'batch_size=16 is not divisible by schedule.num_microbatches=3',
+          'multiple of 3']),
         ('pipeline size does not divide the world', 'train.py',
          [TINY, '--cfg-options', 'parallel.pipeline=3'] + w,
          ['pipeline', '3', 'world']),

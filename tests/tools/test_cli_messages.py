@@ -67,14 +67,18 @@ def test_debug_keeps_the_original_exception(tmp_path):
         train_cli.main([os.path.join(E2E, 'unknown_model.py'), '--work-dir', str(tmp_path), '--debug'])
 
 
-def test_typo_key_warns_but_trains_and_seed_option(capsys, tmp_path):
-    typo = "unknown top-level key 'optimzer' is ignored. Did you mean 'optimizer'"
-    with pytest.warns(UserWarning, match=typo):
-        train_cli.main([os.path.join(E2E, 'typo_key.py'), '--work-dir', str(tmp_path), '--seed', '7',
-                        '--no-progress', '--cfg-options', 'max_steps=2'])
+def test_typo_key_is_an_error_naming_the_known_key(capsys, tmp_path):
+    err = _exit(train_cli.main, [os.path.join(E2E, 'typo_key.py'), '--work-dir', str(tmp_path)], capsys)
+    assert "typo_key.py, key optimzer: unknown top-level key 'optimzer'; did you mean 'optimizer'" in err
+    assert not (tmp_path / 'typo_key.py').exists()  # nothing of a run was written
+
+
+def test_seed_option_reaches_the_dumped_config(capsys, tmp_path):
+    train_cli.main([TINY, '--work-dir', str(tmp_path), '--seed', '7', '--no-progress',
+                    '--cfg-options', 'max_steps=2'])
     assert 'Final metrics:' in capsys.readouterr().out
     from colossal_runner.config import Config
-    assert Config.fromfile(str(tmp_path / 'typo_key.py')).seed == 7
+    assert Config.fromfile(str(tmp_path / 'tiny.py')).seed == 7
 
 
 def test_test_tool_messages_and_text_output(capsys, tmp_path):
