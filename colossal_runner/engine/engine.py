@@ -253,11 +253,15 @@ class Engine:
         replicas (DDP's group or ``data_parallel_group``) must skip or stop together, and
         pipeline stages other than the last have no loss of their own.
         """
-        losses = [loss for _, _, loss in results if loss is not None]
-        bad = torch.zeros((), device=self.device)
-        for loss in losses:
-            bad = torch.maximum(bad, (~torch.isfinite(loss.detach())).to(bad.dtype))
-        for group in self._agreement_groups():
+        losses = [loss.detach() for _, _, loss in results if loss is not None]
+        finite = None
+        if losses:
+            finite = torch.isfinite(losses[0] if len(losses) == 1 else torch.stack(losses)).all()
+        groups = self._agreement_groups()
+        if not groups:  # one process: the plain check, a few microseconds per step
+            return finite is None or bool(finite)
+        bad = torch.zeros((), device=self.device) if finite is None else (~finite).to(torch.float32)
+        for group in groups:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
         return not bool(bad)
 
