@@ -15,6 +15,7 @@ The schedule (``engine.schedule``) owns how one batch becomes forward/backward w
 """
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import nullcontext
 from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -253,14 +254,13 @@ class Engine:
         replicas (DDP's group or ``data_parallel_group``) must skip or stop together, and
         pipeline stages other than the last have no loss of their own.
         """
-        losses = [loss.detach() for _, _, loss in results if loss is not None]
-        finite = None
-        if losses:
-            finite = torch.isfinite(losses[0] if len(losses) == 1 else torch.stack(losses)).all()
+        # item() + math.isfinite: under a microsecond on the CPU, where bool(torch.isfinite(x))
+        # costs about 15; on a GPU either one waits for the step to finish.
+        finite = all(math.isfinite(loss.item()) for _, _, loss in results if loss is not None)
         groups = self._agreement_groups()
-        if not groups:  # one process: the plain check, a few microseconds per step
-            return finite is None or bool(finite)
-        bad = torch.zeros((), device=self.device) if finite is None else (~finite).to(torch.float32)
+        if not groups:
+            return finite
+        bad = torch.tensor(0.0 if finite else 1.0, device=self.device)
         for group in groups:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
         return not bool(bad)
