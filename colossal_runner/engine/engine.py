@@ -154,7 +154,9 @@ class Engine:
         if self.optimizer is None:
             raise ValueError('engine.step() needs an optimizer; this Engine was built with optimizer=None '
                              '(evaluation only).')
-        self.optimizer.zero_grad(set_to_none=True)
+        # No zero_grad here: every step (and a dropped one) ends with the gradients set to
+        # None, and a second zero_grad per step costs about 10 us, a measurable share of a
+        # small model's step (benchmarks/overhead.py).
         results: List[Step] = []
         for micro in range(self.gradient_accumulation):
             last = micro == self.gradient_accumulation - 1
