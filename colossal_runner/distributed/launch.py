@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .context import ParallelContext, get_context, set_context
-from .faults import FaultWatcher, config_hash, get_watcher, set_watcher
+from .faults import FaultWatcher, config_hash, get_watcher, set_watcher, watcher_settings
 
 ConfigLike = Union[str, os.PathLike, Mapping]
 LAUNCHERS = ('none', 'torch', 'slurm', 'openmpi')
@@ -157,8 +157,10 @@ def _finish_setup(cfg: Any, host: Optional[str], port: Any, seed: int, seconds: 
                   verbose: bool) -> ParallelContext:
     """Fault watcher, config check, context, seeds; ``seconds=None`` keeps the group's own timeout."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    if world_size > 1 and host is not None and get_watcher() is None and cfg.get('fault_watch', True):
-        set_watcher(FaultWatcher(host, int(port), rank, world_size, timeout=seconds or 60.0).start())
+    settings = watcher_settings(cfg.get('fault_watch', True), seconds)
+    if world_size > 1 and host is not None and get_watcher() is None and settings is not None:
+        watcher = FaultWatcher(host, int(port), rank, world_size, timeout=seconds or 60.0, **settings)
+        set_watcher(watcher.start())
     _check_same_config(cfg, rank, world_size)
     context = ParallelContext(**_parallel_settings(cfg), rank=rank, world_size=world_size, timeout=seconds)
     set_context(context)
@@ -235,6 +237,7 @@ def setup_parallel(cfg: ConfigLike, launcher: str = 'none', timeout: Optional[fl
     cfg = _load_config(cfg)
     if launcher not in LAUNCHERS:
         raise ValueError(f'unknown launcher {launcher!r}; expected one of {list(LAUNCHERS)}.')
+    watcher_settings(cfg.get('fault_watch', True), None)  # a bad fault_watch fails here, even in one process
     if seed is None:
         seed = cfg.get('seed', None)
         seed = DEFAULT_SEED if seed is None else seed

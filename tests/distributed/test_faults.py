@@ -1,26 +1,37 @@
 """A failing rank takes the whole job down quickly and is named; config hashing."""
+import signal
 import textwrap
 import time
 
 import pytest
 
 from colossal_runner.distributed import config_hash
+from colossal_runner.distributed.faults import is_communication_error, watcher_settings
 from colossal_runner.testing import free_port
 
 from ._procs import ForkedRank, collect, describe, start_ranks
 
+HEARTBEAT = 2.0  # seconds: fault_watch.heartbeat_timeout in these jobs
 TRAIN_SCRIPT = textwrap.dedent('''
-    import sys, time
+    import os, signal, sys, time
     import torch
     from colossal_runner.distributed import launch, teardown, wrap_data_parallel
     rank, world, port, mode, timeout = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], \\
         float(sys.argv[5])
     torch.set_num_threads(1)
-    context = launch(dict(dist_timeout=timeout), rank, world, '127.0.0.1', port)
+    cfg = dict(dist_timeout=timeout, fault_watch=dict(heartbeat_timeout=HEARTBEAT))
+    context = launch(cfg, rank, world, '127.0.0.1', port)
     model = wrap_data_parallel(torch.nn.Linear(4, 2), context)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    victim = 0 if mode in ('kill0', 'late1') else 1
     for step in range(100000):
-        if step == 3 and rank == 1:
+        if step == 3 and mode.startswith('late'):  # a normal end; the other rank ends 2.5 heartbeats later
+            if rank != victim:
+                time.sleep(2.5 * HEARTBEAT)
+            break
+        if step == 3 and rank == victim:
+            if mode.startswith('kill'):  # dies without a word, as under the OOM killer
+                os.kill(os.getpid(), signal.SIGKILL)
             if mode == 'raise':
                 raise RuntimeError('boom in step 3')
             if mode == 'caught':  # a tool that catches, prints one line and exits itself
@@ -46,18 +57,21 @@ def fault_runs(tmp_path_factory):
     """
     tmp = tmp_path_factory.mktemp('faults')
     script = tmp / 'train.py'
-    script.write_text(TRAIN_SCRIPT)
+    script.write_text(TRAIN_SCRIPT.replace('HEARTBEAT', str(HEARTBEAT)))
     # 'raise': the process-group timeout is long (120 s), so only the fault watcher can end rank 0
     # in time. 'hang': rank 1 hangs without raising; rank 0's collective times out after 3 s.
     # 'caught': rank 1 catches its error and exits with sys.exit after report_failure.
-    scenarios = {'raise': 120, 'hang': 3, 'caught': 120}
+    # 'kill' / 'kill0': rank 1 / rank 0 (which hosts the store) is SIGKILLed mid-training.
+    # 'late0' / 'late1': a normal end where rank 0 / rank 1 finishes long after the other one.
+    scenarios = {'raise': 120, 'hang': 3, 'caught': 120, 'kill': 120, 'kill0': 120,
+                 'late0': 120, 'late1': 120}
     ports = {mode: str(free_port()) for mode in scenarios}  # one rendezvous port per job
     args = {mode: [[str(r), '2', ports[mode], mode, str(t)] for r in range(2)]
             for mode, t in scenarios.items()}
     start = time.monotonic()
     procs = start_ranks(str(script), args['raise'], [{} for _ in range(2)])
     forked = {mode: [ForkedRank(str(script), a, str(tmp), f'{mode}{r}') for r, a in enumerate(args[mode])]
-              for mode in ('hang', 'caught')}
+              for mode in scenarios if mode != 'raise'}
     runs = {'raise': collect(procs, timeout=60, start=start)}
     runs.update({mode: [f.result(start + 60, start) for f in ranks] for mode, ranks in forked.items()})
     return runs
@@ -89,6 +103,55 @@ def test_caught_error_reported_by_hand_stops_the_others(fault_runs):
     assert expected in results[0].stderr, info
 
 
+@pytest.mark.parametrize('mode, victim', [('kill', 1), ('kill0', 0)])
+def test_a_killed_rank_is_named_by_the_survivor(fault_runs, mode, victim):
+    # Rank 0 hosts the rendezvous store: its death is told by the store vanishing, not a heartbeat.
+    results = fault_runs[mode]
+    info = describe(results)
+    survivor = 1 - victim
+    assert results[victim].returncode == -signal.SIGKILL, info
+    assert results[survivor].returncode == 1, info
+    named = f'rank {survivor} is stopping because rank {victim} stopped responding ('
+    assert named in results[survivor].stderr, info
+    assert 'it was probably killed' in results[survivor].stderr, info
+    assert f'because rank {survivor}' not in results[survivor].stderr, info  # the survivor blames nobody else
+    assert results[survivor].seconds < 50, info
+
+
+@pytest.mark.parametrize('mode', ['late0', 'late1'])
+def test_a_rank_that_finished_normally_is_not_taken_for_a_dead_one(fault_runs, mode):
+    # One rank ends (teardown stops its heartbeat) while the other keeps going for longer than
+    # the heartbeat timeout: both exit 0, nobody is declared lost.
+    results = fault_runs[mode]
+    info = describe(results)
+    assert [r.returncode for r in results] == [0, 0], info
+    assert 'stopped responding' not in results[0].stderr + results[1].stderr, info
+
+
+def test_communication_errors_are_told_from_a_ranks_own_errors():
+    peer_closed = RuntimeError('[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:14766')
+    assert is_communication_error(peer_closed)
+    assert is_communication_error(RuntimeError('Timed out waiting 3000ms for recv operation to complete'))
+    assert not is_communication_error(RuntimeError('boom in step 3'))
+    assert not is_communication_error(ValueError('bad batch: connection closed'))
+
+
+def test_watcher_settings_defaults_and_errors():
+    assert watcher_settings(False, 100.0) is None and watcher_settings(None, None) is None
+    assert watcher_settings(True, None) == dict(heartbeat_timeout=10.0, poll_interval=0.5)
+    assert watcher_settings(True, 6.0)['heartbeat_timeout'] == 3.0  # named before the collectives time out
+    assert watcher_settings(dict(heartbeat_timeout=4, interval=0.25), 1800.0) == dict(heartbeat_timeout=4,
+                                                                                     poll_interval=0.25)
+    with pytest.raises(KeyError, match=r'unknown keys .*heartbeat.* in config "fault_watch"; expected'):
+        watcher_settings(dict(heartbeat=3), None)
+    with pytest.raises(ValueError, match='fault_watch.heartbeat_timeout must be a positive number'):
+        watcher_settings(dict(heartbeat_timeout=-1), None)
+    with pytest.raises(ValueError, match='at least twice the interval'):
+        watcher_settings(dict(heartbeat_timeout=1, interval=1), None)
+    with pytest.raises(TypeError, match='must be True, False or a dict'):
+        watcher_settings('yes', None)
+
+
 class _Obj:
     pass
 
@@ -113,3 +176,9 @@ def test_bad_timeout_is_refused(bad):
     from colossal_runner.distributed import setup_parallel
     with pytest.raises(ValueError, match='timeout must be a positive number of seconds'):
         setup_parallel(dict(dist_timeout=bad))
+
+
+def test_bad_fault_watch_is_refused_at_setup_even_with_one_process():
+    from colossal_runner.distributed import setup_parallel
+    with pytest.raises(ValueError, match='fault_watch.interval must be a positive number of seconds, got 0'):
+        setup_parallel(dict(fault_watch=dict(interval=0)))

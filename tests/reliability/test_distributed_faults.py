@@ -1,5 +1,6 @@
 """One rank SIGKILLed in the middle of a step: every other rank exits non-zero within the
-process-group timeout (none hangs), and the run resumes from its last checkpoint to the same result."""
+process-group timeout (none hangs) naming the killed rank, and the run resumes from its last
+checkpoint to the same result."""
 import os
 import signal
 import time
@@ -40,6 +41,10 @@ def test_a_killed_rank_stops_the_others_and_the_run_resumes(tmp_path):
         for rank, result in enumerate(ranks):
             if rank != victim:
                 assert result.returncode not in (0, None), f'rank {rank} did not stop: {info}'
+                # The killed rank is named by every survivor, not whichever survivor noticed first.
+                named = f'rank {rank} is stopping because rank {victim} stopped responding (no heartbeat for'
+                assert named in result.stderr, f'rank {rank} did not name rank {victim}: {info}'
+                assert 'it was probably killed' in result.stderr, info
         # Gloo sees the closed connection; nobody waits for the full timeout plus start-up.
         slowest = max(r.seconds for r in ranks)
         assert slowest < PG_TIMEOUT + 60, info

@@ -21,7 +21,9 @@ from colossal_runner.trainer.hooks import SaveCheckpointHook
 rank, world, port, ckpt_dir, victim, kill_at, timeout, resume, out = sys.argv[1:10]
 rank, world, victim, kill_at = int(rank), int(world), int(victim), int(kill_at)
 torch.set_num_threads(1)
-context = launch(dict(dist_timeout=float(timeout)), rank, world, '127.0.0.1', int(port))
+# A short heartbeat timeout: the survivors name the killed rank within ~3 s.
+context = launch(dict(dist_timeout=float(timeout), fault_watch=dict(heartbeat_timeout=3.0)), rank, world,
+                 '127.0.0.1', int(port))
 torch.manual_seed(0)
 model = wrap_data_parallel(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), context)
 calls = [0]
