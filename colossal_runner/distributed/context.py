@@ -12,6 +12,8 @@ from typing import List, Optional, Union
 import torch
 import torch.distributed as dist
 
+from ..utils.checks import check_positive_int
+
 _CONTEXT: Optional['ParallelContext'] = None
 
 
@@ -42,8 +44,7 @@ class ParallelContext:
         if world_size is None:
             world_size = dist.get_world_size() if initialized else 1
         for name, value in (('parallel.pipeline', pipeline), ('parallel.tensor', tensor)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'{name} must be a positive int, got {value!r}')
+            check_positive_int(name, value)
         if tensor != 1:
             raise ValueError(f'parallel.tensor={tensor} is not supported yet: colossal_runner has '
                              f'pipeline and data parallelism only. Set parallel.tensor=1 or remove it.')

@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _NormBase
 
 from ..distributed.context import ParallelContext, get_context
 from ..registry import MODELS
+from ..utils.checks import check_positive_int
 from .partition import PartitionSpec, partition_layers
 
 
@@ -105,8 +106,7 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
     With one stage and one chunk the whole model is built normally.
     """
     context = context or get_context()
-    if not isinstance(num_model_chunks, int) or isinstance(num_model_chunks, bool) or num_model_chunks < 1:
-        raise ValueError(f'num_model_chunks must be a positive int, got {num_model_chunks!r}')
+    check_positive_int('num_model_chunks', num_model_chunks)
     if isinstance(model_cfg, nn.Module):
         stage = split_model(model_cfg, context, num_model_chunks)
         return stage.to(device) if device is not None else stage

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ...utils.checks import check_positive_int
+
 KINDS = ('F', 'B', 'SEND_F', 'RECV_F', 'SEND_B', 'RECV_B')
 COMPUTE = ('F', 'B')
 SCHEDULE_NAMES = ('1f1b', 'interleaved', 'gpipe')
@@ -109,8 +111,7 @@ class _Builder:
 def _check_sizes(num_stages: int, num_microbatches: int, num_chunks: int = 1) -> None:
     for name, value in (('num_stages', num_stages), ('num_microbatches', num_microbatches),
                         ('num_chunks', num_chunks)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f'{name} must be a positive int, got {value!r}')
+        check_positive_int(name, value)
 
 
 def build_1f1b_plan(num_stages: int, num_microbatches: int) -> Plan:

@@ -15,13 +15,13 @@ from typing import List
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from ...utils.checks import check_positive_int
+
 
 def check_total_steps(total_steps: int) -> int:
     """``total_steps`` is the number of optimizer steps the schedule spans: a positive int."""
-    if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
-        raise ValueError(f'total_steps must be a positive int (the number of optimizer steps the schedule '
-                         f'spans), got {total_steps!r}')
-    return total_steps
+    return check_positive_int('total_steps', total_steps,
+                              ' (the number of optimizer steps the schedule spans)')
 
 
 def check_warmup(warmup_steps: int, total_steps: int) -> int:

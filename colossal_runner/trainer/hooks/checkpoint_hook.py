@@ -14,6 +14,7 @@ from ...distributed import get_context
 from ...registry import HOOKS
 from ..priority import Priority
 from .base_hook import BaseHook
+from ...utils.checks import check_positive_int
 
 
 def _stage() -> Optional[int]:
@@ -47,8 +48,7 @@ class SaveCheckpointHook(BaseHook):
                  max_keep: Optional[int] = None, save_best: Optional[str] = None,
                  priority: Union[int, str, Priority] = 'LOW'):
         super().__init__(priority)
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-            raise ValueError(f'interval must be a positive int, got {interval!r}')
+        check_positive_int('interval', interval)
         if max_keep is not None and (not isinstance(max_keep, int) or isinstance(max_keep, bool)
                                      or max_keep < 1):
             raise ValueError(f'max_keep must be None (keep all) or a positive int, got {max_keep!r}')

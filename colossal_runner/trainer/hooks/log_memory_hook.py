@@ -12,6 +12,7 @@ from ...registry import HOOKS
 from ..priority import Priority
 from .base_hook import BaseHook
 from .log_metric_hook import log_values
+from ...utils.checks import check_positive_int
 
 _MB = 1024.0 ** 2
 
@@ -37,8 +38,7 @@ class LogMemoryByEpochHook(BaseHook):
 
     def __init__(self, interval: int = 1, priority: Union[int, str, Priority] = 'BELOW_NORMAL'):
         super().__init__(priority)
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-            raise ValueError(f'interval must be a positive int, got {interval!r}')
+        check_positive_int('interval', interval)
         self.interval = interval
 
     def before_train(self, runner: Any) -> None:

@@ -8,12 +8,11 @@ from ...registry import HOOKS
 from ..priority import Priority
 from .base_hook import BaseHook
 from .metric_hook import read_metrics
+from ...utils.checks import check_positive_int
 
 
 def _check_interval(interval: int) -> int:
-    if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-        raise ValueError(f'interval must be a positive int, got {interval!r}')
-    return interval
+    return check_positive_int('interval', interval)
 
 
 def format_values(values: Dict[str, float]) -> str:

@@ -9,6 +9,7 @@ from ...registry import HOOKS
 from ..priority import Priority
 from .base_hook import BaseHook
 from .metric_hook import read_metrics
+from ...utils.checks import check_positive_int
 
 
 @HOOKS.register_module()
@@ -25,8 +26,7 @@ class TensorboardHook(BaseHook):
     def __init__(self, log_dir: Optional[str] = None, interval: int = 1,
                  priority: Union[int, str, Priority] = 'BELOW_NORMAL'):
         super().__init__(priority)
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-            raise ValueError(f'interval must be a positive int, got {interval!r}')
+        check_positive_int('interval', interval)
         self.log_dir = log_dir
         self.interval = interval
         self.writer = None

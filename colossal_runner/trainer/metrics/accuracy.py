@@ -7,6 +7,7 @@ import torch
 
 from ...registry import METRICS
 from .base import Metric, reduce_over_data_group
+from ...utils.checks import check_positive_int
 
 
 @METRICS.register_module()
@@ -24,8 +25,7 @@ class Accuracy(Metric):
 
     def __init__(self, topk: int = 1, epoch_only: bool = False,
                  device: Union[str, torch.device, None] = None):
-        if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
-            raise ValueError(f'topk must be a positive int, got {topk!r}')
+        check_positive_int('topk', topk)
         self.topk = topk
         super().__init__(epoch_only=epoch_only, device=device)
 
