@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..registry import DATA_SAMPLERS, DATASETS, TRANSFORMS
+from ..utils.checks import check_positive_int
 
 # DataLoader keywords a config may set directly; anything else is a typo worth reporting.
 _LOADER_KEYS = ('batch_size', 'shuffle', 'num_workers', 'drop_last', 'pin_memory', 'persistent_workers',
@@ -68,8 +69,7 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     config_shuffle = bool(cfg.pop('shuffle', False))
     shuffle = config_shuffle if shuffle is None else bool(shuffle)
     batch_size = cfg.pop('batch_size', 1)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f'dataloader batch_size must be a positive int, got {batch_size!r}')
+    check_positive_int('dataloader batch_size', batch_size)
     drop_last = bool(cfg.pop('drop_last', False))
     sampler_cfg = cfg.pop('sampler', None)
     data_size = getattr(context, 'data_size', 1) if context is not None else 1

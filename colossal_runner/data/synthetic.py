@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
+from ..utils.checks import check_positive_int
 
 
 @DATASETS.register_module()
@@ -30,8 +31,7 @@ class SyntheticClassification(Dataset):
                  seed: int = 0, noise: float = 0.5, split: str = 'train', shape=None):
         for name, value in (('num_samples', num_samples), ('num_features', num_features),
                             ('num_classes', num_classes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'SyntheticClassification {name} must be a positive int, got {value!r}')
+            check_positive_int(f'SyntheticClassification {name}', value)
         if split not in ('train', 'test'):
             raise ValueError(f"SyntheticClassification split must be 'train' or 'test', got {split!r}")
         if shape is not None:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import LOSSES, MODELS
+from ..utils.checks import check_positive_int
 
 
 class GPTEmbedding(nn.Module):
@@ -80,8 +81,7 @@ class TinyGPT(nn.Sequential):
                  n_embd: int = 64, dropout: float = 0.0):
         for name, value in (('vocab_size', vocab_size), ('block_size', block_size), ('n_layer', n_layer),
                             ('n_head', n_head), ('n_embd', n_embd)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'TinyGPT {name} must be a positive int, got {value!r}')
+            check_positive_int(f'TinyGPT {name}', value)
         super().__init__(GPTEmbedding(vocab_size, block_size, n_embd, dropout),
                          *[GPTBlock(n_embd, n_head, dropout) for _ in range(n_layer)],
                          nn.LayerNorm(n_embd), nn.Linear(n_embd, vocab_size))

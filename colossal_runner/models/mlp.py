@@ -6,6 +6,7 @@ from typing import Sequence, Union
 from torch import nn
 
 from ..registry import MODELS
+from ..utils.checks import check_positive_int
 
 
 def make_activation(name: str) -> nn.Module:
@@ -36,8 +37,7 @@ class MLP(nn.Sequential):
         hidden = [hidden] if isinstance(hidden, int) else list(hidden)
         for name, value in [('in_features', in_features), ('num_classes', num_classes)] + \
                 [(f'hidden[{i}]', h) for i, h in enumerate(hidden)]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'MLP {name} must be a positive int, got {value!r}')
+            check_positive_int(f'MLP {name}', value)
         layers = [nn.Flatten()]
         width = in_features
         for h in hidden:

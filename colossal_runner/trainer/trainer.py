@@ -15,6 +15,7 @@ from ..distributed import get_context
 from ..engine.batch import call_model, to_device
 from ..engine.engine import NonFiniteLossError
 from ..registry import HOOKS
+from ..utils.checks import check_positive_int
 from ..utils.logging import MetricWriter, get_logger
 from .data_position import DataPosition, set_sampler_epoch
 from .hooks.base_hook import BaseHook, invoke_hook
@@ -123,8 +124,7 @@ class Trainer:
                                         ('test_interval', test_interval, False)):
             if value is None and allow_none:
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'fit: {name} must be a positive int, got {value!r}')
+            check_positive_int(f'fit: {name}', value)
         steps = batches = _length(dataloader)
         if batches is not None:
             steps = batches // self.engine.gradient_accumulation
