@@ -150,3 +150,11 @@ def test_mismatched_model_keys_strict_and_non_strict_and_finetune(tmp_path):
     assert (finetune.states['epoch'], finetune.states['iteration']) == (1, 2)
     with pytest.raises(KeyError, match="not a colossal_runner training checkpoint"):
         finetune.load_state_dict({'model': {}})
+
+
+def test_checkpoint_dir_defaults_to_the_work_dir_or_is_required(tmp_path):
+    trainer = Trainer(make_engine(), hooks=[SaveCheckpointHook()], work_dir=str(tmp_path))
+    assert trainer.hooks[0].checkpoint_dir == os.path.join(str(tmp_path), 'checkpoints')
+    with pytest.raises(ValueError, match=r'SaveCheckpointHook needs a checkpoint_dir, or a runner with a '
+                                         r'work_dir'):
+        Trainer(make_engine(), hooks=[SaveCheckpointHook()])

@@ -1,7 +1,8 @@
 """BaseHook: twelve no-op lifecycle points, and the one function that dispatches them."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Union
+import os
+from typing import Any, Dict, Iterable, Optional, Union
 
 from ..priority import Priority, get_priority
 
@@ -82,6 +83,16 @@ class BaseHook:
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(priority={self.priority})'
+
+
+def dir_in_work_dir(runner: Any, given: Optional[str], hook: str, arg: str, subdir: str) -> str:
+    """``given``, or ``<runner.work_dir>/<subdir>`` when it is None (hooks that write files)."""
+    if given is not None:
+        return given
+    if runner.work_dir is None:
+        raise ValueError(f'{hook} needs a {arg}, or a runner with a work_dir '
+                         "(Trainer(..., work_dir='work_dirs/x')); got neither.")
+    return os.path.join(runner.work_dir, subdir)
 
 
 def call_hooks(hooks: Iterable[BaseHook], stage: str, runner: Any, *args: Any) -> None:

@@ -13,7 +13,7 @@ from ...checkpoint import (check_writable, checkpoint_name, list_checkpoints, lo
 from ...distributed import get_context
 from ...registry import HOOKS
 from ..priority import Priority
-from .base_hook import BaseHook
+from .base_hook import BaseHook, dir_in_work_dir
 from ...utils.checks import check_positive_int
 
 
@@ -65,11 +65,8 @@ class SaveCheckpointHook(BaseHook):
         self.best_epoch: Optional[int] = None
 
     def after_hook_is_attached(self, runner: Any) -> None:
-        if self.checkpoint_dir is None:
-            if runner.work_dir is None:
-                raise ValueError('SaveCheckpointHook needs a checkpoint_dir, or a runner with a work_dir '
-                                 "(Trainer(..., work_dir='work_dirs/x')); got neither.")
-            self.checkpoint_dir = os.path.join(runner.work_dir, 'checkpoints')
+        self.checkpoint_dir = dir_in_work_dir(runner, self.checkpoint_dir, 'SaveCheckpointHook',
+                                              'checkpoint_dir', 'checkpoints')
 
     def _best_metric(self, runner: Any):
         mode, _, name = self.save_best.rpartition('/')

@@ -1,13 +1,12 @@
 """TensorboardHook: metric scalars to TensorBoard event files."""
 from __future__ import annotations
 
-import os
 from typing import Any, Optional, Union
 
 from ...distributed import get_context
 from ...registry import HOOKS
 from ..priority import Priority
-from .base_hook import BaseHook
+from .base_hook import BaseHook, dir_in_work_dir
 from .metric_hook import read_metrics
 from ...utils.checks import check_positive_int
 
@@ -32,11 +31,7 @@ class TensorboardHook(BaseHook):
         self.writer = None
 
     def after_hook_is_attached(self, runner: Any) -> None:
-        if self.log_dir is None:
-            if runner.work_dir is None:
-                raise ValueError('TensorboardHook needs a log_dir, or a runner with a work_dir '
-                                 "(Trainer(..., work_dir='work_dirs/x')); got neither.")
-            self.log_dir = os.path.join(runner.work_dir, 'tensorboard')
+        self.log_dir = dir_in_work_dir(runner, self.log_dir, 'TensorboardHook', 'log_dir', 'tensorboard')
 
     def _writer(self):
         if self.writer is None and get_context().is_logging_rank:
