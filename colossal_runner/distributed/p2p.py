@@ -10,6 +10,12 @@ which is how a smaller last batch gets fresh metadata and the common case gets n
 Metadata travels with its own tag so it never mixes with data messages between the same
 pair of ranks (gloo and MPI honour tags; NCCL matches in posting order, which the plans
 keep identical on both sides).
+
+Sends are posted without waiting, but each send first waits for the earlier sends of the
+same *lane* (peer and caller-chosen kind, e.g. activations or gradients), so a stage keeps at
+most one unreceived message per lane and the buffers of the others are freed. Gloo reports a
+send as completed only once it is waited, so polling alone could never free them; the
+pipeline plans are checked to stay deadlock-free under this rule (see ``plan.simulate``).
 """
 from __future__ import annotations
 
@@ -106,44 +112,56 @@ class P2PCommunicator:
         self.device = device
         self._sent_meta: Dict[Hashable, Meta] = {}
         self._recv_meta: Dict[Hashable, Meta] = {}
-        self._sends: List[Tuple[Any, Any]] = []
+        self._sends: List[Tuple[Hashable, Any, torch.Tensor]] = []  # (lane, work, buffer)
 
     # ------------------------------------------------------------------ sending
-    def send(self, obj: Any, peer: int, key: Optional[Hashable]) -> Meta:
-        """Post ``obj`` (tensor or tuple of tensors) to stage ``peer`` without waiting.
+    def send(self, obj: Any, peer: int, key: Optional[Hashable], lane: Hashable = None) -> Meta:
+        """Post ``obj`` (tensor or tuple of tensors) to stage ``peer``; returns its metadata.
 
         With ``key=None`` no metadata is sent (the receiver already knows it, e.g. gradients
-        shaped like the activations it sent). Returns the metadata of ``obj``.
+        shaped like the activations it sent). The earlier sends to ``peer`` on the same
+        ``lane`` are waited first (their receiver has posted its receive or is about to), so
+        their buffers can be freed; this send itself is not waited.
         """
         meta = meta_of(obj)
         dst = self.ranks[peer]
+        lane = (dst, lane)
+        self._wait_lane(lane)
         if key is not None:
             cached = self._sent_meta.get(key)
             if cached is None:
-                self._post_meta(meta, dst)
+                self._post_meta(meta, dst, lane)
                 self._sent_meta[key] = meta
             elif cached != meta:
                 raise ValueError(f'the output sent to stage {peer} changed from {_describe(cached)} to '
                                  f'{_describe(meta)} although the input batch shapes did not; a stage output '
                                  f'may only depend on the shapes of the input batch.')
         for tensor in flatten(obj)[1]:
+            # a detached alias: the caller's tensor object is not kept, only the storage while in flight
             tensor = tensor.detach().contiguous()
-            self._sends.append((dist.isend(tensor, dst, tag=DATA_TAG), tensor))
+            self._sends.append((lane, dist.isend(tensor, dst, tag=DATA_TAG), tensor))
         return meta
 
-    def _post_meta(self, meta: Meta, dst: int) -> None:
+    def _post_meta(self, meta: Meta, dst: int, lane: Hashable) -> None:
         values = _encode(meta)
         length = torch.tensor([len(values)], dtype=torch.int64, device=self.device)
         payload = torch.tensor(values, dtype=torch.int64, device=self.device)
         for tensor in (length, payload):
-            self._sends.append((dist.isend(tensor, dst, tag=META_TAG), tensor))
+            self._sends.append((lane, dist.isend(tensor, dst, tag=META_TAG), tensor))
+
+    def _wait_lane(self, lane: Hashable) -> None:
+        if any(pending == lane for pending, _, _ in self._sends):
+            for pending, work, _ in self._sends:
+                if pending == lane:
+                    work.wait()
+            self._sends = [entry for entry in self._sends if entry[0] != lane]
 
     def wait_sends(self, only_completed: bool = False) -> None:
         """Wait for posted sends (or just drop the finished ones) so their buffers can be freed."""
         if only_completed:
-            self._sends = [(w, t) for w, t in self._sends if not w.is_completed()]
+            self._sends = [entry for entry in self._sends if not entry[1].is_completed()]
             return
-        for work, _ in self._sends:
+        for _, work, _ in self._sends:
             work.wait()
         self._sends = []
 

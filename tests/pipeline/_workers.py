@@ -9,6 +9,7 @@ from typing import Dict, List
 
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
 
 import colossal_runner.models  # noqa: F401  (registers MLP)
 from colossal_runner.distributed.context import ParallelContext, set_context
@@ -153,12 +154,36 @@ def peak_saved(engine: Engine, data) -> int:
     return counter[1]
 
 
+def peak_live_outputs(engine: Engine, data) -> int:
+    """The most stage outputs whose memory is alive at once during one step.
+
+    A weak reference to each output's storage (not to the tensor object) sees the memory
+    itself, wherever it is still held: by the runtime, a send in flight, or autograd.
+    """
+    refs: List[StorageWeakRef] = []
+    peak = [0]
+
+    def record(module, args, out):
+        refs.append(StorageWeakRef(out.untyped_storage()))
+        peak[0] = max(peak[0], sum(not ref.expired() for ref in refs))  # it only grows at a forward
+
+    handle = engine.model.register_forward_hook(record)
+    try:
+        engine.step(iter(data))
+    finally:
+        handle.remove()
+    return peak[0]
+
+
 def memory(rank: int, world_size: int, m: int) -> Dict[str, float]:
-    """Peak in-flight microbatches per stage: live saved tensors relative to one microbatch's."""
+    """Per stage: peak in-flight microbatches (live saved tensors relative to one microbatch's)
+    and the peak number of stage outputs alive. The stages end in a Linear, which does not
+    save its output, so a sent output is needed by nothing once its receiver has it."""
     context = ParallelContext(pipeline=world_size)
     set_context(context)
     torch.manual_seed(SEED)
     stage = build_pipeline_model(dict(MLP, partition='uniform'), context)
+    assert isinstance(stage[-1], nn.Linear) or context.is_last_stage, stage
     opt = torch.optim.SGD(stage.parameters(), lr=0.0)
     x, y = torch.randn(2 * m, IN), torch.randint(0, CLASSES, (2 * m,))
     single = Engine(stage, nn.CrossEntropyLoss(), opt, step_schedule=GPipeSchedule(1))
@@ -167,6 +192,7 @@ def memory(rank: int, world_size: int, m: int) -> Dict[str, float]:
     for name in ('1f1b', 'gpipe'):
         engine = Engine(stage, nn.CrossEntropyLoss(), opt, step_schedule=make_schedule(name, m, 1))
         result[name] = peak_saved(engine, [(x, y)]) / one
+        result[name + '_outputs'] = peak_live_outputs(engine, [(x, y)])
     set_context(None)
     return result
 

@@ -77,6 +77,16 @@ def test_activation_memory_1f1b_holds_p_minus_s_gpipe_holds_m(four_processes):
         assert result['gpipe'] == MEMORY_M, (stage, result)
 
 
+def test_sent_outputs_are_freed_once_received(four_processes):
+    # Kept until their backward, stage s would hold P - s outputs under 1F1B and M under GPipe.
+    # Freed once received, a stage holds the output it is sending and the one sent before it.
+    for stage, (_, result) in enumerate(four_processes[:-1]):
+        assert result['1f1b_outputs'] == min(2, 4 - stage), (stage, result)
+        assert result['gpipe_outputs'] == 2, (stage, result)
+    # the last stage sends nothing: its outputs are returned, one per microbatch
+    assert four_processes[-1][1]['gpipe_outputs'] == MEMORY_M
+
+
 # ---------------------------------------------------------------------- one process
 def _engine(schedule, model=None, context=None):
     set_context(context)

@@ -136,6 +136,29 @@ def test_validator_finds_a_deadlock_and_names_the_blocked_stages():
         validate_plan(plan, 1)
 
 
+def test_a_send_waits_until_the_previous_send_of_its_kind_is_received():
+    # stage 1 posts RECV_F1 only after B0 (cost 3), at time 5; stage 0 runs all its forwards
+    # first, so its SEND_F2 waits until then and F3 starts at 5 instead of 3
+    first = [f'F{m} SEND_F{m}@1' for m in range(4)] + [f'RECV_B{m}@1 B{m}' for m in range(4)]
+    last = [f'RECV_F{m}@0 F{m} B{m}' for m in range(4)] + [f'SEND_B{m}@0' for m in range(4)]
+    plan = parse_plan([' '.join(first), ' '.join(last)])
+    validate_plan(plan, 4)
+    starts = {str(a): t for t, a in simulate(plan, backward_cost=3).starts[0]}
+    assert [starts[f'F{m}'] for m in range(4)] == [0, 1, 2, 5]
+
+
+def test_a_plan_that_needs_unwaited_sends_is_a_deadlock():
+    # with sends that never wait this would run; here stage 0's SEND_F3 waits for stage 1 to
+    # receive F2, which stage 1 posts after its SEND_F1, which waits for stage 0's RECV_F0c1
+    c1 = ' '.join(f'RECV_F{m}c1@1 F{m}c1 SEND_F{m}c1@1' for m in range(4))
+    plan = parse_plan([' '.join(f'F{m} SEND_F{m}@1' for m in range(4)) + ' ' + c1,
+                       ' '.join(f'RECV_F{m}@0 F{m} SEND_F{m}@0' for m in range(4)) + ' '
+                       + ' '.join(f'RECV_F{m}c1@0 F{m}c1' for m in range(4))])
+    with pytest.raises(PlanError, match=r'deadlocks: stage 0 waits at SEND_F3@1 \(position 7\); '
+                                        r'stage 1 waits at SEND_F1@0 \(position 5\)'):
+        validate_plan(plan, 4, 2, backward=False)
+
+
 def test_validator_rejects_talking_past_the_ends():
     plan = parse_plan(['F0 B0 SEND_B0@1', 'F0 B0'])
     with pytest.raises(PlanError, match='virtual stage 0 has no previous stage'):

@@ -7,11 +7,13 @@ runtime (:mod:`.pipeline`) stay a small loop that executes whatever plan it is g
 Virtual stages: with ``C`` model chunks per rank and ``P`` ranks, chunk ``c`` of stage ``s``
 is virtual stage ``v = c * P + s``; activations flow ``v -> v + 1``, gradients ``v -> v - 1``.
 
-Execution model (what the simulator checks and the runtime guarantees): sends never block
-(they are posted with ``isend`` and waited at the end of the step); a receive blocks until
-its matching send has been posted. Sends and receives between two ranks are matched in the
-order they are posted, so each rank's sends to a neighbour must list the same items in the
-same order as that neighbour's receives.
+Execution model (what the simulator checks and the runtime guarantees): a receive blocks
+until its matching send has been posted. A send is posted with ``isend`` and not waited, but
+it first waits until the neighbour has posted the receives of this rank's earlier sends of the
+same kind (``SEND_F`` or ``SEND_B``) to it; that is what lets a stage free an output once it
+is sent, rather than at the end of the step. Sends and receives between two ranks are matched
+in the order they are posted, so each rank's sends to a neighbour must list the same items in
+the same order as that neighbour's receives.
 """
 from __future__ import annotations
 
@@ -312,14 +314,18 @@ class Simulation:
 
 
 def simulate(plan: Plan, num_chunks: int = 1, forward_cost: int = 1, backward_cost: int = 1) -> Simulation:
-    """Run the plan on a model clock: compute takes time, sends never block, receives wait.
+    """Run the plan on a model clock: compute takes time, receives wait for their send, and a
+    send waits until the earlier sends of its kind to the same neighbour have been received.
 
     Raises :class:`PlanError` naming every blocked stage when no stage can make progress.
     """
     p = len(plan)
     pos = [0] * p
     clock = [0] * p
-    posted: Dict[Tuple[int, int, Tuple[str, int, int]], int] = {}  # (src, dst, item) -> time
+    Item = Tuple[int, int, Tuple[str, int, int]]  # (src, dst, receiver's item)
+    posted: Dict[Item, int] = {}  # -> time the send was posted
+    received: Dict[Item, int] = {}  # -> time the receive was posted
+    unwaited: Dict[Tuple[int, int, str], List[Item]] = {}  # (src, dst, kind) -> sends not yet waited
     starts: List[List[Tuple[int, Action]]] = [[] for _ in range(p)]
     while True:
         progressed = False
@@ -328,12 +334,19 @@ def simulate(plan: Plan, num_chunks: int = 1, forward_cost: int = 1, backward_co
             while pos[s] < len(row):
                 a = row[pos[s]]
                 if a.kind.startswith('SEND'):
-                    posted[(s, a.peer, _receiver_item(a, s, p))] = clock[s]
+                    lane = unwaited.setdefault((s, a.peer, a.kind), [])
+                    if any(item not in received for item in lane):
+                        break
+                    clock[s] = max([clock[s]] + [received[item] for item in lane])
+                    item = (s, a.peer, _receiver_item(a, s, p))
+                    posted[item] = clock[s]
+                    lane[:] = [item]
                 elif a.kind.startswith('RECV'):
                     key = (a.peer, s, (a.kind, a.microbatch, a.chunk))
                     if key not in posted:
                         break
                     clock[s] = max(clock[s], posted[key])
+                    received[key] = clock[s]
                 else:
                     starts[s].append((clock[s], a))
                     clock[s] += forward_cost if a.kind == 'F' else backward_cost
@@ -345,7 +358,9 @@ def simulate(plan: Plan, num_chunks: int = 1, forward_cost: int = 1, backward_co
             blocked = [f'stage {s} waits at {plan[s][pos[s]]} (position {pos[s]})'
                        for s in range(p) if pos[s] < len(plan[s])]
             raise PlanError('the plan deadlocks: ' + '; '.join(blocked)
-                            + '. Each receive waits for a send that comes later in another stage\'s list.')
+                            + '. Each waits for another stage to reach an action that comes later in its '
+                            'list (a receive waits for its send; a send for the receive of the previous '
+                            'send of its kind).')
 
 
 def peak_in_flight(plan: Plan) -> List[int]:

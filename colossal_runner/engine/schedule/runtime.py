@@ -42,6 +42,33 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+class _Stand(torch.autograd.Function):
+    """Stand-ins for a stage's outputs as the roots of their backward, holding no activation memory.
+
+    Backward needs a stage output only for its autograd node, never its values (unless the
+    last layer saved them, which autograd keeps on its own). Keeping the output tensor itself
+    until its backward would hold one more microbatch of activations per in-flight microbatch
+    after it has been sent; each stand-in has the output's shape and dtype but one element of
+    storage (all strides 0), and passes the incoming gradient through unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx, *outputs: torch.Tensor):
+        return tuple(torch.empty_strided(t.shape, (0,) * t.dim(), dtype=t.dtype, device=t.device)
+                     for t in outputs)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        return grads
+
+
+def _backward_roots(floating: List[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """One stand-in per floating output that needs a gradient (``None`` where none flows)."""
+    needed = [t for t in floating if t.requires_grad]
+    stands = iter(_Stand.apply(*needed) if needed else ())
+    return [next(stands) if t.requires_grad else None for t in floating]
+
+
 class PipelineRuntime(BaseSchedule):
     """Shared runtime of the pipeline schedules; subclasses name the plan and its rules.
 
@@ -181,13 +208,13 @@ class _Step:
                              f'tensor_dtype say {fixed.specs}; fix tensor_shape or leave it None to '
                              f'exchange shapes.')
         key = None if fixed is not None else ('F', peer, c, self.sig)
-        self.sent_meta[(m, c)] = self.comm.send(out, peer, key)
+        self.sent_meta[(m, c)] = self.comm.send(out, peer, key, lane='F')
 
     def recv_f(self, m: int, c: int, peer: int) -> None:
         self.pending_f[(m, c)] = self.comm.recv(peer, ('F', peer, c, self.sig), self._fixed_meta())
 
     def send_b(self, m: int, c: int, peer: int) -> None:
-        self.comm.send(tuple(self.grads_to_send.pop((m, c))), peer, key=None)
+        self.comm.send(tuple(self.grads_to_send.pop((m, c))), peer, key=None, lane='B')
 
     def recv_b(self, m: int, c: int, peer: int) -> None:
         meta = self.sent_meta.pop((m, c))
@@ -230,9 +257,9 @@ class _Step:
             if not self.forward_only:
                 self.saved[(m, c)] = (x, loss)
             return
-        flatten(out)  # fail early, with the stage named, on outputs that cannot be sent
+        floating = [t for t in flatten(out)[1] if t.is_floating_point()]  # fails early on bad outputs
         if not self.forward_only:
-            self.saved[(m, c)] = (x, out)
+            self.saved[(m, c)] = (x, _backward_roots(floating))
         if self.p == 1:
             self.local[(m, c + 1)] = out
         else:
@@ -248,8 +275,7 @@ class _Step:
                 grads = self.local.pop(('grad', m, c))
             else:
                 grads = self.pending_b.pop((m, c)).wait()
-            floating = [t for t in flatten(out)[1] if t.is_floating_point()]
-            pairs = [(t, g) for t, g in zip(floating, grads) if t.requires_grad]
+            pairs = [(root, g) for root, g in zip(out, grads) if root is not None]
             if pairs:
                 self.engine.backward_by_grad([t for t, _ in pairs], [g for _, g in pairs])
         del out
