@@ -2,11 +2,26 @@
 
 Every contender trains the same tiny model (Linear(32,64)-ReLU-Linear(64,10)) on the same
 in-memory data (20,000 samples, batch 32, 2 epochs) from the same seed and data order, with
-one thread. Contenders run interleaved (A B C A B C ...) and the figures are medians over
-repetitions, because this machine is shared and noisy. All rows must end on the same loss:
-otherwise they did not do the same arithmetic and the timing means nothing.
+one thread. All rows must end on identical parameters: otherwise they did not do the same
+arithmetic and the timing means nothing.
 
-    python benchmarks/overhead.py [--repeats 5] [--samples 20000] [--epochs 2]
+Two hand-written loops are the baselines. The bare one is the floor (zero_grad, forward,
+backward, step, scheduler step). The other also does by hand what the Trainer's hooks do:
+it sums the loss and counts correct predictions on the device every step, reads the
+learning rate, and logs loss, accuracy and learning rate at the end of each epoch; the
+Trainer with those hooks is compared with it, so both rows pay for the same metrics.
+
+Method. This machine is shared and noisy (the speed of a whole run drifts by tens of
+percent), so the contenders run in lockstep: each is a thread, and a baton lets exactly
+one of them run a block of ``--block`` iterations at a time, in snake order (A B C C B A
+A B C ...). Blocks with the same index did the same iterations at nearly the same moment,
+so the ratio of a contender's block to the baseline's block cancels the drift; the figure is
+the median of those paired ratios over all blocks after warm-up and all repeats. ms/iter
+is the median block time; end-to-end is the time a contender held the baton, construction
+included. The bare loop also runs a second time as its own contender: its ratio, which
+should be 1, shows how far this run's noise alone moves a ratio.
+
+    python benchmarks/overhead.py [--repeats 3] [--samples 20000] [--epochs 2] [--block 5]
 
 Prints a table and one JSON line.
 """
@@ -18,8 +33,9 @@ import logging
 import os
 import statistics
 import sys
+import threading
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -30,8 +46,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from colossal_runner.engine import Engine  # noqa: E402
 from colossal_runner.nn.lr_scheduler import CosineAnnealingLR  # noqa: E402
 from colossal_runner.trainer import Trainer  # noqa: E402
+from colossal_runner.trainer.hooks import BaseHook  # noqa: E402
 
-WARMUP_ITERS = 50  # iterations left out of the steady-state figure (allocator and cache warm-up)
+WARMUP_ITERS = 50  # left out of the figures (construction, allocator and cache warm-up)
+BARE, METRICS, AGAIN = 'hand-written loop', 'hand-written + metrics', 'hand-written, again'
+LOG = logging.getLogger('benchmarks.overhead')
 
 
 def make_data(samples: int, seed: int = 0) -> TensorDataset:
@@ -54,24 +73,11 @@ def make_run(dataset: TensorDataset, epochs: int, batch_size: int, seed: int = 1
     return model, nn.CrossEntropyLoss(), optimizer, scheduler, loader
 
 
-class IterTimer:
-    """Timestamps of every iteration end, to split warm-up from steady state."""
-
-    def __init__(self):
-        self.stamps: List[float] = []
-
-    def tick(self) -> None:
-        self.stamps.append(time.perf_counter())
-
-    def steady_ms(self) -> float:
-        s = self.stamps[WARMUP_ITERS:]
-        return (s[-1] - s[0]) / (len(s) - 1) * 1e3
-
-
-def run_hand_written(dataset, epochs, batch_size):
-    t0 = time.perf_counter()
+# ---------------------------------------------------------------------- contenders
+# Each takes (dataset, epochs, batch_size, tick), calls tick() after every iteration and
+# returns (final loss, model, epoch accuracies or None).
+def run_hand_written(dataset, epochs, batch_size, tick):
     model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
-    timer = IterTimer()
     for _ in range(epochs):
         for x, y in loader:
             optimizer.zero_grad()
@@ -79,53 +85,83 @@ def run_hand_written(dataset, epochs, batch_size):
             loss.backward()
             optimizer.step()
             scheduler.step()
-            timer.tick()
-    return loss.item(), timer, time.perf_counter() - t0, model
+            tick()
+    return loss.item(), model, None
 
 
-def run_engine(dataset, epochs, batch_size):
-    t0 = time.perf_counter()
+def run_hand_written_metrics(dataset, epochs, batch_size, tick):
+    model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
+    accuracies = []
+    for epoch in range(1, epochs + 1):
+        loss_sum, correct, seen, steps = torch.zeros(()), torch.zeros((), dtype=torch.int64), 0, 0
+        for x, y in loader:
+            lr = optimizer.param_groups[0]['lr']
+            optimizer.zero_grad()
+            out = model(x)
+            loss = criterion(out, y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+            correct += (out.detach().argmax(dim=-1) == y).sum()
+            seen, steps = seen + y.numel(), steps + 1
+            tick()
+        accuracies.append(correct.item() / seen)
+        LOG.info('epoch %d: loss %.4f, accuracy %.4f, lr %.3g', epoch, loss_sum.item() / steps,
+                 accuracies[-1], lr)
+    return loss.item(), model, accuracies
+
+
+def run_engine(dataset, epochs, batch_size, tick):
     model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
     engine = Engine(model, criterion, optimizer, lr_scheduler=scheduler)
     engine.train()
-    timer = IterTimer()
     for _ in range(epochs):
         it = iter(loader)
         for _ in range(len(loader)):
             _, _, loss = engine.step(it)
-            timer.tick()
+            tick()
         next(it, None)  # end the epoch as a `for` loop does (the sampler draws when exhausted)
-    return loss.item(), timer, time.perf_counter() - t0, model
+    return loss.item(), model, None
 
 
-def run_trainer(dataset, epochs, batch_size, with_hooks=True):
-    from colossal_runner.trainer.hooks import BaseHook
+class TickHook(BaseHook):
+    """Calls ``tick`` after every training iteration; keeps the last loss."""
 
-    class TickHook(BaseHook):
-        def __init__(self, timer):
-            super().__init__(priority='LOWEST')
-            self.timer = timer
-            self.last_loss = None
+    def __init__(self, tick):
+        super().__init__(priority='LOWEST')
+        self.tick = tick
+        self.last_loss = None
 
-        def after_train_iter(self, runner, output, label, loss):
-            self.timer.tick()
-            self.last_loss = loss
+    def after_train_iter(self, runner, output, label, loss):
+        self.last_loss = loss
+        self.tick()
 
-    t0 = time.perf_counter()
+
+class EpochAccuracy(BaseHook):
+    """Reads the epoch's training accuracy after the metric hooks have closed the epoch."""
+
+    def __init__(self):
+        super().__init__(priority='LOWEST')
+        self.values: List[float] = []
+
+    def after_train_epoch(self, runner):
+        self.values.append(runner.states['metrics']['train']['Accuracy'].get_accumulated_value())
+
+
+def run_trainer(dataset, epochs, batch_size, tick, with_hooks=True):
     model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
     engine = Engine(model, criterion, optimizer, lr_scheduler=scheduler)
-    timer = IterTimer()
-    tick = TickHook(timer)
+    ticker, accuracy = TickHook(tick), EpochAccuracy()
     hooks = [dict(type='LossHook'), dict(type='AccuracyHook'), dict(type='LRSchedulerHook'),
-             dict(type='LogMetricByEpochHook'), tick] if with_hooks else [tick]
-    trainer = Trainer(engine, hooks=hooks)
-    trainer.fit(loader, epochs=epochs, display_progress=False)
-    return tick.last_loss.item(), timer, time.perf_counter() - t0, model
+             dict(type='LogMetricByEpochHook'), ticker, accuracy] if with_hooks else [ticker]
+    Trainer(engine, hooks=hooks).fit(loader, epochs=epochs, display_progress=False)
+    return ticker.last_loss.item(), model, accuracy.values if with_hooks else None
 
 
-def run_trainer_bare(dataset, epochs, batch_size):
+def run_trainer_bare(dataset, epochs, batch_size, tick):
     """The loop alone: no metric, LR or logging hooks (the timing hook only)."""
-    return run_trainer(dataset, epochs, batch_size, with_hooks=False)
+    return run_trainer(dataset, epochs, batch_size, tick, with_hooks=False)
 
 
 def optional_contenders() -> Dict[str, Callable]:
@@ -134,15 +170,12 @@ def optional_contenders() -> Dict[str, Callable]:
     try:
         import ignite.engine as ie
 
-        def run_ignite(dataset, epochs, batch_size):
-            t0 = time.perf_counter()
+        def run_ignite(dataset, epochs, batch_size, tick):
             model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
             trainer = ie.create_supervised_trainer(model, optimizer, criterion)
-            timer = IterTimer()
-            trainer.add_event_handler(ie.Events.ITERATION_COMPLETED,
-                                      lambda e: (scheduler.step(), timer.tick()))
+            trainer.add_event_handler(ie.Events.ITERATION_COMPLETED, lambda e: (scheduler.step(), tick()))
             state = trainer.run(loader, max_epochs=epochs)
-            return float(state.output), timer, time.perf_counter() - t0, model
+            return float(state.output), model, None
 
         rows['ignite'] = run_ignite
     except ImportError:
@@ -150,52 +183,163 @@ def optional_contenders() -> Dict[str, Callable]:
     return rows
 
 
+# ---------------------------------------------------------------------- lockstep
+class Lockstep:
+    """Runs contenders as threads, one block of iterations at a time each, in snake order.
+
+    A thread that does not hold the baton waits on a condition, so exactly one contender
+    computes at any moment; torch runs single-threaded, so the threads never compete.
+    """
+
+    def __init__(self, names: List[str], block: int):
+        self.names, self.block = names, block
+        self.cond = threading.Condition()
+        self.turn: Optional[str] = None
+        self.done: set = set()
+        self.round = 0
+        self.blocks: Dict[str, List[float]] = {n: [] for n in names}
+        self.held: Dict[str, float] = {n: 0.0 for n in names}
+        self.errors: Dict[str, BaseException] = {}
+
+    def _order(self) -> List[str]:
+        return self.names if self.round % 2 == 0 else self.names[::-1]
+
+    def _pass_baton(self, name: str) -> None:
+        """Called with the lock held by the thread ``name`` that ends its block."""
+        order = self._order()
+        i = order.index(name)
+        while True:
+            i += 1
+            if i == len(order):
+                self.round, i = self.round + 1, 0
+                order = self._order()
+            nxt = order[i]
+            if nxt not in self.done or len(self.done) == len(self.names):
+                break
+        self.turn = nxt if len(self.done) < len(self.names) else None
+        self.cond.notify_all()
+
+    def run(self, contenders: Dict[str, Callable], args: tuple) -> Dict[str, tuple]:
+        results: Dict[str, tuple] = {}
+
+        def worker(name: str) -> None:
+            count = [0]
+            start = [0.0]
+
+            def wait_turn():
+                with self.cond:
+                    self.cond.wait_for(lambda: self.turn == name)
+                start[0] = time.perf_counter()
+
+            def end_block():
+                elapsed = time.perf_counter() - start[0]
+                self.blocks[name].append(elapsed / max(1, count[0] % self.block or self.block))
+                self.held[name] += elapsed
+
+            def tick():
+                count[0] += 1
+                if count[0] % self.block == 0:
+                    end_block()
+                    with self.cond:
+                        self._pass_baton(name)
+                    wait_turn()
+
+            wait_turn()
+            try:
+                results[name] = contenders[name](*args, tick)
+            except BaseException as exc:  # reported by the main thread
+                self.errors[name] = exc
+            if count[0] % self.block:
+                end_block()  # a last, partial block
+            else:
+                self.held[name] += time.perf_counter() - start[0]
+            with self.cond:
+                self.done.add(name)
+                self._pass_baton(name)
+
+        threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in self.names]
+        for t in threads:
+            t.start()
+        with self.cond:
+            self.turn = self.names[0]
+            self.cond.notify_all()
+        for t in threads:
+            t.join()
+        if self.errors:
+            name, exc = next(iter(self.errors.items()))
+            raise RuntimeError(f'contender {name!r} failed') from exc
+        return results
+
+
+def paired_ratios(blocks: Dict[str, List[float]], name: str, base: str, skip: int) -> List[float]:
+    """``name``'s block time over ``base``'s, block by block, after the first ``skip`` blocks."""
+    return [x / y for x, y in zip(blocks[name][skip:], blocks[base][skip:])]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=3, help='lockstep runs, each with a rotated order')
     parser.add_argument('--samples', type=int, default=20000)
     parser.add_argument('--epochs', type=int, default=2)
     parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--block', type=int, default=5, help='iterations a contender runs per turn')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    logging.getLogger('colossal_runner').setLevel(logging.WARNING)
+    # Both metric rows print their two epoch lines to the console, as a training script would.
+    LOG.addHandler(logging.StreamHandler())
+    LOG.setLevel(logging.INFO)
     load_start = os.getloadavg()
     dataset = make_data(args.samples)
-    contenders: Dict[str, Callable] = {'hand-written loop': run_hand_written, 'Engine.step loop': run_engine,
-                                       'Trainer.fit': run_trainer, 'Trainer.fit, no hooks': run_trainer_bare,
-                                       **optional_contenders()}
-    steady: Dict[str, List[float]] = {k: [] for k in contenders}
-    total: Dict[str, List[float]] = {k: [] for k in contenders}
-    losses: Dict[str, float] = {}
-    params: Dict[str, torch.Tensor] = {}
+    # AGAIN is the bare loop a second time: its ratio to BARE shows the noise of this very run.
+    contenders: Dict[str, Callable] = {BARE: run_hand_written, AGAIN: run_hand_written,
+                                       METRICS: run_hand_written_metrics, 'Engine.step loop': run_engine,
+                                       'Trainer.fit, no hooks': run_trainer_bare,
+                                       'Trainer.fit': run_trainer, **optional_contenders()}
+    baseline = {name: BARE for name in contenders}
+    baseline['Trainer.fit'] = METRICS
     names = list(contenders)
+    ratios: Dict[str, List[float]] = {n: [] for n in names}
+    floor_ratios: Dict[str, List[float]] = {n: [] for n in names}
+    block_ms: Dict[str, List[float]] = {n: [] for n in names}
+    total: Dict[str, List[float]] = {n: [] for n in names}
+    results: Dict[str, tuple] = {}
+    skip = -(-WARMUP_ITERS // args.block)
     for rep in range(args.repeats):
-        order = names[rep % len(names):] + names[:rep % len(names)]  # rotate who goes first
-        for name in order:
-            loss, timer, seconds, model = contenders[name](dataset, args.epochs, args.batch_size)
-            steady[name].append(timer.steady_ms())
-            total[name].append(seconds)
-            losses[name] = loss
-            params[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        lockstep = Lockstep(order, args.block)
+        results = lockstep.run(contenders, (dataset, args.epochs, args.batch_size))
+        for name in names:
+            ratios[name] += paired_ratios(lockstep.blocks, name, baseline[name], skip)
+            floor_ratios[name] += paired_ratios(lockstep.blocks, name, BARE, skip)
+            block_ms[name] += [t * 1e3 for t in lockstep.blocks[name][skip:]]
+            total[name].append(lockstep.held[name])
     load_end = os.getloadavg()
 
-    base = 'hand-written loop'
-    base_ms = statistics.median(steady[base])
-    identical = {k: bool(torch.equal(params[k], params[base])) for k in names}
-    print(f'load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}; '
-          f'{args.samples} samples, batch {args.batch_size}, {args.epochs} epochs, '
-          f'{args.repeats} repeats, 1 thread')
-    print(f"{'contender':<22} {'ms/iter':>9} {'ratio':>7} {'end-to-end s':>13} {'final loss':>12} "
-          f"{'same params':>12}")
-    result = {'benchmark': 'overhead', 'load_start': load_start[0], 'load_end': load_end[0], 'rows': {}}
+    params = {n: torch.cat([p.detach().flatten() for p in results[n][1].parameters()]) for n in names}
+    print(f'load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}; {args.samples} samples, '
+          f'batch {args.batch_size}, {args.epochs} epochs, {args.repeats} lockstep repeats of blocks of '
+          f'{args.block} iterations, 1 thread')
+    print(f"{'contender':<24} {'ms/iter':>8} {'baseline':<24} {'ratio':>6} {'IQR':>13} {'vs floor':>8} "
+          f"{'end-to-end s':>12} {'final loss':>10} {'same params':>11}")
+    result = {'benchmark': 'overhead', 'load_start': load_start[0], 'load_end': load_end[0],
+              'block': args.block, 'repeats': args.repeats, 'rows': {}}
     for name in names:
-        ms = statistics.median(steady[name])
-        row = dict(ms_per_iter=round(ms, 5), ratio=round(ms / base_ms, 4),
-                   end_to_end_s=round(statistics.median(total[name]), 4), final_loss=losses[name],
-                   identical_params=identical[name])
+        q = statistics.quantiles(ratios[name], n=4) if len(ratios[name]) > 1 else [float('nan')] * 3
+        row = dict(ms_per_iter=round(statistics.median(block_ms[name]), 4), baseline=baseline[name],
+                   ratio=round(statistics.median(ratios[name]), 4),
+                   ratio_iqr=[round(q[0], 4), round(q[2], 4)],
+                   ratio_to_floor=round(statistics.median(floor_ratios[name]), 4),
+                   end_to_end_s=round(statistics.median(total[name]), 3), final_loss=results[name][0],
+                   identical_params=bool(torch.equal(params[name], params[BARE])),
+                   epoch_accuracy=results[name][2])
         result['rows'][name] = row
-        print(f'{name:<22} {ms:>9.4f} {ms / base_ms:>7.3f} {row["end_to_end_s"]:>13.3f} '
-              f'{losses[name]:>12.6f} {str(identical[name]):>12}')
+        print(f"{name:<24} {row['ms_per_iter']:>8.4f} {baseline[name]:<24} {row['ratio']:>6.3f} "
+              f"{q[0]:>6.3f}-{q[2]:<6.3f} {row['ratio_to_floor']:>8.3f} {row['end_to_end_s']:>12.3f} "
+              f"{row['final_loss']:>10.6f} {str(row['identical_params']):>11}")
+    same_metrics = results[METRICS][2] == results['Trainer.fit'][2]
+    result['same_epoch_accuracy'] = same_metrics
+    print(f'epoch accuracies, hand-written + metrics {results[METRICS][2]} vs Trainer.fit '
+          f"{results['Trainer.fit'][2]}: {'equal' if same_metrics else 'DIFFERENT'}")
     print(json.dumps(result))
     return result
 

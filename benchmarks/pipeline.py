@@ -4,13 +4,15 @@ The model is 8 x (Linear(512, 512) + ReLU), split over P ranks (P = 2 and 4), gl
 64 in 8 microbatches, MSE loss, gloo on the CPU, one thread per rank. For every schedule,
 ours (Engine + GPipeSchedule / PipelineSchedule / InterleavedPipelineSchedule) and torch's
 (ScheduleGPipe / Schedule1F1B / ScheduleInterleaved1F1B) run in the same processes,
-interleaved (ours, torch, ours, torch, ...), after warm-up; every iteration is timed
-between barriers and the figure is the median. The first steps' losses of every run are
+interleaved (ours, torch, torch, ours, ours, torch, ...), after warm-up; every iteration is
+timed between barriers. The ratio is the median over iterations of ours_i / torch_i, two
+runs next to each other in time, so the machine's drift cancels (its quartiles show the
+noise); the median ms of each are printed too. The first steps' losses of every run are
 checked against a single-process reference, and the peak bytes of saved activations per
 stage are measured with ``torch.autograd.graph.saved_tensors_hooks`` and expressed in
 microbatches (the theory: GPipe holds M, 1F1B holds P - s on stage s).
 
-    python benchmarks/pipeline.py [--iters 20] [--warmup 3] [--stages 2 4]
+    python benchmarks/pipeline.py [--iters 40] [--warmup 3] [--stages 2 4]
 
 Prints a table and one JSON line.
 """
@@ -177,6 +179,13 @@ def microbatch_bytes(chunks: List[nn.Module], context: ParallelContext) -> int:
     return counter.peak
 
 
+def _quartiles(values: List[float]) -> List[float]:
+    if len(values) < 2:
+        return [values[0], values[0]] if values else [float('nan')] * 2
+    q = statistics.quantiles(values, n=4)
+    return [q[0], q[2]]
+
+
 def rank_main(rank: int, world_size: int, iters: int, warmup: int) -> Dict:
     context = ParallelContext(pipeline=world_size)
     set_context(context)
@@ -201,8 +210,10 @@ def rank_main(rank: int, world_size: int, iters: int, warmup: int) -> Dict:
             with counter.hooks():
                 r.step()
             memory[k] = counter.peak / microbatch_bytes(r.chunks(), context)
+        paired = [a / b for a, b in zip(times['ours'], times['torch'])]  # neighbours in time
         results[name] = {'losses': losses, 'ms': {k: statistics.median(v) * 1e3 for k, v in times.items()},
-                         'activations_in_microbatches': memory}
+                         'paired_ratio': statistics.median(paired),
+                         'paired_iqr': _quartiles(paired), 'activations_in_microbatches': memory}
         set_context(context)
     set_context(None)
     return results
@@ -210,7 +221,7 @@ def rank_main(rank: int, world_size: int, iters: int, warmup: int) -> Dict:
 
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--iters', type=int, default=20, help='timed iterations per contender')
+    parser.add_argument('--iters', type=int, default=40, help='timed iterations per contender')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--stages', type=int, nargs='+', default=[2, 4])
     args = parser.parse_args(argv)
@@ -222,8 +233,8 @@ def main(argv=None) -> Dict:
                  'reference_losses': reference, 'rows': []}
     print(f'load average at start {load_start[0]:.2f}; {LAYERS} x Linear({WIDTH},{WIDTH})+ReLU, '
           f'batch {BATCH}, {MICRO} microbatches, gloo, 1 thread per rank, median of {args.iters} iterations')
-    print(f"{'P':>2} {'schedule':<12} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>11} {'losses ok':>10} "
-          f"{'activations per stage, ours | torch (microbatches)':>52}")
+    print(f"{'P':>2} {'schedule':<12} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>11} {'IQR':>13} "
+          f"{'losses ok':>10}   activations per stage, ours | torch (microbatches)")
     for p in args.stages:
         per_rank = run_distributed(rank_main, p, args.iters, args.warmup, timeout=1200)
         last = per_rank[-1]
@@ -234,12 +245,14 @@ def main(argv=None) -> Dict:
             ours_mem = [round(r[name]['activations_in_microbatches']['ours'], 2) for r in per_rank]
             torch_mem = [round(r[name]['activations_in_microbatches']['torch'], 2) for r in per_rank]
             theory = {'gpipe': [MICRO] * p, '1f1b': [p - s for s in range(p)]}.get(name)
+            iqr = [round(q, 3) for q in last[name]['paired_iqr']]
             row = dict(stages=p, schedule=name, ours_ms=round(ms['ours'], 3), torch_ms=round(ms['torch'], 3),
-                       ratio=round(ms['ours'] / ms['torch'], 3), losses_equal=ok,
+                       ratio=round(last[name]['paired_ratio'], 3), ratio_iqr=iqr,
+                       ratio_of_medians=round(ms['ours'] / ms['torch'], 3), losses_equal=ok,
                        activations_ours=ours_mem, activations_torch=torch_mem, activations_theory=theory)
             out['rows'].append(row)
             print(f"{p:>2} {name:<12} {row['ours_ms']:>9.2f} {row['torch_ms']:>9.2f} {row['ratio']:>11.3f} "
-                  f"{str(ok):>10}   {ours_mem} | {torch_mem}"
+                  f"{iqr[0]:>6.3f}-{iqr[1]:<6.3f} {str(ok):>10}   {ours_mem} | {torch_mem}"
                   + (f'  (theory {theory})' if theory else ''))
     load_end = os.getloadavg()
     out.update(load_start=load_start[0], load_end=load_end[0])

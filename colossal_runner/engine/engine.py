@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..distributed.context import get_context
 from ..registry import SCHEDULES
 from .amp import autocast, check_amp, make_grad_scaler, sync_found_inf
 from .batch import concat_batches
@@ -33,6 +34,7 @@ from .schedule import BaseSchedule, NoPipelineSchedule
 Step = Tuple[Any, Any, Optional[torch.Tensor]]
 BUCKET_BYTES = 25 * 1024 * 1024  # same default bucket size as DDP
 NONFINITE_CHOICES = ('raise', 'skip')
+_NO_AUTOCAST = nullcontext()  # reusable: nullcontext keeps no state between uses
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -157,18 +159,21 @@ class Engine:
         # No zero_grad here: every step (and a dropped one) ends with the gradients set to
         # None, and a second zero_grad per step costs about 10 us, a measurable share of a
         # small model's step (benchmarks/overhead.py).
-        results: List[Step] = []
-        for micro in range(self.gradient_accumulation):
-            last = micro == self.gradient_accumulation - 1
-            with self._no_sync(not last):
-                results.append(self.schedule.forward_backward_step(self, data_iter, forward_only=False,
-                                                                   return_loss=True))
+        if self.gradient_accumulation == 1:
+            results = [self.schedule.forward_backward_step(self, data_iter, False, True)]
+        else:
+            results = []
+            for micro in range(self.gradient_accumulation):
+                with self._no_sync(micro < self.gradient_accumulation - 1):
+                    results.append(self.schedule.forward_backward_step(self, data_iter, False, True))
         # With fp16 the grad scaler already skips steps with inf/NaN gradients and lowers its
         # scale (overflow is expected there), so the loss check is for fp32 / bf16 runs.
-        if self.scaler is None and not self._loss_is_finite(results):
+        pipeline_group = _pipeline_group()
+        if self.scaler is None and not self._loss_is_finite(results, pipeline_group):
             return self._drop_step(results)
-        self._average_gradients()
-        skipped = self._optimizer_step()
+        if self.data_parallel_group is not None:
+            self._average_gradients()
+        skipped = self._optimizer_step(pipeline_group)
         if self.lr_scheduler is not None and not skipped:
             self.lr_scheduler.step()
         elif self.lr_scheduler is not None:
@@ -185,7 +190,7 @@ class Engine:
 
     def autocast(self) -> ContextManager:
         """The autocast context for forward passes (a no-op when ``amp`` is None)."""
-        return autocast(self.amp, self.device)
+        return _NO_AUTOCAST if self.amp is None else autocast(self.amp, self.device)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Back-propagate ``loss / gradient_accumulation``, scaled by the grad scaler for fp16."""
@@ -231,9 +236,8 @@ class Engine:
                 p.grad = torch.zeros_like(p)
         all_reduce_mean([p.grad for p in params], group, size)
 
-    def _optimizer_step(self) -> bool:
+    def _optimizer_step(self, pipeline_group: Optional[Any]) -> bool:
         """Unscale, clip, step; return True when the grad scaler skipped the update."""
-        pipeline_group = _pipeline_group()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
             if pipeline_group is not None:
@@ -248,7 +252,7 @@ class Engine:
         self.scaler.update()
         return self.scaler.get_scale() < scale  # the scale backs off exactly when inf/nan was found
 
-    def _loss_is_finite(self, results: List[Step]) -> bool:
+    def _loss_is_finite(self, results: List[Step], pipeline_group: Optional[Any]) -> bool:
         """Whether every micro-step's loss is finite, agreed by every rank.
 
         One scalar read per step (the same cost as the fp16 GradScaler's inf check). The flag
@@ -258,8 +262,12 @@ class Engine:
         """
         # item() + math.isfinite: under a microsecond on the CPU, where bool(torch.isfinite(x))
         # costs about 15; on a GPU either one waits for the step to finish.
-        finite = all(math.isfinite(loss.item()) for _, _, loss in results if loss is not None)
-        groups = self._agreement_groups()
+        if len(results) == 1:
+            loss = results[0][2]
+            finite = loss is None or math.isfinite(loss.item())
+        else:
+            finite = all(math.isfinite(loss.item()) for _, _, loss in results if loss is not None)
+        groups = self._agreement_groups(pipeline_group)
         if not groups:
             return finite
         bad = torch.tensor(0.0 if finite else 1.0, device=self.device)
@@ -267,17 +275,18 @@ class Engine:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
         return not bool(bad)
 
-    def _agreement_groups(self) -> List[Any]:
-        """Data-parallel group, then pipeline group: after both, every rank of the job agrees."""
-        if not dist.is_initialized():
-            return []
+    def _agreement_groups(self, pipeline_group: Optional[Any]) -> List[Any]:
+        """Data-parallel group, then pipeline group: after both, every rank of the job agrees.
+
+        Ordered so that the common single-process case costs a few attribute checks per step.
+        """
         groups = []
         if isinstance(self.model, DistributedDataParallel):
             groups.append(self.model.process_group)
-        elif self.data_parallel_group is not None and dist.get_world_size(self.data_parallel_group) > 1:
+        elif (self.data_parallel_group is not None and dist.is_initialized()
+              and dist.get_world_size(self.data_parallel_group) > 1):
             groups.append(self.data_parallel_group)
-        pipeline_group = _pipeline_group()
-        if pipeline_group is not None:
+        if pipeline_group is not None:  # only ever set while torch.distributed is initialized
             groups.append(pipeline_group)
         return groups
 
@@ -303,6 +312,8 @@ class Engine:
         return output, label, None
 
     def _gather(self, results: List[Step]) -> Step:
+        if len(results) == 1:  # a schedule returns all three or none of them
+            return results[0]
         if any(loss is None for _, _, loss in results):
             return None, None, None
         outputs, labels, losses = zip(*results)
@@ -370,8 +381,6 @@ def _reduce_bucket(bucket: List[torch.Tensor], group: Any, size: int) -> None:
 
 def _pipeline_group() -> Optional[Any]:
     """The current pipeline's process group when there is more than one stage, else None."""
-    from ..distributed.context import get_context  # lazy: the distributed package is optional here
-
     context = get_context()
     if context.pipeline_size == 1 or context.pipeline_group is None or not dist.is_initialized():
         return None

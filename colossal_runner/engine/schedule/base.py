@@ -34,6 +34,15 @@ def detach(obj: Any) -> Any:
     return obj
 
 
+def check_loss(loss: Any) -> torch.Tensor:
+    """``loss`` when it is a 0-dim tensor, else a clear error about the criterion."""
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f'the criterion must return a 0-dim tensor (a reduced loss), got {shape}; '
+                         f"use a reduction such as reduction='mean'.")
+    return loss
+
+
 def loss_for_logging(loss: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """The loss detached, and in float32 when autocast produced a half-precision one."""
     if loss is None:
@@ -58,10 +67,14 @@ class BaseSchedule(ABC):
 
     def load_batch(self, engine: 'Engine', data_iter: Iterator) -> Tuple[Any, Any]:
         """Pull one batch, check that it is ``(data, label)`` and move it to the engine's device."""
-        if not hasattr(data_iter, '__next__'):
-            raise TypeError(f'data_iter must be an iterator, got {type(data_iter).__name__}; '
-                            f'pass iter(dataloader) rather than the dataloader itself.')
-        data, label = unpack_batch(next(data_iter))
+        try:
+            batch = next(data_iter)
+        except TypeError:
+            if not hasattr(data_iter, '__next__'):  # checked only on failure: this runs every step
+                raise TypeError(f'data_iter must be an iterator, got {type(data_iter).__name__}; '
+                                f'pass iter(dataloader) rather than the dataloader itself.') from None
+            raise
+        data, label = unpack_batch(batch)
         return to_device(data, engine.device), to_device(label, engine.device)
 
     def call_model(self, engine: 'Engine', data: Any, model: Optional[torch.nn.Module] = None) -> Any:
@@ -75,12 +88,7 @@ class BaseSchedule(ABC):
             raise ValueError('the engine has no criterion, so no loss can be computed; pass '
                              'criterion=... to Engine, or call with return_loss=False and forward_only=True.')
         with engine.autocast():
-            loss = engine.criterion(output, label)
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(f'the criterion must return a 0-dim tensor (a reduced loss), got {shape}; '
-                             f"use a reduction such as reduction='mean'.")
-        return loss
+            return check_loss(engine.criterion(output, label))
 
     @abstractmethod
     def forward_backward_step(self, engine: 'Engine', data_iter: Iterator, forward_only: bool,

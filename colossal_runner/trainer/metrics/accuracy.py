@@ -40,8 +40,10 @@ class Accuracy(Metric):
             raise TypeError(f'Accuracy.update expects tensors (scores [..., C], labels [...]), got '
                             f'{type(output).__name__} and {type(label).__name__}; write a Metric '
                             f'subclass for structured outputs.')
-        scores = output.detach().reshape(-1, output.shape[-1])
-        target = label.detach().reshape(-1)
+        # argmax / topk / == build no autograd graph, so no detach; reshape only when needed
+        # (this runs every iteration, and each tensor call is a measurable share of a small step)
+        scores = output if output.dim() == 2 else output.reshape(-1, output.shape[-1])
+        target = label if label.dim() == 1 else label.reshape(-1)
         if scores.shape[0] != target.shape[0]:
             raise ValueError(f'Accuracy: {scores.shape[0]} predictions (output shape {tuple(output.shape)}) '
                              f'but {target.shape[0]} labels (label shape {tuple(label.shape)})')

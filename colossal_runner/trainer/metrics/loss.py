@@ -25,7 +25,9 @@ class Loss(Metric):
     def update(self, output, label, loss: torch.Tensor) -> None:
         if not isinstance(loss, torch.Tensor):
             raise TypeError(f'Loss.update expects the loss as a tensor, got {type(loss).__name__}')
-        value = loss.detach().reshape(())
+        value = loss.detach() if loss.requires_grad else loss  # the Engine's loss is already detached
+        if value.dim():
+            value = value.reshape(())
         self._sum += value
         self._count += 1
         self._last = value

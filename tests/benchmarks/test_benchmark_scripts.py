@@ -1,0 +1,45 @@
+"""The benchmark scripts run and their contenders do the same arithmetic (no timing is checked)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(script: str, *args: str, timeout: int = 240) -> dict:
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0])
+
+
+def test_overhead_rows_end_on_identical_parameters_and_metrics():
+    result = _run('overhead.py', '--samples', '640', '--epochs', '2', '--repeats', '1', '--block', '4')
+    rows = result['rows']
+    assert set(rows) >= {'hand-written loop', 'hand-written, again', 'hand-written + metrics',
+                         'Engine.step loop', 'Trainer.fit, no hooks', 'Trainer.fit'}
+    losses = {row['final_loss'] for row in rows.values()}
+    assert len(losses) == 1, rows
+    assert all(row['identical_params'] for row in rows.values()), rows
+    # the Trainer's metric hooks and the hand-written metrics agree on every epoch's accuracy
+    assert result['same_epoch_accuracy'] and len(rows['Trainer.fit']['epoch_accuracy']) == 2
+    assert rows['Trainer.fit']['baseline'] == 'hand-written + metrics'
+    for row in rows.values():
+        assert row['ms_per_iter'] > 0 and row['ratio'] > 0 and row['end_to_end_s'] > 0
+
+
+def test_pipeline_benchmark_losses_equal_and_activations_at_the_theory():
+    result = _run('pipeline.py', '--stages', '2', '--iters', '2', '--warmup', '1')
+    assert [(r['stages'], r['schedule']) for r in result['rows']] == \
+        [(2, 'gpipe'), (2, '1f1b'), (2, 'interleaved')]
+    for row in result['rows']:
+        assert row['losses_equal'], row
+        if row['activations_theory'] is not None:
+            assert row['activations_ours'] == row['activations_theory'], row
+        assert row['activations_ours'] == row['activations_torch'], row
+        assert row['ours_ms'] > 0 and row['torch_ms'] > 0
