@@ -21,7 +21,7 @@ is the median block time; end-to-end is the time a contender held the baton, con
 included. The bare loop also runs a second time as its own contender: its ratio, which
 should be 1, shows how far this run's noise alone moves a ratio.
 
-    python benchmarks/overhead.py [--repeats 3] [--samples 20000] [--epochs 2] [--block 5]
+    python benchmarks/overhead.py [--repeats N] [--samples 20000] [--epochs 2] [--block 5]
 
 Prints a table and one JSON line.
 """
@@ -278,7 +278,9 @@ def paired_ratios(blocks: Dict[str, List[float]], name: str, base: str, skip: in
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=3, help='lockstep runs, each with a rotated order')
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='lockstep runs, each with a rotated order (default: one per contender, so that '
+                             'each contender starts once)')
     parser.add_argument('--samples', type=int, default=20000)
     parser.add_argument('--epochs', type=int, default=2)
     parser.add_argument('--batch-size', type=int, default=32)
@@ -295,6 +297,8 @@ def main(argv=None) -> dict:
                                        METRICS: run_hand_written_metrics, 'Engine.step loop': run_engine,
                                        'Trainer.fit, no hooks': run_trainer_bare,
                                        'Trainer.fit': run_trainer, **optional_contenders()}
+    if args.repeats is None:
+        args.repeats = len(contenders)
     baseline = {name: BARE for name in contenders}
     baseline['Trainer.fit'] = METRICS
     names = list(contenders)

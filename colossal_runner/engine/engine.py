@@ -130,6 +130,18 @@ class Engine:
         self.nonfinite_loss = nonfinite_loss
         self.nonfinite_skips = 0  # steps dropped because the loss was NaN/Inf ('skip')
 
+    @property
+    def model(self) -> nn.Module:
+        """The module being trained; may be replaced (e.g. by its DDP wrapper)."""
+        return self._model
+
+    @model.setter
+    def model(self, module: nn.Module) -> None:
+        self._model = module
+        # DDP's isinstance goes through ABCMeta (it is also a Joinable) and costs microseconds;
+        # the engine asks every step, so the answer is kept with the module.
+        self._is_ddp = isinstance(module, DistributedDataParallel)
+
     # ------------------------------------------------------------------ modes
     def train(self) -> None:
         """Put the model (and the criterion, if it is a module) in training mode."""
@@ -215,7 +227,7 @@ class Engine:
 
     # ------------------------------------------------------------------ internals
     def _no_sync(self, skip_sync: bool) -> ContextManager:
-        if skip_sync and isinstance(self.model, DistributedDataParallel):
+        if skip_sync and self._is_ddp:
             return self.model.no_sync()
         return nullcontext()
 
@@ -225,7 +237,7 @@ class Engine:
     def _average_gradients(self) -> None:
         """Average gradients over ``data_parallel_group`` unless DDP already did."""
         group = self.data_parallel_group
-        if group is None or isinstance(self.model, DistributedDataParallel) or not dist.is_initialized():
+        if group is None or self._is_ddp or not dist.is_initialized():
             return
         size = dist.get_world_size(group)
         if size == 1:
@@ -281,7 +293,7 @@ class Engine:
         Ordered so that the common single-process case costs a few attribute checks per step.
         """
         groups = []
-        if isinstance(self.model, DistributedDataParallel):
+        if self._is_ddp:
             groups.append(self.model.process_group)
         elif (self.data_parallel_group is not None and dist.is_initialized()
               and dist.get_world_size(self.data_parallel_group) > 1):
@@ -323,7 +335,7 @@ class Engine:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
         """Model (unwrapped from DDP), optimizer, LR scheduler and grad scaler state."""
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        model = self.model.module if self._is_ddp else self.model
         return {'model': model.state_dict(),
                 'optimizer': self.optimizer.state_dict() if self.optimizer is not None else None,
                 'lr_scheduler': self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
@@ -335,7 +347,7 @@ class Engine:
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise KeyError(f"an engine state needs the key 'model' (and optionally 'optimizer', "
                            f"'lr_scheduler', 'scaler'); got {got}")
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        model = self.model.module if self._is_ddp else self.model
         model.load_state_dict(state['model'], strict=strict)
         for name in ('optimizer', 'lr_scheduler', 'scaler'):
             part = getattr(self, name)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from colossal_runner.engine.schedule.plan import (Action, PlanError, build_1f1b_plan, build_gpipe_plan,
                                                   build_interleaved_plan, build_plan, format_plan,
                                                   format_timeline, forward_only, parse_plan, peak_in_flight,
-                                                  simulate, validate_plan)
+                                                  prefetch_receives, simulate, validate_plan)
 
 
 def test_action_text_round_trips():
@@ -130,10 +130,59 @@ def test_validator_rejects_a_backward_before_its_forward():
 
 
 def test_validator_finds_a_deadlock_and_names_the_blocked_stages():
+    # stage 1's F1 needs SEND_F1, which stage 0 posts after B0, which needs stage 1's SEND_B0,
+    # which comes after F1; receives are posted early but the compute waits for their send
+    plan = parse_plan(['F0 SEND_F0@1 F1 RECV_B0@1 B0 SEND_F1@1 RECV_B1@1 B1',
+                       'RECV_F0@0 F0 RECV_F1@0 F1 B0 SEND_B0@0 B1 SEND_B1@0'])
+    with pytest.raises(PlanError, match=r'deadlocks: stage 0 waits at B0 \(position 4\); '
+                                        r'stage 1 waits at F1 \(position 3\)'):
+        validate_plan(plan, 2)
+
+
+def test_a_gradient_is_received_after_its_output_was_sent():
+    # the runtime shapes the gradient buffer like the output it sent
     plan = parse_plan(['F0 RECV_B0@1 SEND_F0@1 B0', 'RECV_F0@0 F0 B0 SEND_B0@0'])
-    with pytest.raises(PlanError, match=r'deadlocks: stage 0 waits at RECV_B0@1 \(position 1\); '
-                                        r'stage 1 waits at RECV_F0@0 \(position 0\)'):
+    with pytest.raises(PlanError, match=r'RECV_B0@1 \(position 1\) comes before its send SEND_F0'):
         validate_plan(plan, 1)
+
+
+def test_a_first_receive_of_a_chunk_waits_for_its_shapes():
+    # two chunks per stage, forward only: stage 0's first RECV_F of chunk 1 stands before F1
+    # and waits there until stage 1 sends F0 (time 2), so F1 starts at 2, not 1; its second
+    # RECV_F of chunk 1 is only posted, and F0c1 runs as soon as its input was sent
+    rows = ['F0 SEND_F0@1 {} F1 SEND_F1@1 RECV_F1c1@1 F0c1 SEND_F0c1@1 F1c1 SEND_F1c1@1',
+            'RECV_F0@0 F0 SEND_F0@0 RECV_F1@0 F1 SEND_F1@0 RECV_F0c1@0 F0c1 RECV_F1c1@0 F1c1']
+    early = parse_plan([rows[0].format('RECV_F0c1@1'), rows[1]])
+    validate_plan(early, 2, 2, backward=False)
+    starts = {str(a): t for t, a in simulate(early, 2).starts[0]}
+    assert (starts['F1'], starts['F0c1'], starts['F1c1']) == (2, 3, 4)
+    late = parse_plan([rows[0].format('').replace('F1 SEND_F1@1', 'F1 SEND_F1@1 RECV_F0c1@1'), rows[1]])
+    assert {str(a): t for t, a in simulate(late, 2).starts[0]}['F1'] == 1
+
+
+def test_prefetched_receives_move_one_compute_earlier_and_stay_valid():
+    plan = build_1f1b_plan(2, 4)
+    got = format_plan(prefetch_receives(plan))
+    assert got[0] == ('F0 SEND_F0@1 RECV_B0@1 F1 SEND_F1@1 B0 RECV_B1@1 F2 SEND_F2@1 B1 RECV_B2@1 F3 '
+                      'SEND_F3@1 RECV_B3@1 B2 B3')
+    # the first RECV_F stays (it may wait for shapes); the others go before the previous compute
+    assert got[1] == ('RECV_F0@0 F0 RECV_F1@0 B0 SEND_B0@0 F1 RECV_F2@0 B1 SEND_B1@0 F2 RECV_F3@0 B2 '
+                      'SEND_B2@0 F3 B3 SEND_B3@0')
+    # a gradient receive never moves before the send of the output it belongs to
+    assert format_plan(prefetch_receives(build_gpipe_plan(2, 1)))[0] == 'F0 SEND_F0@1 RECV_B0@1 B0'
+
+
+@pytest.mark.parametrize('p,m,c', [(2, 4, 1), (3, 6, 1), (4, 8, 1), (4, 8, 2), (2, 2, 3), (5, 10, 2)])
+def test_prefetched_plans_validate_and_are_never_slower(p, m, c):
+    for name in ('1f1b', 'gpipe', 'interleaved'):
+        if name != 'interleaved' and c > 1:
+            continue
+        plan = build_plan(name, p, m, c)
+        for rows in (plan, forward_only(plan)):
+            fast = prefetch_receives(rows)
+            validate_plan(fast, m, c, backward=rows is plan)
+            for cost in (1, 2):
+                assert simulate(fast, c, 1, cost).makespan <= simulate(rows, c, 1, cost).makespan
 
 
 def test_a_send_waits_until_the_previous_send_of_its_kind_is_received():

@@ -7,13 +7,16 @@ runtime (:mod:`.pipeline`) stay a small loop that executes whatever plan it is g
 Virtual stages: with ``C`` model chunks per rank and ``P`` ranks, chunk ``c`` of stage ``s``
 is virtual stage ``v = c * P + s``; activations flow ``v -> v + 1``, gradients ``v -> v - 1``.
 
-Execution model (what the simulator checks and the runtime guarantees): a receive blocks
-until its matching send has been posted. A send is posted with ``isend`` and not waited, but
-it first waits until the neighbour has posted the receives of this rank's earlier sends of the
-same kind (``SEND_F`` or ``SEND_B``) to it; that is what lets a stage free an output once it
-is sent, rather than at the end of the step. Sends and receives between two ranks are matched
-in the order they are posted, so each rank's sends to a neighbour must list the same items in
-the same order as that neighbour's receives.
+Execution model (what the simulator checks and the runtime guarantees): a receive is posted
+with ``irecv`` and the compute that uses it waits for the data; only a stage's first
+``RECV_F`` of each chunk waits at once, because it may have to read the shapes first. A send
+is posted with ``isend`` and not waited, but it first waits until the neighbour has posted the
+receives of this rank's earlier sends of the same kind (``SEND_F`` or ``SEND_B``) to it; that
+is what lets a stage free an output once it is sent, rather than at the end of the step.
+Sends and receives between two ranks are matched in the order they are posted, so each
+rank's sends to a neighbour must list the same items in the same order as that neighbour's
+receives. The runtime executes :func:`prefetch_receives` of a built plan, which posts each
+receive one compute earlier; it is validated like any other plan.
 """
 from __future__ import annotations
 
@@ -233,7 +236,8 @@ def validate_plan(plan: Plan, num_microbatches: int, num_chunks: int = 1, backwa
                 want = (s + 1) % p if to_next else (s - 1) % p
                 if a.peer != want:
                     raise PlanError(f'{_where(s, i, a)}: the peer must be stage {want}, got {a.peer}')
-            before = {'B': ('F', 'forward'), 'SEND_F': ('F', 'forward'), 'SEND_B': ('B', 'backward')}
+            before = {'B': ('F', 'forward'), 'SEND_F': ('F', 'forward'), 'SEND_B': ('B', 'backward'),
+                      'RECV_B': ('SEND_F', 'send')}  # a gradient is shaped like the output that was sent
             if a.kind in before:
                 need, name = before[a.kind]
                 if seen.get((need, a.microbatch, a.chunk), i) >= i:
@@ -314,10 +318,13 @@ class Simulation:
 
 
 def simulate(plan: Plan, num_chunks: int = 1, forward_cost: int = 1, backward_cost: int = 1) -> Simulation:
-    """Run the plan on a model clock: compute takes time, receives wait for their send, and a
-    send waits until the earlier sends of its kind to the same neighbour have been received.
+    """Run the plan on a model clock, with the runtime's rules for waiting.
 
-    Raises :class:`PlanError` naming every blocked stage when no stage can make progress.
+    Compute takes time. A receive is posted without waiting, except a stage's first
+    ``RECV_F`` of each chunk, which may have to read the shapes from the wire and so waits for
+    its send; the compute that uses a received tensor waits until its send was posted. A send
+    waits until the neighbour has posted the receives of this stage's earlier sends of the
+    same kind. Raises :class:`PlanError` naming every blocked stage when none can progress.
     """
     p = len(plan)
     pos = [0] * p
@@ -326,6 +333,8 @@ def simulate(plan: Plan, num_chunks: int = 1, forward_cost: int = 1, backward_co
     posted: Dict[Item, int] = {}  # -> time the send was posted
     received: Dict[Item, int] = {}  # -> time the receive was posted
     unwaited: Dict[Tuple[int, int, str], List[Item]] = {}  # (src, dst, kind) -> sends not yet waited
+    inputs: List[Dict[Tuple[str, int, int], Item]] = [{} for _ in range(p)]  # compute -> its receive
+    shapes_known: List[set] = [set() for _ in range(p)]  # chunks whose first RECV_F a stage has done
     starts: List[List[Tuple[int, Action]]] = [[] for _ in range(p)]
     while True:
         progressed = False
@@ -343,11 +352,20 @@ def simulate(plan: Plan, num_chunks: int = 1, forward_cost: int = 1, backward_co
                     lane[:] = [item]
                 elif a.kind.startswith('RECV'):
                     key = (a.peer, s, (a.kind, a.microbatch, a.chunk))
-                    if key not in posted:
-                        break
-                    clock[s] = max(clock[s], posted[key])
+                    if a.kind == 'RECV_F' and a.chunk not in shapes_known[s]:
+                        if key not in posted:
+                            break
+                        clock[s] = max(clock[s], posted[key])
+                        shapes_known[s].add(a.chunk)
                     received[key] = clock[s]
+                    inputs[s][(a.kind[-1], a.microbatch, a.chunk)] = key
                 else:
+                    key = inputs[s].get((a.kind, a.microbatch, a.chunk))
+                    if key is not None:
+                        if key not in posted:
+                            break
+                        clock[s] = max(clock[s], posted[key])
+                        del inputs[s][(a.kind, a.microbatch, a.chunk)]
                     starts[s].append((clock[s], a))
                     clock[s] += forward_cost if a.kind == 'F' else backward_cost
                 pos[s] += 1
@@ -359,8 +377,42 @@ def simulate(plan: Plan, num_chunks: int = 1, forward_cost: int = 1, backward_co
                        for s in range(p) if pos[s] < len(plan[s])]
             raise PlanError('the plan deadlocks: ' + '; '.join(blocked)
                             + '. Each waits for another stage to reach an action that comes later in its '
-                            'list (a receive waits for its send; a send for the receive of the previous '
-                            'send of its kind).')
+                            'list (a compute waits for the send of its input; a send for the receive of '
+                            'the previous send of its kind).')
+
+
+def prefetch_receives(plan: Plan) -> Plan:
+    """The plan with every receive posted one compute action earlier; what the runtime runs.
+
+    A receive is posted with ``irecv`` and waited only by the compute that uses it, so posting
+    it before the previous compute lets the data travel while that compute runs, rather than
+    the stage waiting for the transfer right before it needs it (and it lets the sender's next
+    send go sooner). Receives keep their order within a row, so every channel still matches its
+    sends. The cost is one receive buffer per neighbour, allocated one compute earlier. A
+    stage's first ``RECV_F`` of each chunk stays where it is: it may wait for the shapes.
+    """
+    out: Plan = []
+    for row in plan:
+        new: List[Action] = []
+        shapes_known = set()
+        for a in row:
+            if a.kind == 'RECV_F' and a.chunk not in shapes_known:
+                shapes_known.add(a.chunk)
+                new.append(a)
+            elif a.kind.startswith('RECV'):
+                def movable(b: Action) -> bool:  # never before an action on the same data
+                    return (b.microbatch, b.chunk) != (a.microbatch, a.chunk)
+
+                j = len(new)
+                while j > 0 and new[j - 1].kind.startswith('SEND') and movable(new[j - 1]):
+                    j -= 1  # back over this row's sends, to just after the previous compute
+                if j > 0 and new[j - 1].kind in COMPUTE and movable(new[j - 1]):
+                    j -= 1
+                new.insert(j, a)
+            else:
+                new.append(a)
+        out.append(new)
+    return out
 
 
 def peak_in_flight(plan: Plan) -> List[int]:

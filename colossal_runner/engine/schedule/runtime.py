@@ -20,7 +20,7 @@ from ...distributed.context import get_context
 from ...distributed.p2p import Meta, P2PCommunicator, flatten, meta_of, unflatten
 from ..batch import concat_batches, split_batch
 from .base import BaseSchedule, detach, loss_for_logging
-from .plan import Action, build_plan, forward_only, validate_plan
+from .plan import Action, build_plan, forward_only, prefetch_receives, validate_plan
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -106,12 +106,13 @@ class PipelineRuntime(BaseSchedule):
                              f'least {num_stages} microbatches (more shrink the pipeline bubble).')
 
     def plan(self, num_stages: int, forward_only_: bool = False) -> List[List[Action]]:
-        """The validated plan for ``num_stages`` (cached), every stage's row."""
+        """The validated plan for ``num_stages`` (cached), every stage's row, receives prefetched."""
         key = (num_stages, forward_only_)
         if key not in self._plans:
             plan = build_plan(self.schedule_name, num_stages, self.num_microbatches, self.num_model_chunks)
             if forward_only_:
                 plan = forward_only(plan)
+            plan = prefetch_receives(plan)  # receives travel during the previous compute
             validate_plan(plan, self.num_microbatches, self.num_model_chunks, backward=not forward_only_)
             self._plans[key] = plan
         return self._plans[key]
