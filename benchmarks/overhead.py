@@ -307,11 +307,12 @@ def main(argv=None) -> dict:
     block_ms: Dict[str, List[float]] = {n: [] for n in names}
     total: Dict[str, List[float]] = {n: [] for n in names}
     results: Dict[str, tuple] = {}
-    skip = -(-WARMUP_ITERS // args.block)
     for rep in range(args.repeats):
         order = names[rep % len(names):] + names[:rep % len(names)]
         lockstep = Lockstep(order, args.block)
         results = lockstep.run(contenders, (dataset, args.epochs, args.batch_size))
+        # warm-up blocks left out; at most half of them, so that a short run still has figures
+        skip = min(-(-WARMUP_ITERS // args.block), len(lockstep.blocks[BARE]) // 2)
         for name in names:
             ratios[name] += paired_ratios(lockstep.blocks, name, baseline[name], skip)
             floor_ratios[name] += paired_ratios(lockstep.blocks, name, BARE, skip)
