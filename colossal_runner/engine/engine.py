@@ -129,6 +129,7 @@ class Engine:
         self.training = True
         self.nonfinite_loss = nonfinite_loss
         self.nonfinite_skips = 0  # steps dropped because the loss was NaN/Inf ('skip')
+        self._early_agreement: Optional[Tuple[Any, torch.Tensor]] = None  # see begin_loss_agreement
 
     @property
     def model(self) -> nn.Module:
@@ -264,14 +265,41 @@ class Engine:
         self.scaler.update()
         return self.scaler.get_scale() < scale  # the scale backs off exactly when inf/nan was found
 
+    def wants_loss_agreement(self) -> bool:
+        """Whether a pipeline schedule may start the finite-loss agreement itself
+        (:meth:`begin_loss_agreement`): training without fp16 and with one micro-step."""
+        return self.scaler is None and self.gradient_accumulation == 1
+
+    def begin_loss_agreement(self, bad: torch.Tensor) -> None:
+        """Start the all-reduce of "some loss was NaN/Inf" over the pipeline group, without waiting.
+
+        A pipeline schedule calls it on every stage during :meth:`step`: stages without a loss
+        at the start, the last stage once its last microbatch's loss exists. The step waits for
+        it only before the optimizer step, so its latency hides behind the remaining backward
+        passes instead of following the last of them. ``bad`` is a 0-dim tensor, nonzero when
+        a loss of this stage is not finite (no host read is needed to make it).
+        """
+        flag = bad.detach().to(device=self.device, dtype=torch.float32).reshape(())
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_pipeline_group(), async_op=True)
+        self._early_agreement = (work, flag)
+
     def _loss_is_finite(self, results: List[Step], pipeline_group: Optional[Any]) -> bool:
         """Whether every micro-step's loss is finite, agreed by every rank.
 
         One scalar read per step (the same cost as the fp16 GradScaler's inf check). The flag
         is all-reduced over the groups this engine already communicates in: data-parallel
         replicas (DDP's group or ``data_parallel_group``) must skip or stop together, and
-        pipeline stages other than the last have no loss of their own.
+        pipeline stages other than the last have no loss of their own. When the pipeline
+        schedule already started the pipeline part (:meth:`begin_loss_agreement`), only its
+        result is waited for here.
         """
+        if self._early_agreement is not None:
+            work, bad = self._early_agreement
+            self._early_agreement = None
+            work.wait()
+            for group in self._agreement_groups(None):  # then across data-parallel replicas
+                dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
+            return not bool(bad)
         # item() + math.isfinite: under a microsecond on the CPU, where bool(torch.isfinite(x))
         # costs about 15; on a GPU either one waits for the step to finish.
         if len(results) == 1:

@@ -155,6 +155,9 @@ def _pipeline_stages(rank, world_size):
         stage = build_pipeline_model(dict(type='MLP', in_features=4, hidden=(8, 8), num_classes=2), context)
         engine = Engine(stage, nn.CrossEntropyLoss(), torch.optim.SGD(stage.parameters(), lr=0.1),
                         step_schedule=PipelineSchedule(2), nonfinite_loss=mode)
+        started = out.setdefault('early_agreements', [])
+        begin = engine.begin_loss_agreement  # the schedule starts the agreement during the step
+        engine.begin_loss_agreement = lambda bad, begin=begin: (started.append(float(bad)), begin(bad))
         data_iter = iter(poisoned_loader([1], num_batches=3))
         try:
             engine.step(data_iter)
@@ -178,3 +181,7 @@ def test_pipeline_stages_take_the_same_decision():
         assert 'raise_error' in r and r['raise_skips'] == 0, (rank, r)
     assert 'the loss on another rank is not finite' in results[0]['raise_error']   # stage 0 has no loss
     assert 'loss nan is not finite' in results[1]['raise_error']
+    # one early agreement per training step on each stage ('skip': 3 steps, 'raise': 2); only
+    # the last stage, which has the losses, flags the poisoned second step
+    assert results[0]['early_agreements'] == [0.0] * 5
+    assert results[1]['early_agreements'] == [0.0, 1.0, 0.0, 0.0, 1.0]

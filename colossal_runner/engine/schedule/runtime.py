@@ -129,6 +129,11 @@ class PipelineRuntime(BaseSchedule):
         step = _Step(self, engine, chunks, p, stage, split_batch(data, self.num_microbatches),
                      split_batch(label, self.num_microbatches), forward_only, return_loss,
                      self._communicator(context, engine.device))
+        # Whether the losses are finite is agreed by all stages before the optimizer step; start
+        # that all-reduce now where there is no loss, and after the last loss on the last stage.
+        step.agree_early = not forward_only and p > 1 and engine.wants_loss_agreement()
+        if step.agree_early and stage != p - 1:
+            engine.begin_loss_agreement(torch.zeros(()))
         try:
             for action in row:
                 step.run(action)
@@ -188,6 +193,7 @@ class _Step:
         self.saved: Dict[Tuple[int, int], Tuple[Any, Any]] = {}
         self.outputs: Dict[int, Any] = {}
         self.losses: Dict[int, torch.Tensor] = {}
+        self.agree_early = False  # set by the schedule: see Engine.begin_loss_agreement
 
     def run(self, a: Action) -> None:
         getattr(self, a.kind.lower())(a.microbatch, a.chunk, a.peer)
@@ -254,6 +260,9 @@ class _Step:
             if self.return_loss or not self.forward_only:
                 loss = self.s.compute_loss(self.engine, out, self.labels[m])
                 self.losses[m] = loss.detach()
+                if self.agree_early and len(self.losses) == self.s.num_microbatches:
+                    losses = torch.stack(list(self.losses.values()))
+                    self.engine.begin_loss_agreement((~torch.isfinite(losses)).any())
             self.outputs[m] = detach(out)
             if not self.forward_only:
                 self.saved[(m, c)] = (x, loss)
