@@ -13,8 +13,8 @@ Trainer with those hooks is compared with it, so both rows pay for the same metr
 
 Method. This machine is shared and noisy (the speed of a whole run drifts by tens of
 percent), so the contenders run in lockstep: each is a thread, and a baton lets exactly
-one of them run a block of ``--block`` iterations at a time, in snake order (A B C C B A
-A B C ...). Blocks with the same index did the same iterations at nearly the same moment,
+one of them run a block of ``--block`` iterations at a time, in a fresh random order every
+round (seeded). Blocks with the same index did the same iterations at nearly the same moment,
 so the ratio of a contender's block to the baseline's block cancels the drift; the figure is
 the median of those paired ratios over all blocks after warm-up and all repeats. ms/iter
 is the median block time; end-to-end is the time a contender held the baton, construction
@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import statistics
 import sys
 import threading
@@ -185,13 +186,13 @@ def optional_contenders() -> Dict[str, Callable]:
 
 # ---------------------------------------------------------------------- lockstep
 class Lockstep:
-    """Runs contenders as threads, one block of iterations at a time each, in snake order.
+    """Runs contenders as threads, one block of iterations at a time each, in random order.
 
     A thread that does not hold the baton waits on a condition, so exactly one contender
     computes at any moment; torch runs single-threaded, so the threads never compete.
     """
 
-    def __init__(self, names: List[str], block: int):
+    def __init__(self, names: List[str], block: int, seed: int = 0):
         self.names, self.block = names, block
         self.cond = threading.Condition()
         self.turn: Optional[str] = None
@@ -200,9 +201,15 @@ class Lockstep:
         self.blocks: Dict[str, List[float]] = {n: [] for n in names}
         self.held: Dict[str, float] = {n: 0.0 for n in names}
         self.errors: Dict[str, BaseException] = {}
+        self.rng = random.Random(seed)
+        self.orders: List[List[str]] = []
 
     def _order(self) -> List[str]:
-        return self.names if self.round % 2 == 0 else self.names[::-1]
+        # A fresh random order every round (seeded): whoever runs right after whom, and so
+        # finds the caches as the other left them, changes from round to round.
+        while len(self.orders) <= self.round:
+            self.orders.append(self.rng.sample(self.names, len(self.names)))
+        return self.orders[self.round]
 
     def _pass_baton(self, name: str) -> None:
         """Called with the lock held by the thread ``name`` that ends its block."""
@@ -261,7 +268,7 @@ class Lockstep:
         for t in threads:
             t.start()
         with self.cond:
-            self.turn = self.names[0]
+            self.turn = self._order()[0]
             self.cond.notify_all()
         for t in threads:
             t.join()
@@ -309,7 +316,7 @@ def main(argv=None) -> dict:
     results: Dict[str, tuple] = {}
     for rep in range(args.repeats):
         order = names[rep % len(names):] + names[:rep % len(names)]
-        lockstep = Lockstep(order, args.block)
+        lockstep = Lockstep(order, args.block, seed=rep)
         results = lockstep.run(contenders, (dataset, args.epochs, args.batch_size))
         # warm-up blocks left out; at most half of them, so that a short run still has figures
         skip = min(-(-WARMUP_ITERS // args.block), len(lockstep.blocks[BARE]) // 2)
