@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -18,7 +18,7 @@ from ..registry import HOOKS
 from ..utils.checks import check_positive_int
 from ..utils.logging import MetricWriter, get_logger
 from .data_position import DataPosition, set_sampler_epoch
-from .hooks.base_hook import BaseHook, invoke_hook
+from .hooks.base_hook import BaseHook, note_hook_failure
 from .hooks.metric_hook import read_metrics
 from .priority import get_priority
 from .states import RESUMABLE_KEYS, new_states
@@ -46,7 +46,7 @@ class Trainer:
         self.config = config
         self.states: Dict[str, Any] = new_states()
         self.hooks: List[BaseHook] = []
-        self._dispatch: Dict[str, List[BaseHook]] = {}  # stage -> hooks overriding it, in order
+        self._dispatch: Dict[str, List[Callable]] = {}  # stage -> bound methods overriding it, in order
         self.data_position = DataPosition()  # where in the epoch's data order training is
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
@@ -87,11 +87,17 @@ class Trainer:
 
     def call_hook(self, stage: str, *args: Any) -> None:
         """Run ``stage`` on every hook that implements it, in priority order."""
-        hooks = self._dispatch.get(stage)
-        if hooks is None:  # which hooks override a point changes only when a hook is added
-            hooks = self._dispatch[stage] = [h for h in self.hooks if h.overrides(stage)]
-        for hook in hooks:
-            invoke_hook(hook, stage, self, *args)
+        calls = self._dispatch.get(stage)
+        if calls is None:  # which hooks override a point changes only when a hook is added
+            calls = self._dispatch[stage] = [getattr(h, stage) for h in self.hooks if h.overrides(stage)]
+        # The bound methods are called here, not through invoke_hook: this runs several times
+        # per iteration, and a try block costs nothing until something raises.
+        for call in calls:
+            try:
+                call(self, *args)
+            except Exception as exc:
+                note_hook_failure(exc, call.__self__, stage)
+                raise
 
     # ------------------------------------------------------------------ training
     def fit(self, train_dataloader: Iterable, epochs: int, max_steps: Optional[int] = None,

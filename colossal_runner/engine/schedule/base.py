@@ -74,8 +74,16 @@ class BaseSchedule(ABC):
                 raise TypeError(f'data_iter must be an iterator, got {type(data_iter).__name__}; '
                                 f'pass iter(dataloader) rather than the dataloader itself.') from None
             raise
-        data, label = unpack_batch(batch)
-        return to_device(data, engine.device), to_device(label, engine.device)
+        # The common case (a list or tuple of two plain tensors, as a DataLoader yields) is
+        # handled inline: this runs every step. Anything else takes the general helpers.
+        if type(batch) in (list, tuple) and len(batch) == 2:
+            data, label = batch
+        else:
+            data, label = unpack_batch(batch)
+        device = engine.device
+        data = data.to(device) if type(data) is torch.Tensor else to_device(data, device)
+        label = label.to(device) if type(label) is torch.Tensor else to_device(label, device)
+        return data, label
 
     def call_model(self, engine: 'Engine', data: Any, model: Optional[torch.nn.Module] = None) -> Any:
         """Run ``model`` (the engine's by default) on ``data`` under the engine's autocast."""

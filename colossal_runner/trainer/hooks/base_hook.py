@@ -110,6 +110,11 @@ def invoke_hook(hook: BaseHook, stage: str, runner: Any, *args: Any) -> None:
     try:
         getattr(hook, stage)(runner, *args)
     except Exception as exc:
-        if hasattr(exc, 'add_note'):
-            exc.add_note(f'(raised in {type(hook).__name__}.{stage})')
+        note_hook_failure(exc, hook, stage)
         raise
+
+
+def note_hook_failure(exc: BaseException, hook: BaseHook, stage: str) -> None:
+    """Add a note naming the hook and the point to an exception raised there."""
+    if hasattr(exc, 'add_note'):
+        exc.add_note(f'(raised in {type(hook).__name__}.{stage})')
