@@ -381,6 +381,10 @@ def simulate(plan: Plan, num_chunks: int = 1, forward_cost: int = 1, backward_co
                             'the previous send of its kind).')
 
 
+def _same_data(a: Action, b: Action) -> bool:
+    return (a.microbatch, a.chunk) == (b.microbatch, b.chunk)
+
+
 def prefetch_receives(plan: Plan) -> Plan:
     """The plan with every receive posted one compute action earlier; what the runtime runs.
 
@@ -400,13 +404,12 @@ def prefetch_receives(plan: Plan) -> Plan:
                 shapes_known.add(a.chunk)
                 new.append(a)
             elif a.kind.startswith('RECV'):
-                def movable(b: Action) -> bool:  # never before an action on the same data
-                    return (b.microbatch, b.chunk) != (a.microbatch, a.chunk)
-
+                # back over this row's sends, then over one compute; never past an action on
+                # the same data (a gradient is shaped like the output sent just before it)
                 j = len(new)
-                while j > 0 and new[j - 1].kind.startswith('SEND') and movable(new[j - 1]):
-                    j -= 1  # back over this row's sends, to just after the previous compute
-                if j > 0 and new[j - 1].kind in COMPUTE and movable(new[j - 1]):
+                while j > 0 and new[j - 1].kind.startswith('SEND') and not _same_data(new[j - 1], a):
+                    j -= 1
+                if j > 0 and new[j - 1].kind in COMPUTE and not _same_data(new[j - 1], a):
                     j -= 1
                 new.insert(j, a)
             else:
