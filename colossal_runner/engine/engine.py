@@ -28,8 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 from ..distributed.context import get_context
 from ..registry import SCHEDULES
 from .amp import autocast, check_amp, make_grad_scaler, sync_found_inf
-from .batch import concat_batches
+from .batch import call_model, concat_batches
 from .schedule import BaseSchedule, NoPipelineSchedule
+from .schedule.base import check_loss, detach, loss_for_logging
 
 Step = Tuple[Any, Any, Optional[torch.Tensor]]
 BUCKET_BYTES = 25 * 1024 * 1024  # same default bucket size as DDP
@@ -172,6 +173,10 @@ class Engine:
         # No zero_grad here: every step (and a dropped one) ends with the gradients set to
         # None, and a second zero_grad per step costs about 10 us, a measurable share of a
         # small model's step (benchmarks/overhead.py).
+        if (type(self.schedule) is NoPipelineSchedule and self.gradient_accumulation == 1
+                and self.amp is None and self.clip_grad_norm == 0 and self.data_parallel_group is None
+                and not self._is_ddp and self.criterion is not None):
+            return self._plain_step(data_iter)
         if self.gradient_accumulation == 1:
             results = [self.schedule.forward_backward_step(self, data_iter, False, True)]
         else:
@@ -195,6 +200,34 @@ class Engine:
                 self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return self._gather(results)
+
+    def _plain_step(self, data_iter: Iterator) -> Step:
+        """:meth:`step` for the common case, written out as a hand-written loop would be.
+
+        One process, one micro-step, no autocast, no clipping, no gradient averaging: what is
+        left is batch, forward, loss, backward, finite check, optimizer and scheduler step.
+        The general path does the same through the schedule's and the engine's helpers; for a
+        small model each of those calls is a measurable share of the step (about 5% for the
+        model in benchmarks/overhead.py), so this path makes none it can avoid. The two paths
+        are checked against each other bit for bit in tests/engine.
+        """
+        data, label = self.schedule.load_batch(self, data_iter)
+        model = self._model
+        output = model(data) if type(data) is torch.Tensor else call_model(model, data)
+        loss = self.criterion(output, label)
+        if type(loss) is not torch.Tensor or loss.ndim:
+            check_loss(loss)  # raises, saying what the criterion must return
+        loss.backward()
+        loss = loss.detach() if loss.dtype is torch.float32 else loss_for_logging(loss)
+        output = output.detach() if type(output) is torch.Tensor else detach(output)
+        # item() + math.isfinite: see _loss_is_finite; one process, so nobody to agree with.
+        if not math.isfinite(loss.item()):
+            return self._drop_step([(output, label, loss)])
+        self.optimizer.step()
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return output, label, loss
 
     @torch.no_grad()
     def evaluate_step(self, data_iter: Iterator) -> Step:

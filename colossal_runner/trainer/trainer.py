@@ -163,19 +163,25 @@ class Trainer:
                                         self.engine.gradient_accumulation)
         steps = self.states['steps_per_epoch']
         total = None if steps is None else steps - skip
-        with self._progress(total, f"Epoch {self.states['epoch']}", display_progress) as bar:
+        states, call_hook, train_step = self.states, self.call_hook, self._train_step
+        with self._progress(total, f"Epoch {states['epoch']}", display_progress) as bar:
+            # The body runs once per optimizer step, so it reads what it needs directly
+            # instead of through small helpers (each call is a share of a small model's step).
+            show = not bar.disable
             for _ in (range(total) if total is not None else itertools.count()):
-                if self._reached_max_steps():
+                max_steps = states['max_steps']  # read every step: a hook may lower it to stop early
+                if max_steps is not None and states['iteration'] >= max_steps:
                     break
-                self.call_hook('before_train_iter')
-                result = self._train_step(data_iter, total is None)
+                call_hook('before_train_iter')
+                result = train_step(data_iter, total is None)
                 if result is None:
                     position.end_epoch(exhausted=True)
                     break
-                self.states['iteration'] += 1
+                states['iteration'] += 1
                 position.steps_done += 1
-                self.call_hook('after_train_iter', *result)
-                self._show(bar, result[2])
+                call_hook('after_train_iter', *result)
+                if show:
+                    self._show(bar, result[2])
             else:
                 # Finish the iterator as a plain `for` loop would: torch's RandomSampler draws
                 # from its generator only once it is exhausted, so stopping one batch short would
@@ -185,10 +191,18 @@ class Trainer:
                 position.end_epoch(exhausted=True)
 
     def _train_step(self, data_iter: Iterator, until_exhausted: bool) -> Optional[Tuple[Any, Any, Any]]:
-        """``engine.step``; a NaN/Inf loss stops the run naming where, or is counted when skipped."""
-        skips = getattr(self.engine, 'nonfinite_skips', 0)
+        """``engine.step``; None when a loader without a length is exhausted (``until_exhausted``).
+
+        A NaN/Inf loss stops the run naming where, or is counted when the engine skipped it.
+        """
+        engine = self.engine
+        skips = getattr(engine, 'nonfinite_skips', 0)
         try:
-            result = self._next_step(self.engine.step, data_iter, until_exhausted)
+            result = engine.step(data_iter)
+        except StopIteration:
+            if until_exhausted:
+                return None
+            raise
         except NonFiniteLossError as exc:
             epoch, iteration = self.states['epoch'], self.states['iteration'] + 1
             what = f'({exc.loss})' if exc.local else '(on another rank)'
@@ -199,7 +213,7 @@ class Trainer:
                        f"NaN/Inf, or set nonfinite_loss = 'skip' to drop such steps and count them.")
             self.logger.error(message)
             raise NonFiniteLossError(message, loss=exc.loss, lr=exc.lr, local=exc.local) from None
-        dropped = getattr(self.engine, 'nonfinite_skips', 0) - skips
+        dropped = getattr(engine, 'nonfinite_skips', 0) - skips
         if dropped:
             self.states['nonfinite_skips'] += dropped
             self.logger.warning(f"skipped iteration {self.states['iteration'] + 1} (epoch "

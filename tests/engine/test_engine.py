@@ -240,3 +240,79 @@ def test_bad_inputs_at_step_time():
         Engine(model, nn.CrossEntropyLoss(reduction='none'), opt).step(iter([(x, y)]))
     with pytest.raises(ValueError, match=r'needs an optimizer.*optimizer=None'):
         Engine(model, nn.CrossEntropyLoss(), None).step(iter([(x, y)]))
+
+
+class GeneralPath(NoPipelineSchedule):
+    """The same schedule under another type, so Engine.step takes its general path."""
+
+    calls = 0
+
+    def forward_backward_step(self, engine, data_iter, forward_only, return_loss=True):
+        GeneralPath.calls += 1
+        return super().forward_backward_step(engine, data_iter, forward_only, return_loss)
+
+
+class DictModel(nn.Module):
+    """Takes a dict batch and returns a tuple, to exercise the structured-batch branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = make_model()
+
+    def forward(self, x, scale):
+        out = self.net(x) * scale
+        return out, out.detach().sum()
+
+
+@pytest.mark.parametrize('structured', [False, True])
+def test_plain_step_equals_the_general_path_bit_for_bit(monkeypatch, structured):
+    """Engine.step writes the common case out in one method (_plain_step); it must do exactly
+    what the general path (schedule + engine helpers) does: same outputs, losses, weights, LR."""
+    fast_calls = []  # calls of the default schedule's method by an engine holding the default schedule
+    original = NoPipelineSchedule.forward_backward_step
+    monkeypatch.setattr(NoPipelineSchedule, 'forward_backward_step', lambda self, *a, **k: (
+        type(self) is NoPipelineSchedule and fast_calls.append(1)) or original(self, *a, **k))
+    batches = make_batches(5, 4)
+    if structured:
+        batches = [({'x': x, 'scale': torch.tensor(0.5)}, y) for x, y in batches]
+
+    def criterion(output, label):
+        return nn.functional.cross_entropy(output[0] if structured else output, label)
+
+    runs = []
+    for schedule in (NoPipelineSchedule(), GeneralPath()):
+        model = DictModel() if structured else make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        engine = Engine(model, criterion, opt, lr_scheduler=StepLR(opt, 2, gamma=0.5), step_schedule=schedule)
+        engine.train()
+        it = iter(batches)
+        steps = [engine.step(it) for _ in batches]
+        runs.append((steps, params_of(model), engine.get_lr()))
+    (fast, fast_params, fast_lr), (general, general_params, general_lr) = runs
+    assert not fast_calls and GeneralPath.calls >= len(batches)  # each engine took the path meant
+    for (out_a, label_a, loss_a), (out_b, label_b, loss_b) in zip(fast, general):
+        for a, b in zip(out_a if structured else [out_a], out_b if structured else [out_b]):
+            assert torch.equal(a, b) and not a.requires_grad
+        assert label_a is not None and (label_a == label_b).all()
+        assert torch.equal(loss_a, loss_b) and loss_a.dim() == 0 and not loss_a.requires_grad
+    assert all(torch.equal(a, b) for a, b in zip(fast_params, general_params))
+    assert fast_lr == general_lr < 0.1  # the scheduler stepped once per step on both
+
+
+def test_plain_step_is_used_only_where_it_does_the_same(monkeypatch):
+    """Anything the plain step does not do (accumulation, clipping, AMP, no criterion) takes the
+    general path."""
+    calls = []
+    original = NoPipelineSchedule.forward_backward_step
+    monkeypatch.setattr(NoPipelineSchedule, 'forward_backward_step',
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    x, y = make_batches(1, 4)[0]
+    for kwargs in (dict(gradient_accumulation=2), dict(clip_grad_norm=1.0), dict(amp='bf16')):
+        model = make_model()
+        engine = Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), **kwargs)
+        before = len(calls)
+        engine.step(iter([(x, y)] * 2))
+        assert len(calls) > before, kwargs
+    engine = Engine(model, None, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match='the engine has no criterion'):
+        engine.step(iter([(x, y)]))

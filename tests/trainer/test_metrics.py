@@ -104,6 +104,101 @@ def test_loss_metric_basics_and_custom_metric_contract():
         Metric()
 
 
+def _random_steps(num_steps, num_classes=5, seed=0):
+    """(scores, labels, loss) per step, batch sizes 1..7; every third step has a time axis."""
+    g = torch.Generator().manual_seed(seed)
+    steps = []
+    for i in range(num_steps):
+        batch = 1 + i % 7
+        shape = (batch, 2) if i % 3 == 0 else (batch,)
+        scores = torch.randn(*shape, num_classes, generator=g)
+        labels = torch.randint(num_classes, shape, generator=g)
+        steps.append((scores, labels, torch.rand((), generator=g) * 3))
+    return steps
+
+
+def _direct_accuracy(steps, topk):
+    scores = torch.cat([s.reshape(-1, s.shape[-1]) for s, _, _ in steps])
+    labels = torch.cat([t.reshape(-1) for _, t, _ in steps])
+    return (scores.topk(topk, dim=-1).indices == labels[:, None]).any(-1).double().mean().item()
+
+
+@pytest.mark.parametrize('topk', [1, 3])
+def test_counting_held_steps_together_equals_counting_each_step(topk):
+    """defer_steps changes when the counting happens, never the values: accumulated and last-step
+    values, read at any point (reading counts what is held), equal counting every step at once."""
+    steps = _random_steps(40)
+    held, each = Accuracy(topk=topk, defer_steps=16), Accuracy(topk=topk, defer_steps=1)
+    held_loss, each_loss = Loss(defer_steps=16), Loss(defer_steps=1)
+    waiting = 0  # steps held since the last count
+    for i, (scores, labels, loss) in enumerate(steps):
+        for metric in (held, each, held_loss, each_loss):
+            metric.update(scores, labels, loss)
+        waiting = 0 if waiting == 15 else waiting + 1  # the 16th held step counts all of them
+        assert len(held._pending.items) == len(held_loss._pending.items) == waiting
+        assert not each._pending.items and not each_loss._pending.items
+        if i % 9 == 0 or i == len(steps) - 1:  # read in the middle of a group of held steps too
+            waiting = 0
+            done = steps[:i + 1]
+            assert held.get_accumulated_value() == each.get_accumulated_value() == pytest.approx(
+                _direct_accuracy(done, topk))
+            assert held.get_last_step_value() == each.get_last_step_value() == pytest.approx(
+                _direct_accuracy(done[-1:], topk))
+            mean = sum(float(loss) for _, _, loss in done) / len(done)
+            each_mean = each_loss.get_accumulated_value()
+            assert held_loss.get_accumulated_value() == pytest.approx(each_mean, rel=1e-12)
+            assert held_loss.get_accumulated_value() == pytest.approx(mean, rel=1e-6)
+            assert held_loss.get_last_step_value() == each_loss.get_last_step_value() == float(done[-1][2])
+            assert not held._pending.items and not held_loss._pending.items  # reading counted them
+    with pytest.raises(ValueError, match='defer_steps must be a positive int'):
+        Accuracy(defer_steps=0)
+    with pytest.raises(ValueError, match='defer_steps must be a positive int'):
+        LossHook(defer_steps=-1)
+    assert AccuracyHook(defer_steps=1).metrics['train'].defer_steps == 1
+
+
+def test_a_batch_overwritten_in_place_before_it_is_counted_is_an_error_not_a_wrong_count():
+    """A loader that reuses its buffers would make held steps count the newest data; the version
+    counter catches it, and defer_steps=1 counts such a loader correctly."""
+    steps = _random_steps(6, num_classes=3)
+    steps = [(s.reshape(-1, 3)[:4], t.reshape(-1)[:4], loss) for s, t, loss in steps if s.shape[0] * (
+        s.dim() - 1) >= 4]  # equal shapes, so one buffer fits every step
+    out_buffer, label_buffer = torch.empty(4, 3), torch.empty(4, dtype=torch.int64)
+    loss_buffer = torch.empty(())
+    held, each = Accuracy(defer_steps=16), Accuracy(defer_steps=1)
+    held_loss, each_loss = Loss(defer_steps=16), Loss(defer_steps=1)
+    for scores, labels, loss in steps:
+        out_buffer.copy_(scores), label_buffer.copy_(labels), loss_buffer.copy_(loss)
+        for metric in (held, each, held_loss, each_loss):
+            metric.update(out_buffer, label_buffer, loss_buffer)
+    assert len(steps) >= 2
+    with pytest.raises(RuntimeError, match=r'Accuracy: .*modified in place.*defer_steps=1'):
+        held.get_accumulated_value()
+    with pytest.raises(RuntimeError, match=r'Loss: .*modified in place.*defer_steps=1'):
+        held_loss.get_accumulated_value()
+    assert each.get_accumulated_value() == pytest.approx(_direct_accuracy(steps, 1))
+    assert each_loss.get_accumulated_value() == pytest.approx(sum(float(v) for _, _, v in steps) / len(steps))
+
+
+def test_held_steps_are_bounded_and_keep_no_autograd_graph():
+    metric = Accuracy(defer_steps=16)
+    big = torch.randn(1100, 1000)  # over a million scores: counted at once, never held
+    labels = torch.randint(1000, (1100,))
+    metric.update(big, labels)
+    assert not metric._pending.items
+    assert metric.get_last_step_value() == pytest.approx(_direct_accuracy([(big, labels, None)], 1))
+    weight = torch.randn(3, 3, requires_grad=True)
+    scores = torch.randn(4, 3) @ weight  # part of a graph
+    metric.update(scores, torch.tensor([0, 1, 2, 0]))
+    (held_scores, _), = metric._pending.items
+    assert not held_scores.requires_grad and held_scores.grad_fn is None
+    metric.update(torch.randn(2, 5), torch.tensor([4, 4]))  # the number of classes changed
+    metric.update(torch.randn(2, 5), torch.tensor([1, 3]))
+    counted = [(big, labels), (scores, torch.tensor([0, 1, 2, 0]))] + metric._pending.items[1:]
+    correct = sum((s.argmax(-1) == t).sum().item() for s, t in counted)
+    assert metric.get_accumulated_value() == pytest.approx(correct / (1100 + 4 + 2 + 2))
+
+
 # ---------------------------------------------------------------- data x pipeline parallel
 def _parallel_fit(rank, world_size, tmp):
     import torch.distributed as dist

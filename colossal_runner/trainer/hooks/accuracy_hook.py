@@ -16,13 +16,15 @@ class AccuracyHook(MetricHook):
     Args:
         topk: a sample is correct when its label is among the ``topk`` highest scores.
         name: the metric's key; use it to run several AccuracyHooks side by side.
+        defer_steps: steps counted together (see :class:`Accuracy`); 1 counts each step at once.
     """
 
     def __init__(self, topk: int = 1, name: Optional[str] = None, modes: Sequence[str] = MODES,
-                 priority: Union[int, str, Priority] = 'VERY_HIGH'):
+                 priority: Union[int, str, Priority] = 'VERY_HIGH', defer_steps: int = 16):
         self.topk = topk
+        self.defer_steps = defer_steps
         super().__init__(name=name or ('Accuracy' if topk == 1 else f'Top{topk}Accuracy'),
                          modes=modes, priority=priority)
 
     def build_metric(self) -> Metric:
-        return Accuracy(topk=self.topk)
+        return Accuracy(topk=self.topk, defer_steps=self.defer_steps)

@@ -6,6 +6,7 @@ from typing import Any, Dict, Union
 from ...registry import HOOKS
 from ..metrics import LearningRate, Metric
 from ..priority import Priority
+from .base_hook import BaseHook
 from .metric_hook import MetricHook
 
 
@@ -56,10 +57,11 @@ class LRSchedulerHook(MetricHook):
         # Read before the step: the engine steps the scheduler inside engine.step, so afterwards
         # get_lr() is already the next step's rate. Known on every stage, loss or not.
         if self.store_lr_in_state:
-            self.update(self.metrics['train'], runner, None, None, None)
+            self.metrics['train'].update(runner.engine.get_lr())
 
-    def after_train_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
-        pass  # recorded in before_train_iter
+    # Recorded in before_train_iter, so nothing to do after the step: BaseHook's no-op, which
+    # the Trainer does not even call (MetricHook's would feed the metric a second time).
+    after_train_iter = BaseHook.after_train_iter
 
     def after_train_epoch(self, runner: Any) -> None:
         if self.lr_scheduler is not None:

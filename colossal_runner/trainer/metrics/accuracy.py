@@ -1,12 +1,12 @@
 """Accuracy: the fraction of samples whose label is among the top-k predictions."""
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 
 from ...registry import METRICS
-from .base import Metric, reduce_over_data_group
+from .base import Metric, PendingSteps, reduce_over_data_group
 from ...utils.checks import check_positive_int
 
 
@@ -18,44 +18,76 @@ class Accuracy(Metric):
 
     Args:
         topk: count a sample as correct when its label is among the ``topk`` highest scores.
+        defer_steps: count the held outputs and labels of up to this many steps together
+            (see :class:`~colossal_runner.trainer.metrics.base.PendingSteps`); 1 counts every
+            step as it comes, for a data loader that overwrites its batches in place.
         epoch_only, device: as in :class:`Metric`.
     """
 
     name = 'Accuracy'
 
     def __init__(self, topk: int = 1, epoch_only: bool = False,
-                 device: Union[str, torch.device, None] = None):
+                 device: Union[str, torch.device, None] = None, defer_steps: int = 16):
         check_positive_int('topk', topk)
+        check_positive_int('defer_steps', defer_steps)
         self.topk = topk
+        self.defer_steps = defer_steps
         super().__init__(epoch_only=epoch_only, device=device)
 
     def reset(self) -> None:
         # Correct counts stay on the device (no sync per step); sample counts are host ints.
         self._correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self._total = 0
-        self._last = (torch.zeros((), dtype=torch.int64, device=self.device), 0)
+        self._pending = PendingSteps(self.defer_steps)
+        self._last: Optional[Tuple[torch.Tensor, int]] = None  # (correct, samples) of a step counted at once
 
     def update(self, output: Any, label: Any, loss: Optional[torch.Tensor] = None) -> None:
         if not isinstance(output, torch.Tensor) or not isinstance(label, torch.Tensor):
             raise TypeError(f'Accuracy.update expects tensors (scores [..., C], labels [...]), got '
                             f'{type(output).__name__} and {type(label).__name__}; write a Metric '
                             f'subclass for structured outputs.')
-        # argmax / topk / == build no autograd graph, so no detach; reshape only when needed
-        # (this runs every iteration, and each tensor call is a measurable share of a small step)
-        scores = output if output.dim() == 2 else output.reshape(-1, output.shape[-1])
-        target = label if label.dim() == 1 else label.reshape(-1)
-        if scores.shape[0] != target.shape[0]:
+        # reshape only when needed: this runs every iteration
+        scores = output if output.ndim == 2 else output.reshape(-1, output.shape[-1])
+        target = label if label.ndim == 1 else label.reshape(-1)
+        count = target.numel()
+        if scores.shape[0] != count:
             raise ValueError(f'Accuracy: {scores.shape[0]} predictions (output shape {tuple(output.shape)}) '
-                             f'but {target.shape[0]} labels (label shape {tuple(label.shape)})')
-        k = min(self.topk, scores.shape[-1])
-        if k == 1:  # argmax is the cheap top-1; this runs every iteration
-            correct = (scores.argmax(dim=-1) == target).sum()
+                             f'but {count} labels (label shape {tuple(label.shape)})')
+        self._total += count
+        pending, numel = self._pending, scores.numel()
+        if numel <= pending.step_limit:
+            if scores.requires_grad:  # a held tensor must not keep an autograd graph alive
+                scores = scores.detach()
+            self._last = None
+            if pending.add((scores, target), scores._version + target._version, numel):
+                self._count_pending()
         else:
-            top = scores.topk(k, dim=-1).indices
-            correct = (top == target.unsqueeze(-1)).any(dim=-1).sum()
-        self._correct += correct
-        self._total += target.numel()
-        self._last = (correct, target.numel())
+            correct = self._count(scores, target)
+            self._correct += correct
+            self._last = (correct, count)
+            pending.forget_last_step()
+
+    def _count(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """How many rows of ``scores`` have ``target`` among their top k (a 0-dim int64 tensor).
+
+        argmax / topk / == build no autograd graph, so nothing needs detaching here.
+        """
+        k = min(self.topk, scores.shape[-1])
+        if k == 1:  # argmax is the cheap top-1
+            return (scores.argmax(dim=-1) == target).sum()
+        top = scores.topk(k, dim=-1).indices
+        return (top == target.unsqueeze(-1)).any(dim=-1).sum()
+
+    def _count_pending(self) -> None:
+        steps = self._pending.take('Accuracy')
+        if not steps:
+            return
+        if len({scores.shape[1] for scores, _ in steps}) > 1:  # the number of classes changed
+            for scores, target in steps:
+                self._correct += self._count(scores, target)
+            return
+        scores, targets = zip(*steps)
+        self._correct += self._count(torch.cat(scores), torch.cat(targets))
 
     def _value(self, correct: torch.Tensor, total: int) -> float:
         pair = torch.stack([correct.to(self.zeros(0).dtype), self.zeros(0).new_tensor(float(total))])
@@ -63,10 +95,18 @@ class Accuracy(Metric):
         return self.ratio(pair[0], pair[1])
 
     def get_last_step_value(self) -> float:
-        return self._value(*self._last)
+        if self._last is not None:
+            return self._value(*self._last)
+        step = self._pending.last_step('Accuracy')
+        if step is None:
+            return self._value(self._correct.new_zeros(()), 0)
+        scores, target = step
+        return self._value(self._count(scores, target), target.numel())
 
     def get_accumulated_value(self) -> float:
+        self._count_pending()
         return self._value(self._correct, self._total)
 
     def __repr__(self) -> str:
-        return f'Accuracy(topk={self.topk}, epoch_only={self.epoch_only}, device={self.device})'
+        return (f'Accuracy(topk={self.topk}, epoch_only={self.epoch_only}, device={self.device}, '
+                f'defer_steps={self.defer_steps})')

@@ -2,35 +2,59 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from ...registry import METRICS
-from .base import Metric, reduce_over_data_group
+from ...utils.checks import check_positive_int
+from .base import Metric, PendingSteps, reduce_over_data_group
 
 
 @METRICS.register_module()
 class Loss(Metric):
-    """Mean loss over the steps of an epoch and over data-parallel replicas; lower is better."""
+    """Mean loss over the steps of an epoch and over data-parallel replicas; lower is better.
+
+    Args:
+        defer_steps: add up the held losses of up to this many steps together (see
+            :class:`~colossal_runner.trainer.metrics.base.PendingSteps`); 1 adds every step's
+            loss as it comes.
+        epoch_only, device: as in :class:`Metric`.
+    """
 
     name = 'Loss'
+
+    def __init__(self, epoch_only: bool = False, device: Union[str, torch.device, None] = None,
+                 defer_steps: int = 16):
+        check_positive_int('defer_steps', defer_steps)
+        self.defer_steps = defer_steps
+        super().__init__(epoch_only=epoch_only, device=device)
 
     def reset(self) -> None:
         # The running sum stays on the device (no sync per step); the step count is a host int.
         self._sum = self.zeros(0).new_zeros(())
         self._count = 0
+        self._pending = PendingSteps(self.defer_steps)
         self._last: Optional[torch.Tensor] = None
 
     def update(self, output, label, loss: torch.Tensor) -> None:
         if not isinstance(loss, torch.Tensor):
             raise TypeError(f'Loss.update expects the loss as a tensor, got {type(loss).__name__}')
         value = loss.detach() if loss.requires_grad else loss  # the Engine's loss is already detached
-        if value.dim():
+        if value.ndim:
             value = value.reshape(())
-        self._sum += value
         self._count += 1
         self._last = value
+        if self._pending.step_limit < 1:
+            self._sum += value
+        elif self._pending.add((value,), value._version, 1):
+            self._add_pending()
+
+    def _add_pending(self) -> None:
+        steps = self._pending.take('Loss')
+        if steps:
+            # summed in the accumulator's dtype (float64), as adding them one by one would
+            self._sum += torch.stack([value for value, in steps]).sum(dtype=self._sum.dtype)
 
     def _value(self, total: torch.Tensor, count: int) -> float:
         pair = torch.stack([total.to(self._sum.dtype), self._sum.new_tensor(float(count))])
@@ -40,9 +64,11 @@ class Loss(Metric):
     def get_last_step_value(self) -> float:
         if self._last is None:
             return self._value(self._sum, 0)
+        self._pending.last_step('Loss')  # checks that the held value was not overwritten
         return self._value(self._last, 1)
 
     def get_accumulated_value(self) -> float:
+        self._add_pending()
         return self._value(self._sum, self._count)
 
     @staticmethod
