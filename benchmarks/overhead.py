@@ -51,6 +51,8 @@ from colossal_runner.nn.lr_scheduler import CosineAnnealingLR  # noqa: E402
 from colossal_runner.trainer import Trainer  # noqa: E402
 from colossal_runner.trainer.hooks import BaseHook  # noqa: E402
 
+from other_frameworks import NOTES, optional_contenders  # noqa: E402  (benchmarks/, next to this file)
+
 WARMUP_ITERS = 50  # left out of the figures (construction, allocator and cache warm-up)
 BARE, METRICS, AGAIN = 'hand-written loop', 'hand-written + metrics', 'hand-written, again'
 GROUPED = 'hand + grouped metrics'
@@ -191,25 +193,6 @@ def run_trainer_bare(dataset, epochs, batch_size, tick):
     return run_trainer(dataset, epochs, batch_size, tick, with_hooks=False)
 
 
-def optional_contenders() -> Dict[str, Callable]:
-    """Rows for other frameworks, only when they happen to be installed (never a dependency)."""
-    rows: Dict[str, Callable] = {}
-    try:
-        import ignite.engine as ie
-
-        def run_ignite(dataset, epochs, batch_size, tick):
-            model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
-            trainer = ie.create_supervised_trainer(model, optimizer, criterion)
-            trainer.add_event_handler(ie.Events.ITERATION_COMPLETED, lambda e: (scheduler.step(), tick()))
-            state = trainer.run(loader, max_epochs=epochs)
-            return float(state.output), model, None
-
-        rows['ignite'] = run_ignite
-    except ImportError:
-        pass
-    return rows
-
-
 # ---------------------------------------------------------------------- lockstep
 class Lockstep:
     """Runs contenders as threads, one block of iterations at a time each, in random order.
@@ -326,11 +309,12 @@ def main(argv=None) -> dict:
     load_start = os.getloadavg()
     dataset = make_data(args.samples)
     # AGAIN is the bare loop a second time: its ratio to BARE shows the noise of this very run.
+    others = optional_contenders(make_run)
     contenders: Dict[str, Callable] = {BARE: run_hand_written, AGAIN: run_hand_written,
                                        METRICS: run_hand_written_metrics, GROUPED: run_hand_written_grouped,
                                        'Engine.step loop': run_engine,
                                        'Trainer.fit, no hooks': run_trainer_bare,
-                                       'Trainer.fit': run_trainer, **optional_contenders()}
+                                       'Trainer.fit': run_trainer, **others}
     if args.repeats is None:
         args.repeats = len(contenders)
     baseline = {name: BARE for name in contenders}
@@ -370,11 +354,14 @@ def main(argv=None) -> dict:
                    ratio_to_floor=round(statistics.median(floor_ratios[name]), 4),
                    end_to_end_s=round(statistics.median(total[name]), 3), final_loss=results[name][0],
                    identical_params=bool(torch.equal(params[name], params[BARE])),
-                   epoch_accuracy=results[name][2])
+                   epoch_accuracy=results[name][2], other_framework=name in others)
         result['rows'][name] = row
         print(f"{name:<24} {row['ms_per_iter']:>8.4f} {baseline[name]:<24} {row['ratio']:>6.3f} "
               f"{q[0]:>6.3f}-{q[2]:<6.3f} {row['ratio_to_floor']:>8.3f} {row['end_to_end_s']:>12.3f} "
               f"{row['final_loss']:>10.6f} {str(row['identical_params']):>11}")
+    for name in others:
+        if not result['rows'][name]['identical_params']:
+            print(f'{name}: other parameters than the hand-written loop. {NOTES.get(name, "Not explained.")}')
     same_metrics = results[METRICS][2] == results[GROUPED][2] == results['Trainer.fit'][2]
     result['same_epoch_accuracy'] = same_metrics
     print(f'epoch accuracies, hand-written + metrics {results[METRICS][2]}, grouped {results[GROUPED][2]}, '

@@ -23,9 +23,10 @@ def test_overhead_rows_end_on_identical_parameters_and_metrics():
     rows = result['rows']
     assert set(rows) >= {'hand-written loop', 'hand-written, again', 'hand-written + metrics',
                          'hand + grouped metrics', 'Engine.step loop', 'Trainer.fit, no hooks', 'Trainer.fit'}
-    losses = {row['final_loss'] for row in rows.values()}
-    assert len(losses) == 1, rows
-    assert all(row['identical_params'] for row in rows.values()), rows
+    ours = {name: row for name, row in rows.items() if not row['other_framework']}
+    assert len(ours) == 7  # other frameworks' rows appear only where they are installed
+    assert len({row['final_loss'] for row in ours.values()}) == 1, rows
+    assert all(row['identical_params'] for row in ours.values()), rows
     # the Trainer's metric hooks and both hand-written metric loops agree on every epoch's accuracy
     assert result['same_epoch_accuracy'] and len(rows['Trainer.fit']['epoch_accuracy']) == 2
     assert rows['Trainer.fit']['epoch_accuracy'] == rows['hand + grouped metrics']['epoch_accuracy']
