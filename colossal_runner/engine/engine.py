@@ -207,7 +207,7 @@ class Engine:
         One process, one micro-step, no autocast, no clipping, no gradient averaging: what is
         left is batch, forward, loss, backward, finite check, optimizer and scheduler step.
         The general path does the same through the schedule's and the engine's helpers; for a
-        small model each of those calls is a measurable share of the step (about 5% for the
+        small model those calls are a measurable share of the step (one to two percent for the
         model in benchmarks/overhead.py), so this path makes none it can avoid. The two paths
         are checked against each other bit for bit in tests/engine.
         """

@@ -34,7 +34,8 @@ class PendingSteps:
     A metric that counted every step as it came would run its few small tensor operations
     (argmax, compare, sum, add) once per step. For a small model those are a measurable share
     of the whole step: inside a training loop each costs several times what it costs in a tight
-    timing loop (benchmarks/overhead.py: about 4% of the step for the accuracy alone). Held
+    timing loop (benchmarks/overhead.py: Trainer.fit with the loss and accuracy hooks took about
+    5% of the step more counting every step than counting in groups of 16). Held
     here and reduced every ``max_steps`` steps, the same operations run once, on the held steps
     concatenated. Nothing is copied: the tensors are referenced, at most ``max_steps`` steps and
     ``max_elements`` elements of them (larger tensors are not held at all), so memory stays small.
