@@ -11,7 +11,8 @@ key                meaning
                    ``engine.step`` and before ``after_train_iter``. Restored from checkpoints.
 ``max_epochs``     ``epochs`` given to ``fit`` (None before ``fit``).
 ``max_steps``      ``max_steps`` given to ``fit``, else ``max_epochs * steps_per_epoch`` when
-                   the data loader has a length, else None.
+                   the data loader has a length, else None. Read before every step, so a
+                   hook may lower it to stop the run early.
 ``steps_per_epoch`` optimizer steps in one pass over the training data:
                    ``len(train_dataloader) // engine.gradient_accumulation`` (None when the
                    loader has no length).

@@ -38,6 +38,19 @@ def test_max_steps_stops_mid_epoch_and_test_interval():
     assert trainer.states['max_epochs'] == 10
 
 
+def test_a_hook_that_lowers_max_steps_stops_the_run_before_the_next_step():
+    class StopAt7(BaseHook):
+        def after_train_iter(self, runner, output, label, loss):
+            if runner.states['iteration'] == 7:
+                runner.states['max_steps'] = 7  # an early-stopping hook
+
+    counter = Counter()
+    trainer = Trainer(make_engine(), hooks=[StopAt7(), counter])
+    trainer.fit(make_loader(20, batch_size=4), epochs=10)
+    assert trainer.states['iteration'] == 7 and counter.iters == 7
+    assert counter.epochs == [1, 2]  # the second epoch ends after its second step
+
+
 def test_states_default_max_steps_and_gradient_accumulation():
     trainer = Trainer(make_engine(gradient_accumulation=2))
     trainer.fit(make_loader(16, batch_size=4), epochs=2)
