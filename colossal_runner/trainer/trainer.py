@@ -165,12 +165,9 @@ class Trainer:
         total = None if steps is None else steps - skip
         states, call_hook, train_step = self.states, self.call_hook, self._train_step
         with self._progress(total, f"Epoch {states['epoch']}", display_progress) as bar:
-            # The body runs once per optimizer step, so it reads what it needs directly
-            # instead of through small helpers (each call is a share of a small model's step).
             show = not bar.disable
             for _ in (range(total) if total is not None else itertools.count()):
-                max_steps = states['max_steps']  # read every step: a hook may lower it to stop early
-                if max_steps is not None and states['iteration'] >= max_steps:
+                if self._reached_max_steps():  # every step: a hook may lower max_steps to stop early
                     break
                 call_hook('before_train_iter')
                 result = train_step(data_iter, total is None)
