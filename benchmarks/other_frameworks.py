@@ -2,8 +2,9 @@
 
 None of them is a dependency of colossal_runner: a framework that is not importable simply has
 no row. Each row trains exactly what the hand-written loop trains (the same model, optimizer,
-LR scheduler stepped every iteration, data loader and seed, from ``make_run``), so it must end
-on the same parameters; overhead.py checks that, as for every row. Each uses its framework's
+LR scheduler stepped every iteration, data loader and seed, from ``make_run``), so it should end
+on the same parameters; overhead.py checks that, as for every row, and prints the reason from
+``NOTES`` for a framework that does not (Lightning). Each uses its framework's
 plain training loop with its own defaults, minus checkpoint files and progress bars, and no
 metrics: compare it with "Trainer.fit, no hooks" and with the floor.
 
