@@ -127,10 +127,12 @@ class Engine:
         self.device = first.device if first is not None else torch.device('cpu')
         self.scaler = make_grad_scaler(self.amp, self.device)
         self.grad_norm: Optional[torch.Tensor] = None  # global norm before clipping, last step
+        self.step_lr: Any = None  # learning rate (param group 0) the latest step used; see step()
         self.training = True
         self.nonfinite_loss = nonfinite_loss
         self.nonfinite_skips = 0  # steps dropped because the loss was NaN/Inf ('skip')
         self._early_agreement: Optional[Tuple[Any, torch.Tensor]] = None  # see begin_loss_agreement
+        self._host_loss: Optional[Tuple[torch.Tensor, float]] = None  # see host_loss
 
     @property
     def model(self) -> nn.Module:
@@ -165,11 +167,14 @@ class Engine:
 
         Returns ``(output, label, loss)`` for the whole step: outputs and labels of the
         micro-steps concatenated (detached), the mean loss as a detached 0-dim tensor;
-        all None on a pipeline stage that does not compute the loss.
+        all None on a pipeline stage that does not compute the loss. The learning rate the
+        step uses (param group 0, before the scheduler moves it) is kept in ``step_lr``.
         """
         if self.optimizer is None:
             raise ValueError('engine.step() needs an optimizer; this Engine was built with optimizer=None '
                              '(evaluation only).')
+        # Kept here, where it costs one lookup, so that LRSchedulerHook needs no call per step.
+        self.step_lr = self.optimizer.param_groups[0]['lr']
         # No zero_grad here: every step (and a dropped one) ends with the gradients set to
         # None, and a second zero_grad per step costs about 10 us, a measurable share of a
         # small model's step (benchmarks/overhead.py).
@@ -221,8 +226,10 @@ class Engine:
         loss = loss.detach() if loss.dtype is torch.float32 else loss_for_logging(loss)
         output = output.detach() if type(output) is torch.Tensor else detach(output)
         # item() + math.isfinite: see _loss_is_finite; one process, so nobody to agree with.
-        if not math.isfinite(loss.item()):
+        value = loss.item()
+        if not math.isfinite(value):
             return self._drop_step([(output, label, loss)])
+        self._host_loss = (loss, value)
         self.optimizer.step()
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
@@ -252,6 +259,18 @@ class Engine:
         The gradients come from the next stage, which already applied the loss scaling.
         """
         torch.autograd.backward(tensors, grad_tensors=grads)
+
+    def host_loss(self, loss: Any) -> Optional[float]:
+        """``loss`` as a Python float if this engine already read that very tensor to the host,
+        else None.
+
+        The plain step reads its loss with ``item()`` for the finite check, which on a GPU waits
+        for the step anyway; the Loss metric adds this number up instead of the tensor, so the
+        loss costs no tensor operation of its own. Other paths (pipelines, accumulation, fp16,
+        evaluation) give None, and the metric adds the tensor as before.
+        """
+        read = self._host_loss
+        return read[1] if read is not None and read[0] is loss else None
 
     def get_lr(self) -> float:
         """The learning rate of the optimizer's first param group."""

@@ -104,6 +104,39 @@ def test_loss_metric_basics_and_custom_metric_contract():
         Metric()
 
 
+def test_loss_takes_floats_and_tensors_alike():
+    """A float (the Engine's host value) and the tensor of the same loss count the same."""
+    values = [0.25, 1.5, 3.0, 0.125, 2.0]
+    as_tensors, mixed = Loss(defer_steps=2), Loss(defer_steps=2)
+    for i, value in enumerate(values):
+        as_tensors.update(None, None, torch.tensor(value))
+        mixed.update(None, None, value if i % 2 else torch.tensor(value))
+        assert mixed.get_last_step_value() == as_tensors.get_last_step_value() == value
+        assert mixed.get_accumulated_value() == as_tensors.get_accumulated_value()
+    assert mixed.get_accumulated_value() == pytest.approx(sum(values) / len(values))
+    with pytest.raises(TypeError, match='a tensor or a float, got str'):
+        mixed.update(None, None, 'high')
+
+
+@pytest.mark.parametrize('accumulation', [1, 2])
+def test_loss_hook_adds_the_value_the_engine_read_for_its_finite_check(accumulation):
+    """The plain step reads its loss to the host anyway; LossHook adds that float (no tensor
+    work). Steps that read nothing (accumulation over two batches) are added as tensors."""
+    engine = make_engine(gradient_accumulation=accumulation)
+    direct = Direct()
+    trainer = Trainer(engine, hooks=[LossHook(), AccuracyHook(), ThroughputHook(), direct])
+    trainer.fit(make_loader(24, batch_size=4), epochs=1)
+    losses = [loss for _, _, loss in direct.epochs[0]['steps']]
+    metric = trainer.states['metrics']['train']['Loss']
+    if accumulation == 1:
+        assert engine.host_loss(losses[-1]) == losses[-1].item()
+        assert engine.host_loss(losses[-1].clone()) is None      # only that very tensor
+        assert metric._host_sum == sum(loss.item() for loss in losses) and metric._sum == 0
+    else:
+        assert engine.host_loss(losses[-1]) is None and metric._host_sum == 0
+    assert direct.epochs[0]['loss'] == pytest.approx(sum(loss.item() for loss in losses) / len(losses))
+
+
 def _random_steps(num_steps, num_classes=5, seed=0):
     """(scores, labels, loss) per step, batch sizes 1..7; every third step has a time axis."""
     g = torch.Generator().manual_seed(seed)
@@ -192,9 +225,11 @@ def test_held_steps_are_bounded_and_keep_no_autograd_graph():
     metric.update(scores, torch.tensor([0, 1, 2, 0]))
     (held_scores, _), = metric._pending.items
     assert not held_scores.requires_grad and held_scores.grad_fn is None
-    metric.update(torch.randn(2, 5), torch.tensor([4, 4]))  # the number of classes changed
+    # The number of classes changes: the held 3-class step is counted before a 5-class one is held.
+    metric.update(torch.randn(2, 5), torch.tensor([4, 4]))
     metric.update(torch.randn(2, 5), torch.tensor([1, 3]))
-    counted = [(big, labels), (scores, torch.tensor([0, 1, 2, 0]))] + metric._pending.items[1:]
+    assert [held.shape for held, _ in metric._pending.items] == [(2, 5), (2, 5)]
+    counted = [(big, labels), (scores, torch.tensor([0, 1, 2, 0]))] + metric._pending.items
     correct = sum((s.argmax(-1) == t).sum().item() for s, t in counted)
     assert metric.get_accumulated_value() == pytest.approx(correct / (1100 + 4 + 2 + 2))
 

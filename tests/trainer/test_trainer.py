@@ -1,5 +1,6 @@
 """Trainer.fit / evaluate / predict, states, progress and logs."""
 import json
+import math
 import os
 
 import pytest
@@ -174,6 +175,29 @@ def test_step_logging_and_progress_bar(tmp_path, capsys):
     assert [r['LearningRate'] for r in records] == pytest.approx([0.1, 0.05])
     trainer.fit(make_loader(16), epochs=2)
     assert 'Epoch 2' not in capsys.readouterr().err          # quiet without display_progress
+
+
+def test_learning_rate_metric_follows_the_rate_each_engine_step_used():
+    """LRSchedulerHook runs nothing per iteration: its metric reads engine.step_lr, the rate the
+    latest step used before the scheduler moved it (NaN before the first step)."""
+    class Record(BaseHook):
+        def __init__(self):
+            super().__init__('LOWEST')
+            self.rates = []
+
+        def after_train_iter(self, runner, output, label, loss):
+            self.rates.append(runner.states['metrics']['train']['LearningRate'].get_last_step_value())
+
+    engine, record = make_engine(), Record()
+    trainer = Trainer(engine, hooks=[dict(type='LRSchedulerHook'), record])
+    lr_metric = trainer.states['metrics']['train']['LearningRate']
+    assert math.isnan(lr_metric.get_last_step_value())
+    assert 'before_train_iter' not in type(trainer.hooks[0]).__dict__
+    trainer.fit(make_loader(24), epochs=1)    # 6 steps; StepLR(step_size=2, gamma=0.5)
+    assert record.rates == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert engine.get_lr() == pytest.approx(0.0125)     # already the next step's rate
+    lr_metric.update(0.5)                                # a value given by hand wins
+    assert lr_metric.get_accumulated_value() == 0.5
 
 
 def test_lr_scheduler_hook_by_epoch_takes_over_stepping():

@@ -40,6 +40,10 @@ class LRSchedulerHook(MetricHook):
     def after_hook_is_attached(self, runner: Any) -> None:
         if self.store_lr_in_state:
             super().after_hook_is_attached(runner)
+            # Read when someone reads the metric: the engine keeps the rate each step used
+            # (before it steps the scheduler), so this hook does nothing per iteration.
+            engine = runner.engine
+            self.metrics['train'].follow(lambda: engine.step_lr)
         if self.by_epoch:
             if runner.engine.lr_scheduler is None:
                 raise ValueError('LRSchedulerHook(by_epoch=True) needs a scheduler to step, but the engine '
@@ -50,17 +54,9 @@ class LRSchedulerHook(MetricHook):
     def before_train_epoch(self, runner: Any) -> None:
         pass  # the learning rate is not an epoch average: nothing to reset
 
-    def update(self, metric: Metric, runner: Any, output: Any, label: Any, loss: Any) -> None:
-        metric.update(runner.engine.get_lr())
-
-    def before_train_iter(self, runner: Any) -> None:
-        # Read before the step: the engine steps the scheduler inside engine.step, so afterwards
-        # get_lr() is already the next step's rate. Known on every stage, loss or not.
-        if self.store_lr_in_state:
-            self.metrics['train'].update(runner.engine.get_lr())
-
-    # Recorded in before_train_iter, so nothing to do after the step: BaseHook's no-op, which
-    # the Trainer does not even call (MetricHook's would feed the metric a second time).
+    # The metric follows engine.step_lr (see after_hook_is_attached), which is known on every
+    # pipeline stage, loss or not; nothing to do after the step: BaseHook's no-op, which the
+    # Trainer does not even call (MetricHook's would feed the metric).
     after_train_iter = BaseHook.after_train_iter
 
     def after_train_epoch(self, runner: Any) -> None:

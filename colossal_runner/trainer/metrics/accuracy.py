@@ -10,6 +10,9 @@ from .base import Metric, PendingSteps, reduce_over_data_group
 from ...utils.checks import check_positive_int
 
 
+_TENSOR = torch.Tensor
+
+
 @METRICS.register_module()
 class Accuracy(Metric):
     """Top-k accuracy of class scores ``output[..., C]`` against integer labels ``label[...]``.
@@ -39,9 +42,28 @@ class Accuracy(Metric):
         self._correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self._total = 0
         self._pending = PendingSteps(self.defer_steps)
+        # The number of classes of the held steps (all the same); 0 or -1 sends the next step
+        # through _update, which sets it.
+        self._held_classes = 0
         self._last: Optional[Tuple[torch.Tensor, int]] = None  # (correct, samples) of a step counted at once
 
     def update(self, output: Any, label: Any, loss: Optional[torch.Tensor] = None) -> None:
+        # The common step, held as it is, in as few operations as possible (this runs every
+        # step, and inside a training loop each line costs several times its timeit figure):
+        # [N, C] scores without a graph, N labels, as many classes as the held steps, small.
+        pending = self._pending
+        if type(output) is _TENSOR and type(label) is _TENSOR and output.ndim == 2 and label.ndim == 1:
+            rows, classes = output.shape
+            if (rows == label.shape[0] and classes == self._held_classes and not output.requires_grad
+                    and rows * classes <= pending.step_limit):
+                self._total += rows
+                if pending.add((output, label), output._version + label._version, rows * classes):
+                    self._count_pending()
+                return
+        self._update(output, label)
+
+    def _update(self, output: Any, label: Any) -> None:
+        """update() for every case: checks, reshapes, detaches, or counts at once."""
         if not isinstance(output, torch.Tensor) or not isinstance(label, torch.Tensor):
             raise TypeError(f'Accuracy.update expects tensors (scores [..., C], labels [...]), got '
                             f'{type(output).__name__} and {type(label).__name__}; write a Metric '
@@ -49,23 +71,27 @@ class Accuracy(Metric):
         # reshape only when needed: this runs every iteration
         scores = output if output.ndim == 2 else output.reshape(-1, output.shape[-1])
         target = label if label.ndim == 1 else label.reshape(-1)
-        count = target.numel()
-        if scores.shape[0] != count:
-            raise ValueError(f'Accuracy: {scores.shape[0]} predictions (output shape {tuple(output.shape)}) '
+        rows, classes = scores.shape
+        count = target.shape[0]
+        if rows != count:
+            raise ValueError(f'Accuracy: {rows} predictions (output shape {tuple(output.shape)}) '
                              f'but {count} labels (label shape {tuple(label.shape)})')
         self._total += count
-        pending, numel = self._pending, scores.numel()
+        pending, numel = self._pending, rows * classes
         if numel <= pending.step_limit:
             if scores.requires_grad:  # a held tensor must not keep an autograd graph alive
                 scores = scores.detach()
             self._last = None
+            if classes != self._held_classes:  # held steps are concatenated: count those first
+                self._count_pending()
+                self._held_classes = classes
             if pending.add((scores, target), scores._version + target._version, numel):
                 self._count_pending()
         else:
             correct = self._count(scores, target)
             self._correct += correct
             self._last = (correct, count)
-            pending.forget_last_step()
+            self._held_classes = -1  # the next held step takes this path, which clears _last
 
     def _count(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """How many rows of ``scores`` have ``target`` among their top k (a 0-dim int64 tensor).
@@ -82,11 +108,7 @@ class Accuracy(Metric):
         steps = self._pending.take('Accuracy')
         if not steps:
             return
-        if len({scores.shape[1] for scores, _ in steps}) > 1:  # the number of classes changed
-            for scores, target in steps:
-                self._correct += self._count(scores, target)
-            return
-        scores, targets = zip(*steps)
+        scores, targets = zip(*steps)  # all with the same number of classes (see update)
         self._correct += self._count(torch.cat(scores), torch.cat(targets))
 
     def _value(self, correct: torch.Tensor, total: int) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from itertools import chain
 from typing import Any, List, Optional, Tuple, Union
 
 import torch
@@ -56,39 +57,46 @@ class PendingSteps:
         self.items: List[Tuple[torch.Tensor, ...]] = []  # held steps, oldest first
         self.versions: List[int] = []  # per held step, the sum of its tensors' version counters
         self.elements = 0
-        self.latest: Optional[Tuple[Tuple[torch.Tensor, ...], int]] = None  # the last step added, and its sum
+        # the last step taken and its sum: the latest step once nothing is held
+        self.taken: Optional[Tuple[Tuple[torch.Tensor, ...], int]] = None
 
     def add(self, step: Tuple[torch.Tensor, ...], version: int, numel: int) -> bool:
         """Hold one step: its tensors, the sum of their ``_version`` counters now (the caller adds
-        them up: this runs every step) and its size (at most ``step_limit``). True when the held
-        steps should now be reduced."""
-        self.items.append(step)
+        them up) and its size (at most ``step_limit``). True when the held steps should now be
+        reduced. Runs every step, so it does nothing else."""
+        items = self.items
+        items.append(step)
         self.versions.append(version)
-        self.latest = (step, version)
         self.elements += numel
-        return len(self.items) >= self.max_steps or self.elements > self.max_elements
+        return len(items) >= self.max_steps or self.elements > self.max_elements
 
     def take(self, what: str) -> List[Tuple[torch.Tensor, ...]]:
         """The held steps (oldest first), checked to be unchanged; the buffer is emptied."""
         items, versions = self.items, self.versions
+        if not items:
+            return items
         self.items, self.versions, self.elements = [], [], 0
-        for i, (step, version) in enumerate(zip(items, versions)):
-            if sum(map(_VERSION, step)) != version:
-                _raise_changed(what, len(items) - 1 - i)
+        self.taken = (items[-1], versions[-1])
+        # Counters only go up, so one sum over every held tensor tells whether any changed;
+        # only then is each step checked, to say which one.
+        if sum(map(_VERSION, chain.from_iterable(items))) != sum(versions):
+            for i, (step, version) in enumerate(zip(items, versions)):
+                if sum(map(_VERSION, step)) != version:
+                    _raise_changed(what, len(items) - 1 - i)
         return items
 
     def last_step(self, what: str) -> Optional[Tuple[torch.Tensor, ...]]:
-        """The tensors of the last step added (also after :meth:`take`), checked to be unchanged."""
-        if self.latest is None:
+        """The tensors of the last step added (also after :meth:`take`), checked to be unchanged;
+        None before the first."""
+        if self.items:
+            step, version = self.items[-1], self.versions[-1]
+        elif self.taken is not None:
+            step, version = self.taken
+        else:
             return None
-        step, version = self.latest
         if sum(map(_VERSION, step)) != version:
             _raise_changed(what, 0)
         return step
-
-    def forget_last_step(self) -> None:
-        """The last step was reduced at once, so :meth:`last_step` no longer describes it."""
-        self.latest = None
 
 
 _VERSION = operator.attrgetter('_version')

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Union
 
 import torch
 
@@ -14,6 +14,10 @@ from .base import Metric, PendingSteps, reduce_over_data_group
 @METRICS.register_module()
 class Loss(Metric):
     """Mean loss over the steps of an epoch and over data-parallel replicas; lower is better.
+
+    ``update`` takes the loss as a tensor or as a Python float (LossHook passes the float the
+    Engine already read for its finite check, when it has one): floats are added up on the host
+    at once, tensors on their device.
 
     Args:
         defer_steps: add up the held losses of up to this many steps together (see
@@ -33,13 +37,19 @@ class Loss(Metric):
     def reset(self) -> None:
         # The running sum stays on the device (no sync per step); the step count is a host int.
         self._sum = self.zeros(0).new_zeros(())
+        self._host_sum = 0.0  # losses given as floats (a float64 sum, like the tensor one)
         self._count = 0
         self._pending = PendingSteps(self.defer_steps)
-        self._last: Optional[torch.Tensor] = None
+        self._last: Union[torch.Tensor, float, None] = None
 
-    def update(self, output, label, loss: torch.Tensor) -> None:
+    def update(self, output, label, loss: Union[torch.Tensor, float]) -> None:
+        if type(loss) is float:
+            self._host_sum += loss
+            self._count += 1
+            self._last = loss
+            return
         if not isinstance(loss, torch.Tensor):
-            raise TypeError(f'Loss.update expects the loss as a tensor, got {type(loss).__name__}')
+            raise TypeError(f'Loss.update expects the loss as a tensor or a float, got {type(loss).__name__}')
         value = loss.detach() if loss.requires_grad else loss  # the Engine's loss is already detached
         if value.ndim:
             value = value.reshape(())
@@ -64,12 +74,14 @@ class Loss(Metric):
     def get_last_step_value(self) -> float:
         if self._last is None:
             return self._value(self._sum, 0)
+        if type(self._last) is float:
+            return self._value(self._sum.new_tensor(self._last), 1)
         self._pending.last_step('Loss')  # checks that the held value was not overwritten
         return self._value(self._last, 1)
 
     def get_accumulated_value(self) -> float:
         self._add_pending()
-        return self._value(self._sum, self._count)
+        return self._value(self._sum + self._host_sum, self._count)
 
     @staticmethod
     def is_better(a: float, b: float) -> bool:
