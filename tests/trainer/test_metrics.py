@@ -116,6 +116,9 @@ def test_loss_takes_floats_and_tensors_alike():
     assert mixed.get_accumulated_value() == pytest.approx(sum(values) / len(values))
     with pytest.raises(TypeError, match='a tensor or a float, got str'):
         mixed.update(None, None, 'high')
+    mixed.update(None, None, 4)                             # other numbers count as floats
+    assert mixed.get_last_step_value() == 4.0
+    assert mixed.get_accumulated_value() == pytest.approx((sum(values) + 4) / (len(values) + 1))
 
 
 @pytest.mark.parametrize('accumulation', [1, 2])

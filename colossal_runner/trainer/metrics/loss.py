@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Union
 
 import torch
@@ -49,6 +50,8 @@ class Loss(Metric):
             self._last = loss
             return
         if not isinstance(loss, torch.Tensor):
+            if isinstance(loss, numbers.Real) and not isinstance(loss, bool):  # an int, a NumPy float
+                return self.update(output, label, float(loss))
             raise TypeError(f'Loss.update expects the loss as a tensor or a float, got {type(loss).__name__}')
         value = loss.detach() if loss.requires_grad else loss  # the Engine's loss is already detached
         if value.ndim:
