@@ -23,33 +23,49 @@ is the median block time; end-to-end is the time a contender held the baton, con
 included. The bare loop also runs a second time as its own contender: its ratio, which
 should be 1, shows how far this run's noise alone moves a ratio.
 
-    python benchmarks/overhead.py [--repeats N] [--samples 20000] [--epochs 2] [--block 5]
+    python benchmarks/overhead.py [--repeats N] [--samples 20000] [--epochs 2] [--block 5] [--against REF]
+
+``--against REF`` measures a change directly: the Engine and Trainer.fit rows run a second
+time with this repository's package as of git REF, in the same lockstep runs, and the script
+prints each of our rows over its REF twin, block by block. A ratio between two whole runs moves
+by about a point from run to run; the paired one does not carry that drift.
 
 Prints a table and one JSON line.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
+import functools
+import importlib
+import io
 import json
 import logging
 import os
 import random
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
+from types import ModuleType
 from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
-from colossal_runner.engine import Engine  # noqa: E402
+import colossal_runner  # noqa: E402
+import colossal_runner.engine  # noqa: E402,F401  (run_engine and run_trainer reach them as attributes)
+import colossal_runner.trainer.hooks  # noqa: E402,F401
 from colossal_runner.nn.lr_scheduler import CosineAnnealingLR  # noqa: E402
-from colossal_runner.trainer import Trainer  # noqa: E402
-from colossal_runner.trainer.hooks import BaseHook  # noqa: E402
 
 from other_frameworks import NOTES, optional_contenders  # noqa: E402  (benchmarks/, next to this file)
 
@@ -141,9 +157,9 @@ def _count_group(held, loss_sum, correct):
     return loss_sum, correct
 
 
-def run_engine(dataset, epochs, batch_size, tick):
+def run_engine(dataset, epochs, batch_size, tick, package: ModuleType = colossal_runner):
     model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
-    engine = Engine(model, criterion, optimizer, lr_scheduler=scheduler)
+    engine = package.engine.Engine(model, criterion, optimizer, lr_scheduler=scheduler)
     engine.train()
     for _ in range(epochs):
         it = iter(loader)
@@ -154,43 +170,105 @@ def run_engine(dataset, epochs, batch_size, tick):
     return loss.item(), model, None
 
 
-class TickHook(BaseHook):
-    """Calls ``tick`` after every training iteration; keeps the last loss."""
+@functools.lru_cache(maxsize=None)
+def probe_hooks(base: type) -> tuple:
+    """The two hooks the Trainer rows use to measure, as subclasses of ``base`` (the BaseHook of
+    the package being measured: with ``--against``, another copy of the package has its own)."""
 
-    def __init__(self, tick):
-        super().__init__(priority='LOWEST')
-        self.tick = tick
-        self.last_loss = None
+    class TickHook(base):
+        """Calls ``tick`` after every training iteration; keeps the last loss."""
 
-    def after_train_iter(self, runner, output, label, loss):
-        self.last_loss = loss
-        self.tick()
+        def __init__(self, tick):
+            super().__init__(priority='LOWEST')
+            self.tick = tick
+            self.last_loss = None
+
+        def after_train_iter(self, runner, output, label, loss):
+            self.last_loss = loss
+            self.tick()
+
+    class EpochAccuracy(base):
+        """Reads the epoch's training accuracy after the metric hooks have closed the epoch."""
+
+        def __init__(self):
+            super().__init__(priority='LOWEST')
+            self.values: List[float] = []
+
+        def after_train_epoch(self, runner):
+            self.values.append(runner.states['metrics']['train']['Accuracy'].get_accumulated_value())
+
+    return TickHook, EpochAccuracy
 
 
-class EpochAccuracy(BaseHook):
-    """Reads the epoch's training accuracy after the metric hooks have closed the epoch."""
-
-    def __init__(self):
-        super().__init__(priority='LOWEST')
-        self.values: List[float] = []
-
-    def after_train_epoch(self, runner):
-        self.values.append(runner.states['metrics']['train']['Accuracy'].get_accumulated_value())
-
-
-def run_trainer(dataset, epochs, batch_size, tick, with_hooks=True):
+def run_trainer(dataset, epochs, batch_size, tick, with_hooks=True, package: ModuleType = colossal_runner):
     model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
-    engine = Engine(model, criterion, optimizer, lr_scheduler=scheduler)
-    ticker, accuracy = TickHook(tick), EpochAccuracy()
+    engine = package.engine.Engine(model, criterion, optimizer, lr_scheduler=scheduler)
+    tick_hook, epoch_accuracy = probe_hooks(package.trainer.hooks.BaseHook)
+    ticker, accuracy = tick_hook(tick), epoch_accuracy()
     hooks = [dict(type='LossHook'), dict(type='AccuracyHook'), dict(type='LRSchedulerHook'),
              dict(type='LogMetricByEpochHook'), ticker, accuracy] if with_hooks else [ticker]
-    Trainer(engine, hooks=hooks).fit(loader, epochs=epochs, display_progress=False)
+    package.trainer.Trainer(engine, hooks=hooks).fit(loader, epochs=epochs, display_progress=False)
     return ticker.last_loss.item(), model, accuracy.values if with_hooks else None
 
 
 def run_trainer_bare(dataset, epochs, batch_size, tick):
     """The loop alone: no metric, LR or logging hooks (the timing hook only)."""
     return run_trainer(dataset, epochs, batch_size, tick, with_hooks=False)
+
+
+# ---------------------------------------------------------------------- --against
+AT_REF = 'colossal_runner_at_ref'
+
+
+def load_package_at(ref: str) -> ModuleType:
+    """This repository's ``colossal_runner`` as of git ``ref``, importable next to the working
+    tree's, for measuring a change against the code before it in the same lockstep runs.
+
+    ``git archive`` writes the package into a temporary directory under another name
+    (``colossal_runner_at_ref``); its absolute imports of ``colossal_runner`` are renamed too, so
+    that none of its code is the working tree's. (Two separate processes cannot share a baton
+    at the block scale lockstep needs; two packages in one process can.)
+    """
+    try:
+        archive = subprocess.run(['git', '-C', ROOT, 'archive', '--format=tar', ref, 'colossal_runner'],
+                                 capture_output=True, check=True).stdout
+        commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', f'{ref}^{{commit}}'],
+                                capture_output=True, check=True, text=True).stdout.strip()
+    except FileNotFoundError:
+        raise SystemExit('--against needs git on the PATH, and this directory as a git checkout') from None
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f'--against {ref!r}: git could not give the package at that revision '
+                         f'({exc.stderr.decode(errors="replace").strip()}). Give a commit, branch or tag of '
+                         f'this repository, e.g. --against HEAD or --against HEAD~3.') from None
+    directory = tempfile.mkdtemp(prefix='overhead-against-')
+    atexit.register(shutil.rmtree, directory, True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(directory, filter='data')
+    package_dir = os.path.join(directory, AT_REF)
+    os.rename(os.path.join(directory, 'colossal_runner'), package_dir)
+    absolute = re.compile(r'^(\s*(?:from|import)\s+)colossal_runner\b', re.MULTILINE)
+    for folder, _, files in os.walk(package_dir):
+        for name in files:
+            if name.endswith('.py'):
+                path = os.path.join(folder, name)
+                with open(path, encoding='utf-8') as f:
+                    text = f.read()
+                renamed = absolute.sub(r'\1' + AT_REF, text)
+                if renamed != text:
+                    with open(path, 'w', encoding='utf-8') as f:
+                        f.write(renamed)
+    sys.path.insert(0, directory)
+    package = importlib.import_module(AT_REF)
+    for part in ('engine', 'trainer', 'trainer.hooks'):
+        importlib.import_module(f'{AT_REF}.{part}')
+    package.commit = commit
+    return package
+
+
+def contenders_at(package: ModuleType, ref: str) -> Dict[str, Callable]:
+    """The Engine and Trainer.fit rows again, run by ``package`` (from :func:`load_package_at`)."""
+    return {f'Engine.step loop at {ref}': functools.partial(run_engine, package=package),
+            f'Trainer.fit at {ref}': functools.partial(run_trainer, package=package)}
 
 
 # ---------------------------------------------------------------------- lockstep
@@ -292,6 +370,14 @@ def paired_ratios(blocks: Dict[str, List[float]], name: str, base: str, skip: in
     return [x / y for x, y in zip(blocks[name][skip:], blocks[base][skip:])]
 
 
+def median_and_quartiles(values: List[float]) -> tuple:
+    """(median, first quartile, third quartile); NaN quartiles for fewer than two values."""
+    if len(values) < 2:
+        return statistics.median(values), float('nan'), float('nan')
+    q = statistics.quantiles(values, n=4)
+    return statistics.median(values), q[0], q[2]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeats', type=int, default=None,
@@ -301,7 +387,12 @@ def main(argv=None) -> dict:
     parser.add_argument('--epochs', type=int, default=2)
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--block', type=int, default=5, help='iterations a contender runs per turn')
+    parser.add_argument('--against', metavar='REF',
+                        help="also run the Engine and Trainer.fit rows with this repository's package at git "
+                             'REF (a commit, branch or tag) in the same lockstep runs, and print ours '
+                             'over theirs: measures a change directly')
     args = parser.parse_args(argv)
+    at_ref = load_package_at(args.against) if args.against else None
     torch.set_num_threads(1)
     # Both metric rows print their two epoch lines to the console, as a training script would.
     LOG.addHandler(logging.StreamHandler())
@@ -315,10 +406,16 @@ def main(argv=None) -> dict:
                                        'Engine.step loop': run_engine,
                                        'Trainer.fit, no hooks': run_trainer_bare,
                                        'Trainer.fit': run_trainer, **others}
+    against = contenders_at(at_ref, args.against) if at_ref is not None else {}
+    contenders.update(against)
     if args.repeats is None:
         args.repeats = len(contenders)
     baseline = {name: BARE for name in contenders}
     baseline['Trainer.fit'] = GROUPED
+    baseline.update({name: GROUPED for name in against if name.startswith('Trainer.fit')})
+    # with --against: each of our rows over the same row at REF, block by block
+    pairs = dict(zip(('Engine.step loop', 'Trainer.fit'), against))
+    pair_ratios: Dict[str, List[float]] = {n: [] for n in pairs}
     names = list(contenders)
     ratios: Dict[str, List[float]] = {n: [] for n in names}
     floor_ratios: Dict[str, List[float]] = {n: [] for n in names}
@@ -336,32 +433,42 @@ def main(argv=None) -> dict:
             floor_ratios[name] += paired_ratios(lockstep.blocks, name, BARE, skip)
             block_ms[name] += [t * 1e3 for t in lockstep.blocks[name][skip:]]
             total[name].append(lockstep.held[name])
+        for name, theirs in pairs.items():
+            pair_ratios[name] += paired_ratios(lockstep.blocks, name, theirs, skip)
     load_end = os.getloadavg()
 
     params = {n: torch.cat([p.detach().flatten() for p in results[n][1].parameters()]) for n in names}
     print(f'load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}; {args.samples} samples, '
           f'batch {args.batch_size}, {args.epochs} epochs, {args.repeats} lockstep repeats of blocks of '
           f'{args.block} iterations, 1 thread')
-    print(f"{'contender':<24} {'ms/iter':>8} {'baseline':<24} {'ratio':>6} {'IQR':>13} {'vs floor':>8} "
+    width = max(24, *map(len, names))
+    print(f"{'contender':<{width}} {'ms/iter':>8} {'baseline':<24} {'ratio':>6} {'IQR':>13} {'vs floor':>8} "
           f"{'end-to-end s':>12} {'final loss':>10} {'same params':>11}")
     result = {'benchmark': 'overhead', 'load_start': load_start[0], 'load_end': load_end[0],
               'block': args.block, 'repeats': args.repeats, 'rows': {}}
     for name in names:
-        q = statistics.quantiles(ratios[name], n=4) if len(ratios[name]) > 1 else [float('nan')] * 3
+        ratio, low, high = median_and_quartiles(ratios[name])
         row = dict(ms_per_iter=round(statistics.median(block_ms[name]), 4), baseline=baseline[name],
-                   ratio=round(statistics.median(ratios[name]), 4),
-                   ratio_iqr=[round(q[0], 4), round(q[2], 4)],
+                   ratio=round(ratio, 4), ratio_iqr=[round(low, 4), round(high, 4)],
                    ratio_to_floor=round(statistics.median(floor_ratios[name]), 4),
                    end_to_end_s=round(statistics.median(total[name]), 3), final_loss=results[name][0],
                    identical_params=bool(torch.equal(params[name], params[BARE])),
                    epoch_accuracy=results[name][2], other_framework=name in others)
         result['rows'][name] = row
-        print(f"{name:<24} {row['ms_per_iter']:>8.4f} {baseline[name]:<24} {row['ratio']:>6.3f} "
-              f"{q[0]:>6.3f}-{q[2]:<6.3f} {row['ratio_to_floor']:>8.3f} {row['end_to_end_s']:>12.3f} "
+        print(f"{name:<{width}} {row['ms_per_iter']:>8.4f} {baseline[name]:<24} {row['ratio']:>6.3f} "
+              f"{low:>6.3f}-{high:<6.3f} {row['ratio_to_floor']:>8.3f} {row['end_to_end_s']:>12.3f} "
               f"{row['final_loss']:>10.6f} {str(row['identical_params']):>11}")
     for name in others:
         if not result['rows'][name]['identical_params']:
             print(f'{name}: other parameters than the hand-written loop. {NOTES.get(name, "Not explained.")}')
+    if pairs:
+        result['against'] = {'ref': args.against, 'commit': at_ref.commit, 'rows': {}}
+        for name, theirs in pairs.items():
+            ratio, low, high = median_and_quartiles(pair_ratios[name])
+            result['against']['rows'][name] = dict(ratio=round(ratio, 4),
+                                                   ratio_iqr=[round(low, 4), round(high, 4)])
+            print(f'{name} over {theirs} ({at_ref.commit}): {ratio:.3f} (quartiles {low:.3f}-{high:.3f}); '
+                  f'below 1 means faster now')
     same_metrics = results[METRICS][2] == results[GROUPED][2] == results['Trainer.fit'][2]
     result['same_epoch_accuracy'] = same_metrics
     print(f'epoch accuracies, hand-written + metrics {results[METRICS][2]}, grouped {results[GROUPED][2]}, '

@@ -45,3 +45,28 @@ def test_pipeline_benchmark_losses_equal_and_activations_at_the_theory():
             assert row['activations_ours'] == row['activations_theory'], row
         assert row['activations_ours'] == row['activations_torch'], row
         assert row['ours_ms'] > 0 and row['torch_ms'] > 0
+
+
+def test_overhead_against_a_git_revision_runs_that_package_in_the_same_lockstep():
+    """--against REF imports the package as of REF under another name and pairs its Engine and
+    Trainer.fit rows with ours, block by block."""
+    commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    result = _run('overhead.py', '--samples', '320', '--epochs', '1', '--repeats', '1', '--block', '2',
+                  '--against', 'HEAD')
+    rows = result['rows']
+    for name in ('Engine.step loop at HEAD', 'Trainer.fit at HEAD'):
+        assert rows[name]['identical_params']
+        assert rows[name]['final_loss'] == rows['Trainer.fit']['final_loss']
+    assert rows['Trainer.fit at HEAD']['epoch_accuracy'] == rows['Trainer.fit']['epoch_accuracy']
+    assert rows['Trainer.fit at HEAD']['baseline'] == 'hand + grouped metrics'
+    assert result['against']['ref'] == 'HEAD' and result['against']['commit'] == commit
+    assert set(result['against']['rows']) == {'Engine.step loop', 'Trainer.fit'}
+    assert all(row['ratio'] > 0 for row in result['against']['rows'].values())
+
+
+def test_overhead_against_an_unknown_revision_says_what_to_give():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'overhead.py'), '--against',
+                           'no-such-revision'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and not proc.stdout
+    assert "--against 'no-such-revision'" in proc.stderr and 'Give a commit, branch or tag' in proc.stderr
