@@ -27,8 +27,9 @@ should be 1, shows how far this run's noise alone moves a ratio.
 
 ``--against REF`` measures a change directly: the Engine and Trainer.fit rows run a second
 time with this repository's package as of git REF, in the same lockstep runs, and the script
-prints each of our rows over its REF twin, block by block. A ratio between two whole runs moves
-by about a point from run to run; the paired one does not carry that drift.
+prints each of our rows over its REF twin, block by block. Both sides are built in the same run
+and feel the same drift; the noise control (the bare loop run twice) shows how far this run's
+noise alone moves such a ratio, about a point, so repeat the run before trusting a smaller gain.
 
 Prints a table and one JSON line.
 """
