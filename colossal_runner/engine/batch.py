@@ -26,7 +26,9 @@ def unpack_batch(batch: Any) -> Tuple[Any, Any]:
 def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Move every tensor inside ``obj`` (tensors, tuples, lists, dicts, nested) to ``device``."""
     if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=non_blocking)
+        # One already there is returned as it is, without the cost of .to() parsing its
+        # arguments and dispatching only to return it unchanged (this runs every step).
+        return obj if obj.device == device else obj.to(device, non_blocking=non_blocking)
     if isinstance(obj, dict):
         return type(obj)((k, to_device(v, device, non_blocking)) for k, v in obj.items())
     if isinstance(obj, tuple) and hasattr(obj, '_fields'):  # namedtuple

@@ -25,6 +25,10 @@ def test_to_device_keeps_structure():
     assert moved['a'][0].device.type == 'meta' and moved['a'][1][0].device.type == 'meta'
     assert moved['a'][1][1] == 'tag' and isinstance(moved['a'][1], tuple)
     assert isinstance(moved['p'], Pair) and moved['p'].y == 3
+    # a tensor already on the device comes back as the same object; 'cpu' as a string moves too
+    cpu = torch.zeros(2)
+    assert to_device(cpu, torch.device('cpu')) is cpu and to_device(cpu, 'cpu').equal(cpu)
+    assert to_device(batch, torch.device('cpu'))['a'][0] is batch['a'][0]
 
 
 def test_call_model_by_data_type():

@@ -80,17 +80,11 @@ class BaseSchedule(ABC):
             data, label = batch
         else:
             data, label = unpack_batch(batch)
-        # A tensor already on the device is kept as it is without calling .to(), which would
-        # return it unchanged but only after parsing its arguments and dispatching (every step).
         device = engine.device
-        if type(data) is not torch.Tensor:
+        if type(data) is not torch.Tensor or data.device != device:
             data = to_device(data, device)
-        elif data.device != device:
-            data = data.to(device)
-        if type(label) is not torch.Tensor:
+        if type(label) is not torch.Tensor or label.device != device:
             label = to_device(label, device)
-        elif label.device != device:
-            label = label.to(device)
         return data, label
 
     def call_model(self, engine: 'Engine', data: Any, model: Optional[torch.nn.Module] = None) -> Any:

@@ -31,12 +31,11 @@ class LossHook(MetricHook):
         # Looked up once: an engine without host_loss (a stand-in in tests) always gives tensors.
         self._host_loss = getattr(runner.engine, 'host_loss', _no_host_loss)
 
-    def after_train_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
+    def update(self, metric: Metric, runner: Any, output: Any, label: Any, loss: Any) -> None:
         # The float the Engine read for its finite check when it has one (see Engine.host_loss),
         # so that the training loss costs no tensor operation; the tensor otherwise.
-        if loss is not None and 'train' in self.metrics:
-            value = self._host_loss(loss)
-            self.update(self.metrics['train'], runner, output, label, loss if value is None else value)
+        value = self._host_loss(loss)
+        metric.update(output, label, loss if value is None else value)
 
 
 def _no_host_loss(loss: Any) -> None:
