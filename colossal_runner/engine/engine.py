@@ -194,8 +194,7 @@ class Engine:
         pipeline_group = _pipeline_group()
         if self.scaler is None and not self._loss_is_finite(results, pipeline_group):
             return self._drop_step(results)
-        if self.data_parallel_group is not None:
-            self._average_gradients()
+        self._average_gradients()
         skipped = self._optimizer_step(pipeline_group)
         if self.lr_scheduler is not None and not skipped:
             self.lr_scheduler.step()

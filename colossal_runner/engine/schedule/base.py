@@ -80,12 +80,7 @@ class BaseSchedule(ABC):
             data, label = batch
         else:
             data, label = unpack_batch(batch)
-        device = engine.device
-        if type(data) is not torch.Tensor or data.device != device:
-            data = to_device(data, device)
-        if type(label) is not torch.Tensor or label.device != device:
-            label = to_device(label, device)
-        return data, label
+        return to_device(data, engine.device), to_device(label, engine.device)
 
     def call_model(self, engine: 'Engine', data: Any, model: Optional[torch.nn.Module] = None) -> Any:
         """Run ``model`` (the engine's by default) on ``data`` under the engine's autocast."""

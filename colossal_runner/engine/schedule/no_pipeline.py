@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Tuple
 import torch
 
 from ...registry import SCHEDULES
-from ..batch import call_model
-from .base import BaseSchedule, check_loss, detach, loss_for_logging
+from .base import BaseSchedule, detach, loss_for_logging
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -23,16 +22,12 @@ class NoPipelineSchedule(BaseSchedule):
 
     def forward_backward_step(self, engine: 'Engine', data_iter: Iterator, forward_only: bool,
                               return_loss: bool = True) -> Tuple[Any, Any, Optional[torch.Tensor]]:
-        # The same steps as BaseSchedule.call_model + compute_loss, under one autocast: this is
-        # the whole per-step cost of the framework for plain training, so it stays flat.
+        # Plain training with one micro-step and nothing else takes Engine._plain_step instead.
         data, label = self.load_batch(engine, data_iter)
+        output = self.call_model(engine, data)
         loss = None
-        with engine.autocast():
-            output = call_model(engine.model, data)
-            if return_loss or not forward_only:
-                if engine.criterion is None:
-                    return self.compute_loss(engine, output, label)  # raises, saying what to do
-                loss = check_loss(engine.criterion(output, label))
+        if return_loss or not forward_only:
+            loss = self.compute_loss(engine, output, label)
         if not forward_only:
             engine.backward(loss)
         return detach(output), label, (loss_for_logging(loss) if return_loss else None)
