@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -70,3 +73,66 @@ def test_overhead_against_an_unknown_revision_says_what_to_give():
                            'no-such-revision'], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and not proc.stdout
     assert "--against 'no-such-revision'" in proc.stderr and 'Give a commit, branch or tag' in proc.stderr
+
+
+def test_instruction_counts_without_valgrind_count_python_calls_per_iteration():
+    result = _run('instructions.py', '--no-valgrind', '--only', 'engine', 'trainer', '--warmup', '2',
+                  '--iterations', '8', timeout=180)
+    rows = result['rows']
+    assert list(rows) == ['hand-written loop', 'Engine.step loop', 'Trainer.fit'] and not result['valgrind']
+    assert 'instructions' not in rows['Trainer.fit']
+    # Exact counts: the Engine and the Trainer add a few calls per iteration to the loop, no more.
+    bare, engine, trainer = (rows[name]['python_calls'] for name in rows)
+    assert bare < engine < trainer < bare + 40, rows
+
+
+def test_instruction_counts_say_what_to_install_without_valgrind(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'instructions.py'), '--only',
+                           'trainer'], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PATH=str(tmp_path)))
+    assert proc.returncode != 0 and not proc.stdout
+    assert 'valgrind, callgrind_control is not on the PATH' in proc.stderr and '--no-valgrind' in proc.stderr
+
+
+def test_callgrind_output_is_split_by_shared_object(tmp_path):
+    """Self costs go to the object of their function; a call's inclusive cost is not the caller's."""
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    try:
+        from instructions import parse_callgrind, places
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / 'out'
+    path.write_text('# callgrind format\nversion: 1\npositions: line\nevents: Ir\nsummary: 0\n\n'
+                    'ob=(1) /usr/lib/libpython3.11.so.1.0\nfl=(1) ceval.c\nfn=(1) eval\n10 100\n+2 50\n'
+                    'cob=(2) /opt/torch/lib/libtorch_cpu.so\ncfi=(2) ???\ncfn=(2) addmm\ncalls=3 0\n0 7000\n'
+                    '* 25\n\nob=(2)\nfl=(2)\nfn=(2)\n0 7000\n\nob=(3) /lib/x86_64-linux-gnu/libc.so.6\n'
+                    'fl=(3) ???\nfn=(3) malloc\n0 300\n\ntotals: 7475\n')
+    costs = parse_callgrind(str(path))
+    assert costs == {'/usr/lib/libpython3.11.so.1.0': 175, '/opt/torch/lib/libtorch_cpu.so': 7000,
+                     '/lib/x86_64-linux-gnu/libc.so.6': 300, 'total': 7475}
+    assert places(costs) == {'Python interpreter': 175, 'torch': 7000, 'C/C++ runtime': 300}
+
+
+@pytest.mark.skipif(shutil.which('valgrind') is None or shutil.which('callgrind_control') is None,
+                    reason='valgrind is not installed (the error path is tested above)')
+@pytest.mark.timeout(600)
+def test_instruction_counts_under_callgrind_add_up_and_compare_with_a_git_revision():
+    commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    result = _run('instructions.py', '--only', 'trainer', '--warmup', '2', '--iterations', '4', '--jobs', '2',
+                  '--against', 'HEAD', timeout=540)
+    rows = result['rows']
+    assert list(rows) == ['hand-written loop', 'Trainer.fit', 'Trainer.fit at HEAD']
+    assert result['valgrind'] and result['same_arithmetic']
+    bare, trainer, twin = rows.values()
+    for row in rows.values():
+        # the split by place adds up to the total, window minus window
+        assert abs(sum(row['places'].values()) - row['instructions']) <= 0.001 * row['instructions'], row
+        assert row['places']['torch'] > 0 and row['places']['Python interpreter'] > 0
+    assert trainer['instructions'] > bare['instructions'] and trainer['ratio'] > 1 and bare['ratio'] == 1
+    # The package at HEAD runs the same code under another name: the same Python calls, and
+    # instructions within the run-to-run spread (memory layout moves a count by a few thousand).
+    assert twin['python_calls'] == trainer['python_calls']
+    against = result['against']
+    assert against['ref'] == 'HEAD' and against['commit'] == commit
+    assert abs(against['rows']['Trainer.fit']['ratio'] - 1) < 0.01, against
