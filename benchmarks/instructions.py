@@ -315,14 +315,16 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"final losses and parameter sums {'equal' if same else 'DIFFER'} across the contenders")
     if args.against:
         result['against'] = {'ref': args.against, 'commit': commit, 'rows': {}}
-        for key in TWINS:
-            if key in keys and instructions:
+        for key in (k for k in TWINS if k in keys):
+            name, twin = rows[key][0], rows[f'{key}@ref'][0]
+            calls_more = calls[key]['python'] - calls[f'{key}@ref']['python']
+            entry = result['against']['rows'][name] = dict(python_calls=round(calls_more, 3))
+            line = f'{name} over {twin} ({commit}): {calls_more:+.2f} Python calls per iteration'
+            if instructions:
                 ours, theirs = instructions[key]['instructions'], instructions[f'{key}@ref']['instructions']
-                name, twin = rows[key][0], rows[f'{key}@ref'][0]
-                result['against']['rows'][name] = dict(ratio=round(ours / theirs, 5),
-                                                       per_iteration=round(ours - theirs))
-                print(f'{name} over {twin} ({commit}): {ours / theirs:.4f} of its instructions, '
-                      f'{ours - theirs:+,.0f} per iteration')
+                entry.update(ratio=round(ours / theirs, 5), per_iteration=round(ours - theirs))
+                line += f', {ours / theirs:.4f} of its instructions ({ours - theirs:+,.0f} per iteration)'
+            print(line)
     print(json.dumps(result))
     return result
 

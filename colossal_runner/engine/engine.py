@@ -133,6 +133,7 @@ class Engine:
         self.nonfinite_skips = 0  # steps dropped because the loss was NaN/Inf ('skip')
         self._early_agreement: Optional[Tuple[Any, torch.Tensor]] = None  # see begin_loss_agreement
         self._host_loss: Optional[Tuple[torch.Tensor, float]] = None  # see host_loss
+        self._last_graph: Optional[torch.Tensor] = None  # see _plain_step
 
     @property
     def model(self) -> nn.Module:
@@ -222,6 +223,14 @@ class Engine:
         if type(loss) is not torch.Tensor or loss.ndim:
             check_loss(loss)  # raises, saying what the criterion must return
         loss.backward()
+        # The step's loss, graph attached, stays referenced until the next step's forward has run,
+        # as `loss` does in a hand-written loop. Each parameter's gradient accumulator lives only
+        # as long as some graph holds it, and the forward makes a new one for every parameter
+        # otherwise: with both results detached, that was about 12,000 instructions per step
+        # for benchmarks/overhead.py's model (0.6%, benchmarks/instructions.py). backward() has
+        # already freed what the graph saved for it, so the nodes are all that stays (and what a
+        # custom autograd Function keeps on ctx by itself, as in a hand-written loop).
+        self._last_graph = loss
         loss = loss.detach() if loss.dtype is torch.float32 else loss_for_logging(loss)
         output = output.detach() if type(output) is torch.Tensor else detach(output)
         # item() + math.isfinite: see _loss_is_finite; one process, so nobody to agree with.

@@ -1,6 +1,8 @@
 """Engine: a step equals the hand-written loop; accumulation, clipping, AMP, state, bad input."""
+import gc
 import io
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -316,3 +318,37 @@ def test_plain_step_is_used_only_where_it_does_the_same(monkeypatch):
     engine = Engine(model, None, torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(ValueError, match='the engine has no criterion'):
         engine.step(iter([(x, y)]))
+
+
+def test_plain_step_next_forward_reuses_the_gradient_accumulators():
+    """The step's graph stays referenced until the next step, as `loss` does in a hand-written
+    loop, so the next forward finds each parameter's gradient accumulator instead of making a
+    new one: a hook put on the first step's accumulator runs again in the second step."""
+    model = make_model()
+    engine = Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    engine.train()
+    it = iter(make_batches(2, 4))
+    engine.step(it)
+    ran = []
+    node = torch.autograd.graph.get_gradient_edge(model[0].weight).node
+    node.register_hook(lambda *grads: ran.append(1))
+    del node  # only the engine's reference to the graph keeps the accumulator now
+    engine.step(it)
+    assert ran == [1]
+
+
+def test_plain_step_keeps_neither_the_batch_nor_the_activations_alive():
+    """What stays of a step's graph until the next step is its nodes: backward has freed what they
+    saved, so the batch and the activations go as soon as the caller drops them."""
+    model = make_model()
+    activations = []
+    model[1].register_forward_hook(lambda module, inputs, output: activations.append(weakref.ref(output)))
+    engine = Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    engine.train()
+    x, y = make_batches(1, 4)[0]
+    batch = weakref.ref(x)
+    output, label, loss = engine.step(iter([(x, y)]))
+    assert output.shape == (4, 3) and not loss.requires_grad
+    del x, y, output, label, loss
+    gc.collect()
+    assert batch() is None and activations[0]() is None
