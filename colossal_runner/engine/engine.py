@@ -260,6 +260,7 @@ class Engine:
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
         loss.backward()
+        self._last_graph = loss  # kept until the next backward: see _plain_step
 
     def backward_by_grad(self, tensors: Any, grads: Any) -> None:
         """Back-propagate received gradients through ``tensors`` (pipeline stages).

@@ -320,21 +320,24 @@ def test_plain_step_is_used_only_where_it_does_the_same(monkeypatch):
         engine.step(iter([(x, y)]))
 
 
-def test_plain_step_next_forward_reuses_the_gradient_accumulators():
+@pytest.mark.parametrize('accumulation', [1, 2])
+def test_next_forward_reuses_the_gradient_accumulators(accumulation):
     """The step's graph stays referenced until the next step, as `loss` does in a hand-written
     loop, so the next forward finds each parameter's gradient accumulator instead of making a
-    new one: a hook put on the first step's accumulator runs again in the second step."""
+    new one: a hook put on the first step's accumulator runs again in the second step (in each
+    of its micro-steps; accumulation takes the general path, the plain step the other)."""
     model = make_model()
-    engine = Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    engine = Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
+                    gradient_accumulation=accumulation)
     engine.train()
-    it = iter(make_batches(2, 4))
+    it = iter(make_batches(2 * accumulation, 4))
     engine.step(it)
     ran = []
     node = torch.autograd.graph.get_gradient_edge(model[0].weight).node
     node.register_hook(lambda *grads: ran.append(1))
     del node  # only the engine's reference to the graph keeps the accumulator now
     engine.step(it)
-    assert ran == [1]
+    assert ran == [1] * accumulation
 
 
 def test_plain_step_keeps_neither_the_batch_nor_the_activations_alive():
