@@ -70,18 +70,17 @@ PLACES = (('Python interpreter', re.compile(r'libpython|/python3?[.\d]*$')),
           ('C/C++ runtime', re.compile(r'libc\.so|ld-linux|libstdc\+\+|libm\.so|libgcc|libpthread')))
 
 
-def contenders(against: Optional[str] = None) -> Dict[str, Tuple[str, Callable]]:
-    """CONTENDERS, plus the TWINS run by the package as of git ``against`` (keys ``engine@ref``,
-    ``trainer@ref``; see ``overhead.load_package_at``)."""
-    if against is None:
-        return dict(CONTENDERS)
-    package = overhead.load_package_at(against)
+def contenders(against: Optional[str] = None) -> Tuple[Dict[str, Tuple[str, Callable]], Optional[str]]:
+    """(CONTENDERS plus the TWINS run by the package as of git ``against``, under the keys
+    ``engine@ref`` and ``trainer@ref``; the commit ``against`` names). See
+    ``overhead.load_package_at``."""
     rows = dict(CONTENDERS)
+    if against is None:
+        return rows, None
+    package = overhead.load_package_at(against)
     for label, fn in overhead.contenders_at(package, against).items():
-        key = 'engine@ref' if label.startswith('Engine') else 'trainer@ref'
-        rows[key] = (label, fn)
-    rows['commit'] = (package.commit, None)  # not a contender: the commit REF named
-    return rows
+        rows['engine@ref' if label.startswith('Engine') else 'trainer@ref'] = (label, fn)
+    return rows, package.commit
 
 
 # ---------------------------------------------------------------------- the windows
@@ -156,7 +155,7 @@ def run_child(key: str, warmup: int, n: int, against: Optional[str]) -> None:
             control('--instr=on')
         control('--dump')
 
-    loss, model, _ = contenders(against)[key][1](overhead.make_data(samples_for(warmup, n)), 1, BATCH,
+    loss, model, _ = contenders(against)[0][key][1](overhead.make_data(samples_for(warmup, n)), 1, BATCH,
                                       Windows(warmup, n, mark))
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     print(json.dumps({'final_loss': loss, 'params_sum': float(params.double().sum())}))
@@ -272,12 +271,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
         return {}
     missing = None if args.no_valgrind else valgrind_tools()
     if missing:
-        raise SystemExit(f'instructions are counted with valgrind, but {missing} is not on the PATH. Install '
+        raise SystemExit(f'instructions are counted with valgrind, but the PATH has no {missing}. Install '
                          f'valgrind (e.g. apt-get install valgrind), or pass --no-valgrind to count Python '
                          f'calls only.')
     torch.set_num_threads(1)
-    rows = contenders(args.against)
-    commit = rows.pop('commit', (None,))[0]
+    rows, commit = contenders(args.against)
     keys = [key for key in rows if key == 'bare' or args.only is None or key.split('@')[0] in args.only]
     calls = {key: count_calls(rows[key][1], args.warmup, args.iterations) for key in keys}
     instructions: Dict[str, dict] = {}

@@ -226,8 +226,8 @@ class Engine:
         # The step's loss, graph attached, stays referenced until the next step's forward has run,
         # as `loss` does in a hand-written loop. Each parameter's gradient accumulator lives only
         # as long as some graph holds it, and the forward makes a new one for every parameter
-        # otherwise: with both results detached, that was about 12,000 instructions per step
-        # for benchmarks/overhead.py's model (0.6%, benchmarks/instructions.py). backward() has
+        # otherwise: with both results detached, that was about 15,000 instructions per step
+        # for benchmarks/overhead.py's model (0.8%, benchmarks/instructions.py). backward() has
         # already freed what the graph saved for it, so the nodes are all that stays (and what a
         # custom autograd Function keeps on ctx by itself, as in a hand-written loop).
         self._last_graph = loss

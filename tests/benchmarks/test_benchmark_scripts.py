@@ -99,7 +99,7 @@ def test_instruction_counts_say_what_to_install_without_valgrind(tmp_path):
                            'trainer'], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PATH=str(tmp_path)))
     assert proc.returncode != 0 and not proc.stdout
-    assert 'valgrind, callgrind_control is not on the PATH' in proc.stderr and '--no-valgrind' in proc.stderr
+    assert 'but the PATH has no valgrind, callgrind_control' in proc.stderr and '--no-valgrind' in proc.stderr
 
 
 def test_callgrind_output_is_split_by_shared_object(tmp_path):
