@@ -16,16 +16,18 @@ warm-up:
   execute cancels out. The instructions are also split by where the code lives: the Python
   interpreter, torch (with MKL), the C and C++ runtime.
 
-Instructions are not time: Python code runs at fewer instructions per cycle than torch's
-kernels, so a share of instructions spent in the interpreter costs more than that share of the
-time. Read the counts to find where extra work is and to measure a change exactly, and
-``overhead.py`` for what it costs.
+Instructions are not time: the extra work of the Engine and the Trainer has measured at about
+twice as large a share of the time (``overhead.py``) as of the instructions, since the bare
+loop's average instruction is a matrix kernel's. Read the counts to find where extra work is
+and to measure a change finely, and ``overhead.py`` for what it costs.
 
-Two runs of the same code agree within about a thousand instructions per iteration: the
-children run with the same hash seed (``PYTHONHASHSEED=0``), which otherwise moves a count by
-several thousand from one process to the next, and each freezes the objects that exist after
-its warm-up (``gc.freeze``), so that a full garbage collection, whose cost depends on everything
-the process ever imported, does not land in one window and not the other.
+Read differences under about 3,000 instructions per iteration as noise. The children run with
+one hash seed (``PYTHONHASHSEED=0``), which otherwise moves a count by several thousand from one
+process to the next, and with command lines of one length; each freezes the objects that exist
+after its warm-up (``gc.freeze``), so that a full garbage collection, whose cost depends on
+everything the process ever imported, does not land in one window and not the other. The same
+child run twice then gives the same count; one character more on its command line moves it by
+about 2,000.
 
     python benchmarks/instructions.py [--iterations 160] [--warmup 20] [--no-valgrind] [--jobs 2]
 
@@ -86,7 +88,8 @@ def contenders(against: Optional[str] = None) -> Tuple[Dict[str, Tuple[str, Call
 # ---------------------------------------------------------------------- the windows
 class Windows:
     """Calls ``mark(i)`` after iterations ``warmup``, ``warmup + n`` and ``warmup + 3n``
-    (``i`` = 0, 1, 2): the edges of the two windows of ``n`` and ``2n`` iterations."""
+    (``i`` = 0, 1, 2): the edges of the two windows of ``n`` and ``2n`` iterations. At the first
+    edge it freezes the objects that exist (``gc.freeze``; the caller unfreezes)."""
 
     def __init__(self, warmup: int, n: int, mark: Callable[[int], None]):
         self.edges = (warmup, warmup + n, warmup + 3 * n)
@@ -96,6 +99,9 @@ class Windows:
     def __call__(self) -> None:  # the contender's tick
         self.done += 1
         if self.done in self.edges:
+            if self.done == self.edges[0]:
+                gc.collect()
+                gc.freeze()
             self.mark(self.edges.index(self.done))
 
 
@@ -117,9 +123,6 @@ def count_calls(fn: Callable, warmup: int, n: int) -> Dict[str, float]:
             counts[event] += 1
 
     def mark(i: int) -> None:
-        if i == 0:
-            gc.collect()
-            gc.freeze()
         on[0] = i == 1
 
     dataset = overhead.make_data(samples_for(warmup, n))
@@ -150,8 +153,6 @@ def run_child(key: str, warmup: int, n: int, against: Optional[str]) -> None:
 
     def mark(i: int) -> None:
         if i == 0:
-            gc.collect()
-            gc.freeze()
             control('--instr=on')
         control('--dump')
 
@@ -236,8 +237,8 @@ def count_instructions(key: str, warmup: int, n: int, directory: str,
     # Dumps are numbered in order: .1 at the end of the warm-up, .2 after the first window,
     # .3 after the second; the file without a number holds what ran after the last dump.
     first, second = parse_callgrind(f'{out}.2'), parse_callgrind(f'{out}.3')
-    per_place = {place: (value - places(first).get(place, 0)) / n
-                 for place, value in places(second).items()}
+    first_places = places(first)
+    per_place = {place: (value - first_places.get(place, 0)) / n for place, value in places(second).items()}
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result.update(instructions=(second['total'] - first['total']) / n,
                   places={k: round(v) for k, v in sorted(per_place.items(), key=lambda kv: -kv[1])})

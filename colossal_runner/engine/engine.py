@@ -133,7 +133,7 @@ class Engine:
         self.nonfinite_skips = 0  # steps dropped because the loss was NaN/Inf ('skip')
         self._early_agreement: Optional[Tuple[Any, torch.Tensor]] = None  # see begin_loss_agreement
         self._host_loss: Optional[Tuple[torch.Tensor, float]] = None  # see host_loss
-        self._last_graph: Optional[torch.Tensor] = None  # see _plain_step
+        self._last_graph: Optional[torch.Tensor] = None  # see backward
 
     @property
     def model(self) -> nn.Module:
@@ -213,8 +213,9 @@ class Engine:
         left is batch, forward, loss, backward, finite check, optimizer and scheduler step.
         The general path does the same through the schedule's and the engine's helpers; for a
         small model those calls are a measurable share of the step (one to two percent for the
-        model in benchmarks/overhead.py), so this path makes none it can avoid. The two paths
-        are checked against each other bit for bit in tests/engine.
+        model in benchmarks/overhead.py), so this path calls no helper but ``load_batch`` and
+        ``backward`` (which keeps the graph). The two paths are checked against each other bit
+        for bit in tests/engine.
         """
         data, label = self.schedule.load_batch(self, data_iter)
         model = self._model
@@ -222,15 +223,7 @@ class Engine:
         loss = self.criterion(output, label)
         if type(loss) is not torch.Tensor or loss.ndim:
             check_loss(loss)  # raises, saying what the criterion must return
-        loss.backward()
-        # The step's loss, graph attached, stays referenced until the next step's forward has run,
-        # as `loss` does in a hand-written loop. Each parameter's gradient accumulator lives only
-        # as long as some graph holds it, and the forward makes a new one for every parameter
-        # otherwise: with both results detached, that was about 15,000 instructions per step
-        # for benchmarks/overhead.py's model (0.8%, benchmarks/instructions.py). backward() has
-        # already freed what the graph saved for it, so the nodes are all that stays (and what a
-        # custom autograd Function keeps on ctx by itself, as in a hand-written loop).
-        self._last_graph = loss
+        self.backward(loss)  # one micro-step, no scaler: loss.backward(), and the graph kept
         loss = loss.detach() if loss.dtype is torch.float32 else loss_for_logging(loss)
         output = output.detach() if type(output) is torch.Tensor else detach(output)
         # item() + math.isfinite: see _loss_is_finite; one process, so nobody to agree with.
@@ -260,7 +253,14 @@ class Engine:
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
         loss.backward()
-        self._last_graph = loss  # kept until the next backward: see _plain_step
+        # The loss, graph attached, stays referenced until the next backward, as `loss` does in
+        # a hand-written loop. Each parameter's gradient accumulator lives only as long as some
+        # graph holds it, and the next forward would make a new one for every parameter
+        # otherwise: with the step's results detached, that was about 15,000 instructions per
+        # step for benchmarks/overhead.py's model (0.8%, benchmarks/instructions.py). backward()
+        # has already freed what the graph saved for it, so the nodes are all that stays (and
+        # what a custom autograd Function keeps on ctx by itself, as in a hand-written loop).
+        self._last_graph = loss
 
     def backward_by_grad(self, tensors: Any, grads: Any) -> None:
         """Back-propagate received gradients through ``tensors`` (pipeline stages).
