@@ -335,8 +335,8 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
         schedule_cfg.pop('num_model_chunks', None)
     schedule = _build(cfg, 'schedule', SCHEDULES.build, schedule_cfg)
     check_microbatches(cfg, schedule, train_loader, test_loader)
-    engine = _build(cfg, 'engine settings (amp, gradient_accumulation, clip_grad_norm)', Engine,
-                    model, criterion, optimizer, lr_scheduler=lr_scheduler, step_schedule=schedule,
+    engine = _build(cfg, 'engine settings (amp, gradient_accumulation, clip_grad_norm, nonfinite_loss)',
+                    Engine, model, criterion, optimizer, lr_scheduler=lr_scheduler, step_schedule=schedule,
                     gradient_accumulation=grad_acc, clip_grad_norm=cfg.get('clip_grad_norm', 0.0),
                     amp=cfg.get('amp', None), nonfinite_loss=cfg.get('nonfinite_loss', 'raise'),
                     data_parallel_group=context.data_group if context.pipeline_size > 1 else None)

@@ -8,7 +8,8 @@ The engine owns:
     scaled by 1/N, DDP gradient sync only on the last micro-step);
   * data-parallel gradient averaging when the model is not DDP-wrapped (pipeline stages);
   * gradient clipping by global norm (over the whole pipeline when there is one);
-  * what to do with a NaN / Inf loss (``nonfinite_loss``: stop the run, or skip the step);
+  * what to do with a NaN / Inf loss (``nonfinite_loss``: stop the run, skip the step, or
+    not check, so that nothing waits for the device);
   * the state that a checkpoint needs (``state_dict`` / ``load_state_dict``).
 
 The schedule (``engine.schedule``) owns how one batch becomes forward/backward work.
@@ -34,7 +35,7 @@ from .schedule.base import check_loss, detach, loss_for_logging
 
 Step = Tuple[Any, Any, Optional[torch.Tensor]]
 BUCKET_BYTES = 25 * 1024 * 1024  # same default bucket size as DDP
-NONFINITE_CHOICES = ('raise', 'skip')
+NONFINITE_CHOICES = ('raise', 'skip', 'off')
 _NO_AUTOCAST = nullcontext()  # reusable: nullcontext keeps no state between uses
 
 
@@ -72,7 +73,10 @@ class Engine:
             schedule still advances, ``loss`` is returned as None so metrics leave it out) and
             counted in ``engine.nonfinite_skips``. Data-parallel replicas and pipeline stages
             take the same decision (the flag is all-reduced), so they never diverge.
-            With ``amp='fp16'`` the grad scaler handles non-finite values instead.
+            ``'off'``: no check. The loss is never read on the host and no flag is all-reduced,
+            so on a GPU the host can queue the next step while this one runs; a NaN loss then
+            trains on (and turns the weights NaN). With ``amp='fp16'`` the grad scaler handles
+            non-finite values instead.
     """
 
     def __init__(self, model: nn.Module, criterion: Optional[Any], optimizer: Optional[torch.optim.Optimizer],
@@ -112,8 +116,8 @@ class Engine:
                              f'got {clip_grad_norm!r}')
         if nonfinite_loss not in NONFINITE_CHOICES:
             raise ValueError(f"nonfinite_loss must be one of {list(NONFINITE_CHOICES)} (what to do when a "
-                             f"training loss is NaN or Inf: stop the run, or skip that step), got "
-                             f"{nonfinite_loss!r}; e.g. nonfinite_loss = 'skip' in the config.")
+                             f"training loss is NaN or Inf: stop the run, skip that step, or do not "
+                             f"check), got {nonfinite_loss!r}; e.g. nonfinite_loss = 'skip' in the config.")
         self.model = model
         self.criterion = criterion
         self.optimizer = optimizer
@@ -193,7 +197,8 @@ class Engine:
         # With fp16 the grad scaler already skips steps with inf/NaN gradients and lowers its
         # scale (overflow is expected there), so the loss check is for fp32 / bf16 runs.
         pipeline_group = _pipeline_group()
-        if self.scaler is None and not self._loss_is_finite(results, pipeline_group):
+        if (self.scaler is None and self.nonfinite_loss != 'off'
+                and not self._loss_is_finite(results, pipeline_group)):
             return self._drop_step(results)
         self._average_gradients()
         skipped = self._optimizer_step(pipeline_group)
@@ -226,11 +231,12 @@ class Engine:
         self.backward(loss)  # one micro-step, no scaler: loss.backward(), and the graph kept
         loss = loss.detach() if loss.dtype is torch.float32 else loss_for_logging(loss)
         output = output.detach() if type(output) is torch.Tensor else detach(output)
-        # item() + math.isfinite: see _loss_is_finite; one process, so nobody to agree with.
-        value = loss.item()
-        if not math.isfinite(value):
-            return self._drop_step([(output, label, loss)])
-        self._host_loss = (loss, value)
+        if self.nonfinite_loss != 'off':
+            # item() + math.isfinite: see _loss_is_finite; one process, so nobody to agree with.
+            value = loss.item()
+            if not math.isfinite(value):
+                return self._drop_step([(output, label, loss)])
+            self._host_loss = (loss, value)
         self.optimizer.step()
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
@@ -276,7 +282,7 @@ class Engine:
         The plain step reads its loss with ``item()`` for the finite check, which on a GPU waits
         for the step anyway; the Loss metric adds this number up instead of the tensor, so the
         loss costs no tensor operation of its own. Other paths (pipelines, accumulation, fp16,
-        evaluation) give None, and the metric adds the tensor as before.
+        ``nonfinite_loss='off'``, evaluation) give None, and the metric adds the tensor as before.
         """
         read = self._host_loss
         return read[1] if read is not None and read[0] is loss else None
@@ -328,8 +334,9 @@ class Engine:
 
     def wants_loss_agreement(self) -> bool:
         """Whether a pipeline schedule may start the finite-loss agreement itself
-        (:meth:`begin_loss_agreement`): training without fp16 and with one micro-step."""
-        return self.scaler is None and self.gradient_accumulation == 1
+        (:meth:`begin_loss_agreement`): training without fp16, with one micro-step, and with
+        the check on."""
+        return self.scaler is None and self.gradient_accumulation == 1 and self.nonfinite_loss != 'off'
 
     def begin_loss_agreement(self, bad: torch.Tensor) -> None:
         """Start the all-reduce of "some loss was NaN/Inf" over the pipeline group, without waiting.

@@ -1,4 +1,5 @@
-"""A NaN/Inf loss stops the run naming where (default) or is skipped and counted (nonfinite_loss='skip')."""
+"""A NaN/Inf loss stops the run naming where (default), is skipped and counted (nonfinite_loss='skip'),
+or is not looked for at all (nonfinite_loss='off': no host read, no all-reduce)."""
 import os
 
 import pytest
@@ -101,20 +102,75 @@ def test_skip_drops_the_step_counts_it_and_resumes_the_count(tmp_path):
 
 def test_bad_nonfinite_setting_is_refused():
     model = nn.Linear(2, 2)
-    with pytest.raises(ValueError, match=r"nonfinite_loss must be one of \['raise', 'skip'\].*got 'ignore'"):
+    expected = r"nonfinite_loss must be one of \['raise', 'skip', 'off'\].*got 'ignore'"
+    with pytest.raises(ValueError, match=expected):
         Engine(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1), nonfinite_loss='ignore')
 
 
+class CountItems:
+    """Counts ``Tensor.item`` calls (the host reads of a scalar) while installed."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        item = torch.Tensor.item
+
+        def counted(tensor):
+            self.calls += 1
+            return item(tensor)
+        monkeypatch.setattr(torch.Tensor, 'item', counted)
+
+
+@pytest.mark.parametrize('accumulation', [1, 2])  # the plain step, and the general path
+def test_off_reads_nothing_and_trains_on(monkeypatch, accumulation):
+    engines = {mode: make_engine(mode) for mode in ('raise', 'off')}
+    for engine in engines.values():
+        engine.gradient_accumulation = accumulation
+    # The iterators are made first: a DataLoader's iterator reads its seed with item().
+    batches = {mode: iter(poisoned_loader([], num_batches=2 * accumulation)) for mode in engines}
+    poisoned = iter(poisoned_loader([0], num_batches=accumulation))
+    items = CountItems(monkeypatch)
+    # Clean batches: 'off' does the same arithmetic as the checked default, without reading the loss.
+    results = {mode: [engine.step(batches[mode])[2] for _ in range(2)] for mode, engine in engines.items()}
+    assert items.calls == 2 * accumulation  # each micro-step's loss in 'raise'; none in 'off'
+    for a, b in zip(params(engines['raise']), params(engines['off'])):
+        assert torch.equal(a, b)
+    assert [float(v) for v in results['raise']] == [float(v) for v in results['off']]
+    # A NaN batch: no error, no skip, the loss comes back NaN and the update makes the weights NaN.
+    items.calls = 0
+    off = engines['off']
+    output, _, loss = off.step(poisoned)
+    assert items.calls == 0 and off.nonfinite_skips == 0
+    assert torch.isnan(loss) and output is not None
+    assert any(torch.isnan(p).any() for p in off.model.parameters())
+
+
+def test_off_in_a_trainer_counts_the_loss_from_tensors():
+    # The Engine has no host float to lend LossHook (Engine.host_loss gives None): the metric adds
+    # the tensors, and reads the same mean as with the check on.
+    means = {}
+    for mode in ('raise', 'off'):
+        trainer = Trainer(make_engine(mode), hooks=[LossHook()])
+        trainer.fit(poisoned_loader([]), epochs=1)
+        assert trainer.engine.host_loss(torch.zeros(())) is None
+        means[mode] = trainer.states['metrics']['train']['Loss'].get_accumulated_value()
+    assert means['off'] == pytest.approx(means['raise'], rel=1e-12)
+
+
 def _replicas(rank, world_size):
-    """Rank 1's batch is NaN at step 2: with 'skip' both replicas skip; with 'raise' both raise."""
+    """Rank 1's batch is NaN at step 2: with 'skip' both replicas skip; with 'raise' both raise;
+    with 'off' both take the (NaN) update without agreeing on anything."""
+    import torch.distributed as dist
     torch.set_num_threads(1)
     out = {}
-    for mode in ('skip', 'raise'):
+    all_reduce = dist.all_reduce
+    for mode in ('skip', 'raise', 'off'):
         engine = make_engine(mode)
-        engine.model = DistributedDataParallel(engine.model)
+        engine.model = DistributedDataParallel(engine.model)  # DDP's own gradient all-reduce is C++
         loader = poisoned_loader([1] if rank == 1 else [], num_batches=3)
         data_iter = iter(loader)
         before = None
+        agreements = out[mode + '_all_reduces'] = []
+        dist.all_reduce = lambda *args, **kwargs: (agreements.append(1), all_reduce(*args, **kwargs))[1]
         try:
             for step in range(3):
                 if step == 1:
@@ -124,6 +180,8 @@ def _replicas(rank, world_size):
                     out[mode + '_unchanged'] = all(torch.equal(a, b) for a, b in zip(before, params(engine)))
         except NonFiniteLossError as exc:
             out[mode + '_error'] = str(exc)
+        finally:
+            dist.all_reduce = all_reduce
         out[mode + '_params'] = params(engine)
         out[mode + '_skips'] = engine.nonfinite_skips
     return out
@@ -139,6 +197,13 @@ def test_data_parallel_replicas_take_the_same_decision():
     assert 'the loss on another rank is not finite' in results[0]['raise_error']
     for a, b in zip(results[0]['skip_params'], results[1]['skip_params']):
         assert torch.equal(a, b)  # the replicas did not diverge
+    for rank in (0, 1):
+        r = results[rank]
+        # one agreement per step with the check ('skip': 3 steps, 'raise': 2), none without it
+        assert len(r['skip_all_reduces']) == 3 and len(r['raise_all_reduces']) == 2, (rank, r)
+        assert r['off_all_reduces'] == [] and 'off_error' not in r and r['off_skips'] == 0
+        assert not r['off_unchanged']  # the NaN step was taken: DDP averaged rank 1's NaN gradients in
+        assert all(torch.isnan(p).all() for p in r['off_params'])
 
 
 def _pipeline_stages(rank, world_size):
@@ -150,7 +215,7 @@ def _pipeline_stages(rank, world_size):
     context = ParallelContext(pipeline=2)
     set_context(context)
     out = {}
-    for mode in ('skip', 'raise'):
+    for mode in ('skip', 'raise', 'off'):
         torch.manual_seed(0)
         stage = build_pipeline_model(dict(type='MLP', in_features=4, hidden=(8, 8), num_classes=2), context)
         engine = Engine(stage, nn.CrossEntropyLoss(), torch.optim.SGD(stage.parameters(), lr=0.1),
@@ -158,6 +223,9 @@ def _pipeline_stages(rank, world_size):
         started = out.setdefault('early_agreements', [])
         begin = engine.begin_loss_agreement  # the schedule starts the agreement during the step
         engine.begin_loss_agreement = lambda bad, begin=begin: (started.append(float(bad)), begin(bad))
+        checks = out[mode + '_checks'] = []
+        check = engine._loss_is_finite  # where the step waits for the agreement
+        engine._loss_is_finite = lambda *args, check=check: (checks.append(1), check(*args))[1]
         data_iter = iter(poisoned_loader([1], num_batches=3))
         try:
             engine.step(data_iter)
@@ -169,6 +237,7 @@ def _pipeline_stages(rank, world_size):
         except NonFiniteLossError as exc:
             out[mode + '_error'] = str(exc)
         out[mode + '_skips'] = engine.nonfinite_skips
+        out[mode + '_nan'] = any(torch.isnan(p).any() for p in engine.model.parameters())
     return out
 
 
@@ -181,7 +250,13 @@ def test_pipeline_stages_take_the_same_decision():
         assert 'raise_error' in r and r['raise_skips'] == 0, (rank, r)
     assert 'the loss on another rank is not finite' in results[0]['raise_error']   # stage 0 has no loss
     assert 'loss nan is not finite' in results[1]['raise_error']
-    # one early agreement per training step on each stage ('skip': 3 steps, 'raise': 2); only
-    # the last stage, which has the losses, flags the poisoned second step
+    # one early agreement per training step on each stage ('skip': 3 steps, 'raise': 2, 'off':
+    # none); only the last stage, which has the losses, flags the poisoned second step
     assert results[0]['early_agreements'] == [0.0] * 5
     assert results[1]['early_agreements'] == [0.0, 1.0, 0.0, 0.0, 1.0]
+    for rank in (0, 1):
+        r = results[rank]
+        assert len(r['skip_checks']) == 3 and len(r['raise_checks']) == 2 and r['off_checks'] == [], (rank, r)
+        # 'off' takes the poisoned step: the NaN reaches both stages' weights through the gradients
+        assert not r['off_unchanged'] and r['off_moved'] and r['off_skips'] == 0 and 'off_error' not in r
+        assert r['off_nan'] and not r['skip_nan'] and not r['raise_nan']
