@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import os
+import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
@@ -48,6 +49,7 @@ class Trainer:
         self.hooks: List[BaseHook] = []
         self._dispatch: Dict[str, List[Callable]] = {}  # stage -> bound methods overriding it, in order
         self.data_position = DataPosition()  # where in the epoch's data order training is
+        self._postfix_time = float('-inf')  # when the progress bar last read the loss (see _show)
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
@@ -235,12 +237,18 @@ class Trainer:
     def _show(self, bar: tqdm, loss: Any) -> None:
         if bar.disable:
             return
-        postfix = {}
-        if loss is not None:
-            postfix['loss'] = f'{float(loss):.4g}'
-        if getattr(self.engine, 'optimizer', None) is not None:
-            postfix['lr'] = f'{self.engine.get_lr():.3g}'
-        bar.set_postfix(postfix, refresh=False)
+        # The loss is read for the bar at most every bar.mininterval seconds, tqdm's own redraw
+        # rate: on a GPU each read waits for the step to finish, and with nonfinite_loss='off'
+        # nothing else in the loop does.
+        now = time.monotonic()
+        if now - self._postfix_time >= bar.mininterval:
+            self._postfix_time = now
+            postfix = {}
+            if loss is not None:
+                postfix['loss'] = f'{float(loss):.4g}'
+            if getattr(self.engine, 'optimizer', None) is not None:
+                postfix['lr'] = f'{self.engine.get_lr():.3g}'
+            bar.set_postfix(postfix, refresh=False)
         bar.update(1)
 
     # ------------------------------------------------------------------ testing / inference

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -167,14 +168,28 @@ def test_step_logging_and_progress_bar(tmp_path, capsys):
                       work_dir=str(tmp_path))
     trainer.fit(make_loader(16), epochs=1, display_progress=True)
     err = capsys.readouterr().err
-    assert 'Epoch 1' in err and 'loss=' in err and 'lr=' in err
+    assert 'Epoch 1:' in err and 'loss=' in err and 'lr=' in err  # tqdm's 'Epoch 1: 100%|...'
     records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
     assert [r['iteration'] for r in records] == [2, 4]
     assert set(records[0]) >= {'Loss', 'LearningRate', 'mode', 'epoch'}
     # The rate each step used: StepLR(step_size=2) halves it for steps 3 and 4.
     assert [r['LearningRate'] for r in records] == pytest.approx([0.1, 0.05])
     trainer.fit(make_loader(16), epochs=2)
-    assert 'Epoch 2' not in capsys.readouterr().err          # quiet without display_progress
+    assert 'Epoch 2:' not in capsys.readouterr().err         # no bar without display_progress
+
+
+def test_progress_bar_reads_the_loss_at_its_redraw_rate_only(monkeypatch):
+    """The bar reads the loss (a host sync on a GPU) at most every tqdm mininterval (0.1 s), not
+    every step: with a clock that moves 0.03 s per look, 12 steps read it 3 times."""
+    import colossal_runner.trainer.trainer as trainer_module
+    clock = iter(i * 0.03 for i in range(1000))
+    monkeypatch.setattr(trainer_module, 'time', SimpleNamespace(monotonic=lambda: next(clock)))
+    reads = []
+    real = torch.Tensor.__float__
+    trainer = Trainer(make_engine())
+    monkeypatch.setattr(torch.Tensor, '__float__', lambda t: (reads.append(1), real(t))[1])
+    trainer.fit(make_loader(48), epochs=1, display_progress=True)  # 12 steps of 4 samples
+    assert len(reads) == 3  # at 0, 0.12 and 0.24 s of the fake clock: steps 1, 5 and 9
 
 
 def test_learning_rate_metric_follows_the_rate_each_engine_step_used():
