@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import gc
 import json
 import os
@@ -62,6 +63,9 @@ CONTENDERS: Dict[str, Tuple[str, Callable]] = {
     'engine': ('Engine.step loop', overhead.run_engine),
     'trainer-no-hooks': ('Trainer.fit, no hooks', overhead.run_trainer_bare),
     'trainer': ('Trainer.fit', overhead.run_trainer),
+    # the same, with the Engine's NaN/Inf loss check left out (nonfinite_loss='off'): what the
+    # check's one host read per step costs here, side by side
+    'trainer-off': ('Trainer.fit, check off', functools.partial(overhead.run_trainer, nonfinite_loss='off')),
 }
 # With --against REF, these rows run a second time with the package as of REF.
 TWINS = ('engine', 'trainer')

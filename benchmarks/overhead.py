@@ -24,6 +24,11 @@ included. The bare loop also runs a second time as its own contender: its ratio,
 should be 1, shows how far this run's noise alone moves a ratio.
 
     python benchmarks/overhead.py [--repeats N] [--samples 20000] [--epochs 2] [--block 5] [--against REF]
+                                  [--nonfinite-loss raise]
+
+``--nonfinite-loss off`` builds our rows' Engine without its NaN/Inf loss check (one host read of
+the loss per step: nearly free on the CPU, a wait for the step on a GPU); the default is the
+Engine's.
 
 ``--against REF`` measures a change directly: the Engine and Trainer.fit rows run a second
 time with this repository's package as of git REF, in the same lockstep runs, and the script
@@ -158,9 +163,11 @@ def _count_group(held, loss_sum, correct):
     return loss_sum, correct
 
 
-def run_engine(dataset, epochs, batch_size, tick, package: ModuleType = colossal_runner):
+def run_engine(dataset, epochs, batch_size, tick, package: ModuleType = colossal_runner,
+               nonfinite_loss: str = 'raise'):
     model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
-    engine = package.engine.Engine(model, criterion, optimizer, lr_scheduler=scheduler)
+    engine = package.engine.Engine(model, criterion, optimizer, lr_scheduler=scheduler,
+                                   nonfinite_loss=nonfinite_loss)
     engine.train()
     for _ in range(epochs):
         it = iter(loader)
@@ -201,9 +208,11 @@ def probe_hooks(base: type) -> tuple:
     return TickHook, EpochAccuracy
 
 
-def run_trainer(dataset, epochs, batch_size, tick, with_hooks=True, package: ModuleType = colossal_runner):
+def run_trainer(dataset, epochs, batch_size, tick, with_hooks=True, package: ModuleType = colossal_runner,
+                nonfinite_loss: str = 'raise'):
     model, criterion, optimizer, scheduler, loader = make_run(dataset, epochs, batch_size)
-    engine = package.engine.Engine(model, criterion, optimizer, lr_scheduler=scheduler)
+    engine = package.engine.Engine(model, criterion, optimizer, lr_scheduler=scheduler,
+                                   nonfinite_loss=nonfinite_loss)
     tick_hook, epoch_accuracy = probe_hooks(package.trainer.hooks.BaseHook)
     ticker, accuracy = tick_hook(tick), epoch_accuracy()
     hooks = [dict(type='LossHook'), dict(type='AccuracyHook'), dict(type='LRSchedulerHook'),
@@ -212,9 +221,9 @@ def run_trainer(dataset, epochs, batch_size, tick, with_hooks=True, package: Mod
     return ticker.last_loss.item(), model, accuracy.values if with_hooks else None
 
 
-def run_trainer_bare(dataset, epochs, batch_size, tick):
+def run_trainer_bare(dataset, epochs, batch_size, tick, **kwargs):
     """The loop alone: no metric, LR or logging hooks (the timing hook only)."""
-    return run_trainer(dataset, epochs, batch_size, tick, with_hooks=False)
+    return run_trainer(dataset, epochs, batch_size, tick, with_hooks=False, **kwargs)
 
 
 # ---------------------------------------------------------------------- --against
@@ -266,10 +275,12 @@ def load_package_at(ref: str) -> ModuleType:
     return package
 
 
-def contenders_at(package: ModuleType, ref: str) -> Dict[str, Callable]:
+def contenders_at(package: ModuleType, ref: str, nonfinite_loss: str = 'raise') -> Dict[str, Callable]:
     """The Engine and Trainer.fit rows again, run by ``package`` (from :func:`load_package_at`)."""
-    return {f'Engine.step loop at {ref}': functools.partial(run_engine, package=package),
-            f'Trainer.fit at {ref}': functools.partial(run_trainer, package=package)}
+    return {f'Engine.step loop at {ref}': functools.partial(run_engine, package=package,
+                                                            nonfinite_loss=nonfinite_loss),
+            f'Trainer.fit at {ref}': functools.partial(run_trainer, package=package,
+                                                       nonfinite_loss=nonfinite_loss)}
 
 
 # ---------------------------------------------------------------------- lockstep
@@ -392,6 +403,9 @@ def main(argv=None) -> dict:
                         help="also run the Engine and Trainer.fit rows with this repository's package at git "
                              'REF (a commit, branch or tag) in the same lockstep runs, and print ours '
                              'over theirs: measures a change directly')
+    parser.add_argument('--nonfinite-loss', choices=['raise', 'skip', 'off'], default='raise',
+                        help="the Engine's NaN/Inf loss check in our rows (default: the Engine's own "
+                             "default, 'raise', one host read of the loss per step); 'off' leaves it out")
     args = parser.parse_args(argv)
     at_ref = load_package_at(args.against) if args.against else None
     torch.set_num_threads(1)
@@ -402,12 +416,13 @@ def main(argv=None) -> dict:
     dataset = make_data(args.samples)
     # AGAIN is the bare loop a second time: its ratio to BARE shows the noise of this very run.
     others = optional_contenders(make_run)
+    ours = functools.partial(functools.partial, nonfinite_loss=args.nonfinite_loss)
     contenders: Dict[str, Callable] = {BARE: run_hand_written, AGAIN: run_hand_written,
                                        METRICS: run_hand_written_metrics, GROUPED: run_hand_written_grouped,
-                                       'Engine.step loop': run_engine,
-                                       'Trainer.fit, no hooks': run_trainer_bare,
-                                       'Trainer.fit': run_trainer, **others}
-    against = contenders_at(at_ref, args.against) if at_ref is not None else {}
+                                       'Engine.step loop': ours(run_engine),
+                                       'Trainer.fit, no hooks': ours(run_trainer_bare),
+                                       'Trainer.fit': ours(run_trainer), **others}
+    against = contenders_at(at_ref, args.against, args.nonfinite_loss) if at_ref is not None else {}
     contenders.update(against)
     if args.repeats is None:
         args.repeats = len(contenders)
@@ -441,12 +456,12 @@ def main(argv=None) -> dict:
     params = {n: torch.cat([p.detach().flatten() for p in results[n][1].parameters()]) for n in names}
     print(f'load average at start {load_start[0]:.2f}, at end {load_end[0]:.2f}; {args.samples} samples, '
           f'batch {args.batch_size}, {args.epochs} epochs, {args.repeats} lockstep repeats of blocks of '
-          f'{args.block} iterations, 1 thread')
+          f'{args.block} iterations, 1 thread; our nonfinite_loss={args.nonfinite_loss!r}')
     width = max(24, *map(len, names))
     print(f"{'contender':<{width}} {'ms/iter':>8} {'baseline':<24} {'ratio':>6} {'IQR':>13} {'vs floor':>8} "
           f"{'end-to-end s':>12} {'final loss':>10} {'same params':>11}")
     result = {'benchmark': 'overhead', 'load_start': load_start[0], 'load_end': load_end[0],
-              'block': args.block, 'repeats': args.repeats, 'rows': {}}
+              'block': args.block, 'repeats': args.repeats, 'nonfinite_loss': args.nonfinite_loss, 'rows': {}}
     for name in names:
         ratio, low, high = median_and_quartiles(ratios[name])
         row = dict(ms_per_iter=round(statistics.median(block_ms[name]), 4), baseline=baseline[name],

@@ -12,7 +12,11 @@ checked against a single-process reference, and the peak bytes of saved activati
 stage are measured with ``torch.autograd.graph.saved_tensors_hooks`` and expressed in
 microbatches (the theory: GPipe holds M, 1F1B holds P - s on stage s).
 
-    python benchmarks/pipeline.py [--iters 40] [--warmup 3] [--stages 2 4]
+    python benchmarks/pipeline.py [--iters 40] [--warmup 3] [--stages 2 4] [--nonfinite-loss raise]
+
+Our engine checks every step's loss for NaN/Inf by default, agreeing on it with an all-reduce
+over the stages that torch's schedules do not do; ``--nonfinite-loss off`` leaves the check out,
+for a like-for-like comparison of the schedules alone.
 
 Prints a table and one JSON line.
 """
@@ -114,12 +118,13 @@ class SavedBytes:
 
 
 class Ours:
-    def __init__(self, name: str, context: ParallelContext):
+    def __init__(self, name: str, context: ParallelContext, nonfinite_loss: str = 'raise'):
         schedule_cls, _, chunks = SCHEDULES[name]
         schedule = schedule_cls(MICRO, num_model_chunks=chunks) if chunks > 1 else schedule_cls(MICRO)
         self.stage = build_pipeline_model(full_model(), context, num_model_chunks=chunks)
         opt = torch.optim.SGD(self.stage.parameters(), lr=LR)
-        self.engine = Engine(self.stage, nn.MSELoss(), opt, step_schedule=schedule)
+        self.engine = Engine(self.stage, nn.MSELoss(), opt, step_schedule=schedule,
+                             nonfinite_loss=nonfinite_loss)
         self.engine.train()
         self.data = batch()
 
@@ -186,12 +191,12 @@ def _quartiles(values: List[float]) -> List[float]:
     return [q[0], q[2]]
 
 
-def rank_main(rank: int, world_size: int, iters: int, warmup: int) -> Dict:
+def rank_main(rank: int, world_size: int, iters: int, warmup: int, nonfinite_loss: str = 'raise') -> Dict:
     context = ParallelContext(pipeline=world_size)
     set_context(context)
     results: Dict = {'stage': context.stage}
     for name in SCHEDULES:
-        runs = {'ours': Ours(name, context), 'torch': Torch(name, context)}
+        runs = {'ours': Ours(name, context, nonfinite_loss), 'torch': Torch(name, context)}
         losses = {k: [r.step() for _ in range(CHECK_STEPS)] for k, r in runs.items()}
         for r in runs.values():
             for _ in range(warmup):
@@ -224,19 +229,24 @@ def main(argv=None) -> Dict:
     parser.add_argument('--iters', type=int, default=40, help='timed iterations per contender')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--stages', type=int, nargs='+', default=[2, 4])
+    parser.add_argument('--nonfinite-loss', choices=['raise', 'skip', 'off'], default='raise',
+                        help="our Engine's NaN/Inf loss check (default: the Engine's own default, "
+                             "'raise'); 'off' leaves out the check and its all-reduce, which torch's "
+                             'schedules do not do')
     args = parser.parse_args(argv)
     if args.iters < 1:
         parser.error(f'--iters must be >= 1, got {args.iters}')
     load_start = os.getloadavg()
     reference = reference_losses()
     out: Dict = {'benchmark': 'pipeline', 'batch': BATCH, 'microbatches': MICRO,
-                 'reference_losses': reference, 'rows': []}
+                 'nonfinite_loss': args.nonfinite_loss, 'reference_losses': reference, 'rows': []}
     print(f'load average at start {load_start[0]:.2f}; {LAYERS} x Linear({WIDTH},{WIDTH})+ReLU, '
-          f'batch {BATCH}, {MICRO} microbatches, gloo, 1 thread per rank, median of {args.iters} iterations')
+          f'batch {BATCH}, {MICRO} microbatches, gloo, 1 thread per rank, median of {args.iters} iterations; '
+          f'our nonfinite_loss={args.nonfinite_loss!r}')
     print(f"{'P':>2} {'schedule':<12} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>11} {'IQR':>13} "
           f"{'losses ok':>10}   activations per stage, ours | torch (microbatches)")
     for p in args.stages:
-        per_rank = run_distributed(rank_main, p, args.iters, args.warmup, timeout=1200)
+        per_rank = run_distributed(rank_main, p, args.iters, args.warmup, args.nonfinite_loss, timeout=1200)
         last = per_rank[-1]
         for name in SCHEDULES:
             ms = last[name]['ms']

@@ -21,8 +21,11 @@ def _run(script: str, *args: str, timeout: int = 240) -> dict:
     return json.loads(lines[0])
 
 
-def test_overhead_rows_end_on_identical_parameters_and_metrics():
-    result = _run('overhead.py', '--samples', '640', '--epochs', '2', '--repeats', '1', '--block', '4')
+@pytest.mark.parametrize('nonfinite_loss', ['raise', 'off'])  # our rows with and without the loss check
+def test_overhead_rows_end_on_identical_parameters_and_metrics(nonfinite_loss):
+    result = _run('overhead.py', '--samples', '640', '--epochs', '2', '--repeats', '1', '--block', '4',
+                  '--nonfinite-loss', nonfinite_loss)
+    assert result['nonfinite_loss'] == nonfinite_loss
     rows = result['rows']
     assert set(rows) >= {'hand-written loop', 'hand-written, again', 'hand-written + metrics',
                          'hand + grouped metrics', 'Engine.step loop', 'Trainer.fit, no hooks', 'Trainer.fit'}
@@ -38,8 +41,11 @@ def test_overhead_rows_end_on_identical_parameters_and_metrics():
         assert row['ms_per_iter'] > 0 and row['ratio'] > 0 and row['end_to_end_s'] > 0
 
 
-def test_pipeline_benchmark_losses_equal_and_activations_at_the_theory():
-    result = _run('pipeline.py', '--stages', '2', '--iters', '2', '--warmup', '1')
+@pytest.mark.parametrize('nonfinite_loss', ['raise', 'off'])  # our default, and without the check
+def test_pipeline_benchmark_losses_equal_and_activations_at_the_theory(nonfinite_loss):
+    result = _run('pipeline.py', '--stages', '2', '--iters', '2', '--warmup', '1',
+                  '--nonfinite-loss', nonfinite_loss)
+    assert result['nonfinite_loss'] == nonfinite_loss
     assert [(r['stages'], r['schedule']) for r in result['rows']] == \
         [(2, 'gpipe'), (2, '1f1b'), (2, 'interleaved')]
     for row in result['rows']:
@@ -78,11 +84,14 @@ def test_overhead_against_an_unknown_revision_says_what_to_give():
 def test_instruction_counts_without_valgrind_count_python_calls_and_compare_with_a_git_revision():
     commit = subprocess.run(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'], capture_output=True,
                             text=True, check=True).stdout.strip()
-    result = _run('instructions.py', '--no-valgrind', '--only', 'engine', 'trainer', '--warmup', '2',
-                  '--iterations', '8', '--against', 'HEAD', timeout=180)
+    result = _run('instructions.py', '--no-valgrind', '--only', 'engine', 'trainer', 'trainer-off',
+                  '--warmup', '2', '--iterations', '8', '--against', 'HEAD', timeout=180)
     rows = result['rows']
-    assert list(rows) == ['hand-written loop', 'Engine.step loop', 'Trainer.fit', 'Engine.step loop at HEAD',
-                          'Trainer.fit at HEAD']
+    assert list(rows) == ['hand-written loop', 'Engine.step loop', 'Trainer.fit', 'Trainer.fit, check off',
+                          'Engine.step loop at HEAD', 'Trainer.fit at HEAD']
+    # without the loss check: no item() and math.isfinite per step (C calls), the metric adds tensors
+    assert rows['Trainer.fit, check off']['python_calls'] < rows['hand-written loop']['python_calls'] + 40
+    assert rows['Trainer.fit, check off']['c_calls'] != rows['Trainer.fit']['c_calls']
     assert not result['valgrind'] and 'instructions' not in rows['Trainer.fit']
     # Exact counts: the Engine and the Trainer add a few calls per iteration to the loop, no more.
     bare, engine, trainer = (rows[name]['python_calls'] for name in list(rows)[:3])
