@@ -71,6 +71,7 @@ sys.path.insert(0, ROOT)
 import colossal_runner  # noqa: E402
 import colossal_runner.engine  # noqa: E402,F401  (run_engine and run_trainer reach them as attributes)
 import colossal_runner.trainer.hooks  # noqa: E402,F401
+from colossal_runner.engine.engine import NONFINITE_CHOICES  # noqa: E402
 from colossal_runner.nn.lr_scheduler import CosineAnnealingLR  # noqa: E402
 
 from other_frameworks import NOTES, optional_contenders  # noqa: E402  (benchmarks/, next to this file)
@@ -403,7 +404,7 @@ def main(argv=None) -> dict:
                         help="also run the Engine and Trainer.fit rows with this repository's package at git "
                              'REF (a commit, branch or tag) in the same lockstep runs, and print ours '
                              'over theirs: measures a change directly')
-    parser.add_argument('--nonfinite-loss', choices=['raise', 'skip', 'off'], default='raise',
+    parser.add_argument('--nonfinite-loss', choices=NONFINITE_CHOICES, default='raise',
                         help="the Engine's NaN/Inf loss check in our rows (default: the Engine's own "
                              "default, 'raise', one host read of the loss per step); 'off' leaves it out")
     args = parser.parse_args(argv)
@@ -416,7 +417,10 @@ def main(argv=None) -> dict:
     dataset = make_data(args.samples)
     # AGAIN is the bare loop a second time: its ratio to BARE shows the noise of this very run.
     others = optional_contenders(make_run)
-    ours = functools.partial(functools.partial, nonfinite_loss=args.nonfinite_loss)
+
+    def ours(run: Callable) -> Callable:  # our rows, built with the --nonfinite-loss setting
+        return functools.partial(run, nonfinite_loss=args.nonfinite_loss)
+
     contenders: Dict[str, Callable] = {BARE: run_hand_written, AGAIN: run_hand_written,
                                        METRICS: run_hand_written_metrics, GROUPED: run_hand_written_grouped,
                                        'Engine.step loop': ours(run_engine),

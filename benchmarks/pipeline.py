@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from colossal_runner.distributed import ParallelContext, set_context  # noqa: E402
 from colossal_runner.engine import Engine  # noqa: E402
+from colossal_runner.engine.engine import NONFINITE_CHOICES  # noqa: E402
 from colossal_runner.engine.schedule import (GPipeSchedule, InterleavedPipelineSchedule,  # noqa: E402
                                              PipelineSchedule)
 from colossal_runner.pipeline import build_pipeline_model  # noqa: E402
@@ -229,7 +230,7 @@ def main(argv=None) -> Dict:
     parser.add_argument('--iters', type=int, default=40, help='timed iterations per contender')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--stages', type=int, nargs='+', default=[2, 4])
-    parser.add_argument('--nonfinite-loss', choices=['raise', 'skip', 'off'], default='raise',
+    parser.add_argument('--nonfinite-loss', choices=NONFINITE_CHOICES, default='raise',
                         help="our Engine's NaN/Inf loss check (default: the Engine's own default, "
                              "'raise'); 'off' leaves out the check and its all-reduce, which torch's "
                              'schedules do not do')
