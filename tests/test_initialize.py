@@ -22,7 +22,7 @@ def _cfg(**overrides):
 
 
 def test_initialize_builds_engine_trainer_and_loaders(tmp_path):
-    cfg = _cfg(gradient_accumulation=2, max_epochs=3, clip_grad_norm=1.0)
+    cfg = _cfg(gradient_accumulation=2, max_epochs=3, clip_grad_norm=1.0, nonfinite_loss='off')
     run = initialize(cfg, work_dir=str(tmp_path), log_file=False)
     assert isinstance(run, Initialized)
     engine, trainer, train_loader, test_loader, config, context = run
@@ -31,6 +31,7 @@ def test_initialize_builds_engine_trainer_and_loaders(tmp_path):
     assert isinstance(engine.optimizer, torch.optim.SGD)
     assert engine.optimizer.param_groups[0]['momentum'] == 0.9
     assert engine.gradient_accumulation == 2 and engine.clip_grad_norm == 1.0
+    assert engine.nonfinite_loss == 'off'  # the config's setting reaches the Engine
     assert len(train_loader) == 4 and len(test_loader) == 1
     # 4 batches / 2 accumulation = 2 optimizer steps per epoch; 3 epochs; warm-up 1 epoch.
     assert engine.lr_scheduler.total_steps == 6 and engine.lr_scheduler.warmup_steps == 2
@@ -118,6 +119,7 @@ def test_unwritable_work_dir_is_a_config_error(tmp_path):
      'key lr_scheduler: give warmup_epochs or warmup_steps, not both'),
     (dict(lr_scheduler=dict(type='CosineAnealingLR')), KeyError, "Did you mean 'CosineAnnealingLR'"),
     (dict(gradient_accumulation=0), ConfigError, 'key gradient_accumulation: expected a positive int, got 0'),
+    (dict(nonfinite_loss='ignore'), ValueError, r"nonfinite_loss must be one of \['raise', 'skip', 'off'\]"),
     (dict(optimizer=None), ConfigError, r"key optimizer: expected a dict like dict\(type='SGD', lr=0.1\)"),
     (dict(data=dict(train=dict(dataloader=dict(batch_size=2)))), ConfigError,
      r"key data.train: expected the keys dataset \(required\) and dataloader"),
