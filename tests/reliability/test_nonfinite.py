@@ -147,12 +147,20 @@ def test_off_reads_nothing_and_trains_on(monkeypatch, accumulation):
 def test_off_in_a_trainer_counts_the_loss_from_tensors():
     # The Engine has no host float to lend LossHook (Engine.host_loss gives None): the metric adds
     # the tensors, and reads the same mean as with the check on.
-    means = {}
+    means, lent = {}, {}
     for mode in ('raise', 'off'):
-        trainer = Trainer(make_engine(mode), hooks=[LossHook()])
+        engine = make_engine(mode)
+        host_loss, given = engine.host_loss, lent.setdefault(mode, [])
+
+        def recorded(loss, host_loss=host_loss, given=given):
+            given.append(host_loss(loss))
+            return given[-1]
+        engine.host_loss = recorded
+        trainer = Trainer(engine, hooks=[LossHook()])  # LossHook looks host_loss up when attached
         trainer.fit(poisoned_loader([]), epochs=1)
-        assert trainer.engine.host_loss(torch.zeros(())) is None
         means[mode] = trainer.states['metrics']['train']['Loss'].get_accumulated_value()
+    assert len(lent['raise']) == 6 and all(type(v) is float for v in lent['raise'])
+    assert lent['off'] == [None] * 6
     assert means['off'] == pytest.approx(means['raise'], rel=1e-12)
 
 
