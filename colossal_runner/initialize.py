@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import Config, ConfigError
+from .config.config import import_custom
 from .data import build_dataloader, build_dataset
 from .distributed import ParallelContext, get_device, set_seed, setup_parallel, wrap_data_parallel
 from . import models as _models  # noqa: F401  (registers MLP, SimpleCNN, TinyGPT, losses)
@@ -50,11 +51,16 @@ class Initialized(NamedTuple):
 
 def load_config(cfg_or_path: Union[str, os.PathLike, Mapping, Config],
                 cfg_options: Optional[Mapping[str, Any]] = None) -> Config:
-    """A Config from a path, a dict or a Config (copied), with ``cfg_options`` merged in."""
+    """A Config from a path, a dict or a Config (copied), with ``cfg_options`` merged in.
+
+    ``custom_imports`` is imported after the merge, whatever the config came from, so that
+    modules named by ``cfg_options`` (``--cfg-options custom_imports.imports=[my_hooks]``) or
+    by a dict config register their classes too. A module imported before is not imported again.
+    """
     if isinstance(cfg_or_path, Config):
         cfg = Config(cfg_or_path.to_dict(), cfg_text=cfg_or_path.text, filename=cfg_or_path.filename)
     elif isinstance(cfg_or_path, (str, os.PathLike)):
-        cfg = Config.fromfile(str(cfg_or_path))
+        cfg = Config.fromfile(str(cfg_or_path), import_custom_modules=False)  # imported after the merge
     elif isinstance(cfg_or_path, Mapping):
         cfg = Config(dict(cfg_or_path))
     else:
@@ -62,6 +68,8 @@ def load_config(cfg_or_path: Union[str, os.PathLike, Mapping, Config],
                         f'{type(cfg_or_path).__name__}; e.g. initialize("configs/digits/mlp.py").')
     if cfg_options:
         cfg.merge_from_dict(dict(cfg_options))
+    if cfg.get('custom_imports', None):
+        import_custom(cfg.custom_imports, cfg.filename)
     return cfg
 
 
@@ -114,6 +122,38 @@ def _positive_int(cfg: Config, key: str, default: Optional[int], allow_none: boo
         raise ConfigError(f'expected a positive int{" or None" if allow_none else ""}, got {value!r}',
                           cfg.filename, key)
     return value
+
+
+def check_seed(cfg: Config, seed: Optional[int]) -> int:
+    """The run's seed: ``seed`` (``--seed``) if given, else ``cfg.seed``, else 1024; an int."""
+    given_by = 'the seed argument (--seed)' if seed is not None else 'seed'
+    value = cfg.get('seed', None) if seed is None else seed
+    if value is None:
+        return DEFAULT_SEED
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f'{given_by} must be an int, e.g. seed = {DEFAULT_SEED}, got '
+                          f'{type(value).__name__} {value!r}; or leave it out for the default {DEFAULT_SEED}',
+                          cfg.filename, 'seed')
+    return value
+
+
+def check_steps_per_epoch(cfg: Config, loader: Optional[DataLoader], grad_acc: int) -> Optional[int]:
+    """Optimizer steps per epoch, ``len(train dataloader) // gradient_accumulation`` (``None``
+    when the dataloader has no length); more accumulation than an epoch has batches is a ConfigError."""
+    if loader is None:
+        return None
+    try:
+        batches = len(loader)
+    except TypeError:  # an iterable dataset: epochs have no known length
+        return None
+    if 0 < batches < grad_acc:
+        samples = len(loader.sampler) if hasattr(loader.sampler, '__len__') else '?'
+        what = f'{samples} samples per rank, batch_size={loader.batch_size}, drop_last={loader.drop_last}'
+        raise ConfigError(f'gradient_accumulation={grad_acc} is more than the {batches} batches of one '
+                          f'training epoch ({what}), so an epoch would never complete an optimizer '
+                          f'step; use gradient_accumulation <= {batches} or a smaller '
+                          f'data.train.dataloader.batch_size', cfg.filename, 'gradient_accumulation')
+    return batches // grad_acc
 
 
 def check_writable(cfg: Config) -> None:
@@ -222,19 +262,35 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
         if max_epochs and steps_per_epoch:
             candidates.append(max_epochs * steps_per_epoch)
         if not candidates:
-            raise ConfigError('total_steps cannot be computed: set lr_scheduler.total_steps, or max_epochs '
-                              'with a training dataloader that has a length, or max_steps',
+            per_epoch = 'unknown, it has no length' if steps_per_epoch is None else steps_per_epoch
+            raise ConfigError(f'total_steps cannot be computed from max_epochs={max_epochs!r}, '
+                              f'max_steps={max_steps!r} and the training dataloader (steps per epoch: '
+                              f'{per_epoch}); set lr_scheduler.total_steps or max_steps',
                               cfg.filename, 'lr_scheduler.total_steps')
         sched_cfg['total_steps'] = min(candidates)
         logger.info(f'lr_scheduler.total_steps = {sched_cfg["total_steps"]} optimizer steps (computed: '
                     f'max_epochs={max_epochs} x {steps_per_epoch} steps per epoch, max_steps={max_steps})')
+    # None means "not set", so a command line can drop a base's key: lr_scheduler.warmup_epochs=None.
+    for key in ('warmup_epochs', 'warmup_steps'):
+        if key in sched_cfg and sched_cfg[key] is None:
+            del sched_cfg[key]
     if 'warmup_epochs' in sched_cfg:
-        if sched_cfg.get('warmup_steps') is not None:
-            raise ConfigError('give warmup_epochs or warmup_steps, not both', cfg.filename, 'lr_scheduler')
+        epochs = sched_cfg.pop('warmup_epochs')
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs >= 0:
+            raise ConfigError(f'expected a number of epochs >= 0 (e.g. 1 or 0.5), got '
+                              f'{type(epochs).__name__} {epochs!r}; set it to None, or leave it out, for no '
+                              f'warm-up in epochs',
+                              cfg.filename, 'lr_scheduler.warmup_epochs')
+        if 'warmup_steps' in sched_cfg:
+            steps = sched_cfg['warmup_steps']
+            raise ConfigError(f'got warmup_epochs={epochs!r} and warmup_steps={steps!r}; give one of them. '
+                              f'None drops the other, e.g. when it comes from a _base_ file: --cfg-options '
+                              f'lr_scheduler.warmup_epochs=None lr_scheduler.warmup_steps={steps!r}, or in a '
+                              f'config lr_scheduler = dict(warmup_epochs=None, warmup_steps={steps!r})',
+                              cfg.filename, 'lr_scheduler')
         if not steps_per_epoch:
             raise ConfigError('warmup_epochs needs a training dataloader with a length; give warmup_steps',
                               cfg.filename, 'lr_scheduler.warmup_epochs')
-        epochs = sched_cfg.pop('warmup_epochs')
         sched_cfg['warmup_steps'] = int(round(epochs * steps_per_epoch))
         total = sched_cfg.get('total_steps')
         if isinstance(total, int) and sched_cfg['warmup_steps'] > total:
@@ -298,8 +354,7 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     """
     cfg = load_config(cfg_or_path, cfg_options)
     check_top_level_keys(cfg)
-    seed = cfg.get('seed', None) if seed is None else seed
-    cfg.seed = DEFAULT_SEED if seed is None else seed
+    cfg.seed = check_seed(cfg, seed)
     cfg.work_dir = work_dir or cfg.get('work_dir', None) or default_work_dir(cfg)
     context = setup_parallel(cfg, launcher, seed=cfg.seed)
     if not read_only:
@@ -328,7 +383,7 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     opt_cfg = _require_dict(cfg, cfg.get('optimizer', None), 'optimizer', "dict(type='SGD', lr=0.1)")
     optimizer = _build(cfg, 'optimizer', OPTIMIZERS.build, opt_cfg,
                        default_args=dict(params=model.parameters()))
-    steps_per_epoch = len(train_loader) // grad_acc if train_loader is not None else None
+    steps_per_epoch = check_steps_per_epoch(cfg, train_loader, grad_acc)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, steps_per_epoch, logger)
     schedule_cfg = dict(cfg.get('schedule', None) or dict(type='NoPipelineSchedule'))
     if context.pipeline_size == 1:

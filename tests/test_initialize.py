@@ -1,5 +1,9 @@
 import os
 import random
+import subprocess
+import sys
+import textwrap
+import uuid
 
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ from colossal_runner.config import Config, ConfigError
 from colossal_runner.engine import Engine, NoPipelineSchedule
 from colossal_runner.initialize import Initialized, initialize
 from colossal_runner.models import MLP, TinyGPT
+from colossal_runner.registry import HOOKS
 from colossal_runner.trainer import Trainer
 
 HERE = os.path.dirname(__file__)
@@ -116,7 +121,12 @@ def test_unwritable_work_dir_is_a_config_error(tmp_path):
      r"key hooks\[1\]\.type: 'AccuracyHok' is not in the hook registry. Did you mean 'AccuracyHook'"),
     (dict(hooks=[dict(priority='LOW')]), ConfigError, r'key hooks\[0\]: a hook config needs a type'),
     (dict(lr_scheduler=dict(type='CosineAnnealingWarmupLR', warmup_epochs=1, warmup_steps=2)), ConfigError,
-     'key lr_scheduler: give warmup_epochs or warmup_steps, not both'),
+     r'key lr_scheduler: got warmup_epochs=1 and warmup_steps=2; give one of them. None drops the other.*'
+     r'--cfg-options lr_scheduler.warmup_epochs=None lr_scheduler.warmup_steps=2'),
+    (dict(lr_scheduler=dict(type='CosineAnnealingWarmupLR', warmup_epochs='abc')), ConfigError,
+     r"key lr_scheduler.warmup_epochs: expected a number of epochs >= 0 \(e.g. 1 or 0.5\), got str 'abc'"),
+    (dict(seed='abc'), ConfigError, r"key seed: seed must be an int, e.g. seed = 1024, got str 'abc'"),
+    (dict(seed=True), ConfigError, r"key seed: seed must be an int, e.g. seed = 1024, got bool True"),
     (dict(lr_scheduler=dict(type='CosineAnealingLR')), KeyError, "Did you mean 'CosineAnnealingLR'"),
     (dict(gradient_accumulation=0), ConfigError, 'key gradient_accumulation: expected a positive int, got 0'),
     (dict(nonfinite_loss='ignore'), ValueError, r"nonfinite_loss must be one of \['raise', 'skip', 'off'\]"),
@@ -137,3 +147,131 @@ def test_config_errors_name_the_key(tmp_path, overrides, error, message):
 def test_bad_argument_type():
     with pytest.raises(TypeError, match='initialize\\(\\) takes a config path, a dict or a Config, got int'):
         initialize(3)
+
+
+# ---------------------------------------------------------------- custom_imports after the merge
+
+@pytest.fixture
+def hook_module(tmp_path, monkeypatch):
+    """A module on sys.path (not yet imported) that registers a hook under a fresh name."""
+    name = f'cr_init_hooks_{uuid.uuid4().hex[:8]}'
+    hook = f'Hook{uuid.uuid4().hex[:8]}'
+    (tmp_path / f'{name}.py').write_text(textwrap.dedent(f"""
+        from colossal_runner.registry import HOOKS
+        from colossal_runner.trainer.hooks import BaseHook
+
+        @HOOKS.register_module()  # not force: importing the module twice would fail here
+        class {hook}(BaseHook):
+            pass
+        """), encoding='utf-8')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name, hook
+    HOOKS.module_dict.pop(hook, None)
+    sys.modules.pop(name, None)
+
+
+def _hook_types(run):
+    return [type(h).__name__ for h in run.trainer.hooks]
+
+
+@pytest.mark.parametrize('given_as', ['path with cfg_options', 'Config with cfg_options', 'dict'])
+def test_custom_imports_are_imported_after_cfg_options_are_merged(tmp_path, hook_module, given_as):
+    module, hook = hook_module
+    options = {'custom_imports.imports': [module], 'hooks': [dict(type='LossHook'), dict(type=hook)]}
+    if given_as == 'path with cfg_options':
+        run = initialize(TINY, cfg_options=options, work_dir=str(tmp_path / 'run'), log_file=False)
+    elif given_as == 'Config with cfg_options':
+        run = initialize(Config.fromfile(TINY), cfg_options=options, work_dir=str(tmp_path / 'run'),
+                         log_file=False)
+    else:
+        run = initialize(_cfg(custom_imports=dict(imports=[module]), hooks=options['hooks']),
+                         work_dir=str(tmp_path / 'run'), log_file=False)
+    assert _hook_types(run) == ['LossHook', hook]
+    # A second run in the same process imports nothing again (the module would fail if it did).
+    again = initialize(TINY, cfg_options=options, work_dir=str(tmp_path / 'run'), log_file=False)
+    assert _hook_types(again) == ['LossHook', hook]
+
+
+def test_custom_imports_added_by_cfg_options_can_allow_a_failed_import_of_the_file(tmp_path, hook_module):
+    module, hook = hook_module
+    cfg_file = tmp_path / 'needs_missing.py'
+    cfg_file.write_text(f"_base_ = {TINY!r}\ncustom_imports = dict(imports=['cr_no_such_module_x'])\n",
+                        encoding='utf-8')
+    with pytest.warns(UserWarning, match='cr_no_such_module_x.*allow_failed_imports=True'):
+        run = initialize(str(cfg_file), cfg_options={'custom_imports.allow_failed_imports': True},
+                         work_dir=str(tmp_path / 'run'), log_file=False)
+    assert run.engine.model is not None
+
+
+def test_forced_registration_in_custom_imports_replaces_a_built_in_model(tmp_path):
+    # A fresh process, as with tools/train.py: the config (and so the custom module) is loaded
+    # before anything has imported colossal_runner.models.
+    (tmp_path / 'my_models.py').write_text(textwrap.dedent("""
+        from torch import nn
+        from colossal_runner.registry import MODELS
+
+        @MODELS.register_module(name='MLP', force=True)
+        class MyMLP(nn.Sequential):
+            def __init__(self, in_features, num_classes=10, **kwargs):
+                super().__init__(nn.Linear(in_features, num_classes))
+        """), encoding='utf-8')
+    cfg_file = tmp_path / 'override.py'
+    cfg_file.write_text(f"_base_ = {TINY!r}\ncustom_imports = dict(imports=['my_models'])\n",
+                        encoding='utf-8')
+    script = textwrap.dedent(f"""
+        from colossal_runner.config import Config
+        cfg = Config.fromfile({str(cfg_file)!r})
+        from colossal_runner.initialize import initialize
+        run = initialize(cfg, work_dir={str(tmp_path / 'run')!r}, log_file=False)
+        print('MODEL', type(run.engine.model).__name__)
+        """)
+    proc = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'MODEL MyMLP' in proc.stdout
+
+
+# ---------------------------------------------------------------- errors that used to lack file and key
+
+def test_warmup_epochs_none_drops_the_base_value_so_warmup_steps_can_replace_it(tmp_path):
+    options = {'lr_scheduler.warmup_epochs': None, 'lr_scheduler.warmup_steps': 3}
+    engine = initialize(TINY, cfg_options=options, work_dir=str(tmp_path), log_file=False).engine
+    assert engine.lr_scheduler.warmup_steps == 3
+    engine = initialize(TINY, cfg_options={'lr_scheduler.warmup_epochs': None}, work_dir=str(tmp_path),
+                        log_file=False).engine
+    assert engine.lr_scheduler.warmup_steps == 0  # no warm-up at all
+
+
+def test_gradient_accumulation_longer_than_an_epoch_names_the_key_and_the_number_of_batches(tmp_path):
+    cfg = Config.fromfile(TINY)
+    train = cfg.data.train
+    batches = -(-train.dataset.num_samples // train.dataloader.batch_size)
+    with pytest.raises(ConfigError, match=rf'config .*tiny\.py, key gradient_accumulation: '
+                                          rf'gradient_accumulation={batches + 1} is more than the {batches} '
+                                          rf'batches of one training epoch .*'
+                                          rf'use gradient_accumulation <= {batches}'):
+        initialize(TINY, cfg_options={'gradient_accumulation': batches + 1}, work_dir=str(tmp_path),
+                   log_file=False)
+    run = initialize(TINY, cfg_options={'gradient_accumulation': batches}, work_dir=str(tmp_path),
+                     log_file=False)
+    assert run.engine.lr_scheduler.total_steps == cfg.max_epochs  # one optimizer step per epoch
+
+
+def test_the_config_reference_defaults_are_what_a_config_without_those_keys_gets(tmp_path, recwarn):
+    # docs/config_reference.md writes the optional keys out at their defaults.
+    doc = open(os.path.join(os.path.dirname(HERE), 'docs', 'config_reference.md'), encoding='utf-8').read()
+    block = doc.split('A complete config.', 1)[1].split('```python\n', 1)[1].split('```', 1)[0]
+    written = Config.fromstring(block, '.py').to_dict()
+    required = {k: written[k] for k in ('model', 'optimizer', 'data')}
+
+    def built(cfg):
+        run = initialize(cfg, work_dir=str(tmp_path), log_file=False)
+        engine = run.engine
+        return (type(engine.criterion), type(engine.schedule), engine.lr_scheduler,
+                engine.gradient_accumulation, engine.clip_grad_norm, engine.nonfinite_loss,
+                [type(h) for h in run.trainer.hooks], run.config.seed, run.context.pipeline_size,
+                run.context.data_size)
+
+    assert built(written) == built(required)
+    assert built(required)[6] == []  # no hooks key: no hooks
+    assert not [w for w in recwarn.list if 'unknown top-level key' in str(w.message)]

@@ -12,15 +12,15 @@ import importlib
 import json
 import os
 import os.path as osp
+import sys
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Union
-
-import yaml
 
 from .config_dict import ConfigDict
 from .errors import ConfigError, KeyPart
 from .loader import (RESERVED_KEYS, check_extension, check_reserved_keys, load_text, merge_into)
 from .pretty import pretty_text as _pretty_text
+from .yaml_io import dump_yaml
 
 
 class Config:
@@ -141,7 +141,7 @@ class Config:
         if ext == '.json':
             # '{{' only occurs inside JSON strings; escaping it keeps reloads from substituting it.
             return json.dumps(data, indent=4, ensure_ascii=False).replace('{{', '{\\u007b') + '\n'
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        return dump_yaml(data)
 
     # ------------------------------------------------------------------ merging
     def merge_from_dict(self, options: Dict[str, Any], allow_list_keys: bool = True) -> None:
@@ -149,23 +149,35 @@ class Config:
 
         Dotted keys reach into nested dicts (new keys are created); with ``allow_list_keys`` a
         digit part indexes into a list. A dict value merges into the existing dict unless it
-        holds ``_delete_=True``, in which case it replaces it.
+        holds ``_delete_=True``, in which case it replaces it. A key and dotted keys beneath it
+        (``'optimizer'`` and ``'optimizer.lr'``) combine the same way in any order: the whole
+        value first, then the dotted keys on top; a dotted key beneath a value that is not a
+        dict (``'a': 1`` and ``'a.b': 2``) is an error naming both.
         """
         if not isinstance(options, dict):
             raise TypeError(f'options must be a dict of dotted keys to values, got {type(options).__name__}.')
-        nested: Dict[str, Any] = {}
-        for full_key, value in options.items():
+        for full_key in options:
             if not isinstance(full_key, str) or not full_key or any(not p for p in full_key.split('.')):
                 raise ConfigError(f'invalid option key {full_key!r}: expected dotted names like '
                                   f"'optimizer.lr' or 'hooks.0.interval'.", self.filename)
-            node = nested
+        nested: Dict[str, Any] = {}
+        # Shallower keys first, so the order of the options does not matter: a whole value
+        # ('optimizer': dict(type='SGD')) is set before the dotted keys beneath it
+        # ('optimizer.lr': 0.1) change it, whichever of the two was given first.
+        for full_key in sorted(options, key=lambda k: k.count('.')):
             parts = full_key.split('.')
-            for part in parts[:-1]:
+            node = nested
+            for depth, part in enumerate(parts[:-1]):
                 node = node.setdefault(part, {})
                 if not isinstance(node, dict):
-                    raise ConfigError(f'option {full_key!r} reaches into a value that another option sets '
-                                      f'to {node!r}.', self.filename, parts)
-            node[parts[-1]] = copy.deepcopy(value)
+                    other = next(key for key in ('.'.join(parts[:i]) for i in range(depth + 1, 0, -1))
+                                 if key in options)  # the option whose value holds this one
+                    raise ConfigError(f'options {other!r} and {full_key!r} conflict: {other!r} sets '
+                                      f"{'.'.join(parts[:depth + 1])} to {node!r}, which {full_key!r} cannot "
+                                      f'reach into. Give only one of them (or write the change into the '
+                                      f'value of {other!r}).',
+                                      self.filename, parts)
+            node[parts[-1]] = copy.deepcopy(options[full_key])
         check_reserved_keys(nested, self.filename)
         merged = merge_into(nested, self._cfg_dict, self.filename, allow_list_keys)
         super().__setattr__('_cfg_dict', ConfigDict(merged))
@@ -187,6 +199,12 @@ class Config:
             raise ConfigError(f'{name!r} is a reserved name (a read-only Config property); use another key.',
                               self.filename, [name])
         self._cfg_dict[name] = value
+
+    def setdefault(self, name: Any, default: Any = None) -> Any:
+        """``cfg[name]``, after storing ``default`` there if it is missing; returns the stored value."""
+        if name not in self._cfg_dict:
+            self[name] = default  # through __setitem__: reserved names are refused
+        return self._cfg_dict[name]
 
     def __delattr__(self, name: str) -> None:
         del self._cfg_dict[name]
@@ -241,7 +259,13 @@ def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str]) -> Any
 
 
 def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
-    """Import the modules ``custom_imports = dict(imports=[...], allow_failed_imports=False)`` names."""
+    """Import the modules ``custom_imports = dict(imports=[...], allow_failed_imports=False)`` names.
+
+    Modules already imported are not imported again, so calling this once more after
+    ``--cfg-options`` changed ``custom_imports`` imports only what was added. The working
+    directory is searched too (after everything else on ``sys.path``), as with ``python -m``:
+    ``python tools/train.py`` and ``colossal-train`` put only their own folder on ``sys.path``.
+    """
     if not isinstance(custom_imports, dict):
         raise ConfigError(f"custom_imports must be dict(imports=['module', ...]), got {custom_imports!r}.",
                           filename, ['custom_imports'])
@@ -260,6 +284,8 @@ def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f'expected a module name (a str like "my_project.hooks"), got {name!r}.',
                               filename, ['custom_imports', 'imports', i])
+    cwd = _working_directory_on_path()
+    for name in imports:
         try:
             importlib.import_module(name)
         except ImportError as exc:
@@ -267,6 +293,19 @@ def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
                 warnings.warn(f'custom_imports: could not import {name!r} ({exc}); skipped because '
                               'allow_failed_imports=True.', stacklevel=2)
                 continue
-            exc.add_note(f'custom_imports in config {filename}: make sure {name!r} is importable, e.g. '
-                         'on PYTHONPATH, or set allow_failed_imports=True')
+            exc.add_note(f'custom_imports in config {filename or "(dict)"}: make sure {name!r} is '
+                         f'importable from the working directory ({cwd}) or PYTHONPATH, or set '
+                         f'allow_failed_imports=True')
             raise
+
+
+def _working_directory_on_path() -> str:
+    """Append the working directory to ``sys.path`` unless it is there already; return it.
+
+    Appended, not prepended: a file in the working directory never hides an installed package
+    that the run imports later.
+    """
+    cwd = os.getcwd()
+    if not any(osp.abspath(entry or os.curdir) == cwd for entry in sys.path if isinstance(entry, str)):
+        sys.path.append(cwd)
+    return cwd

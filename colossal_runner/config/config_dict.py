@@ -29,8 +29,13 @@ class ConfigDict(Dict):
 
     Unlike a plain addict ``Dict``, reading a missing key raises (``AttributeError`` for
     attribute access, so ``hasattr``/``getattr(..., default)`` work; ``KeyError`` for item
-    access) and names the closest existing keys, so a typo fails where it is made. Plain
-    dicts assigned into it become ``ConfigDict`` s, so nested attribute access keeps working.
+    access) and names the closest existing keys, so a typo fails where it is made.
+
+    A plain dict stored into it (``cfg.myhook = h``) is stored as a ``ConfigDict`` *copy*, so
+    that ``cfg.myhook.interval`` works (mmcv's ``Config`` does the same); change the stored
+    value through the config (``cfg.myhook.interval = 3``), or store a ``ConfigDict``, which
+    is kept as it is. ``setdefault`` returns the stored value, so
+    ``cfg.setdefault('extra', {})['x'] = 1`` changes ``cfg.extra``.
     """
 
     def __missing__(self, name: Any) -> Any:
@@ -48,6 +53,11 @@ class ConfigDict(Dict):
 
     def __setitem__(self, name: Any, value: Any) -> None:
         super().__setitem__(name, _to_config_dict(value))
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)  # what was stored (a ConfigDict copy of a plain dict)
 
     def __copy__(self) -> 'ConfigDict':
         other = self.__class__()

@@ -6,26 +6,24 @@ A ``.py`` config is *executed* as Python (it is code, like a setup.py); ``.json`
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import os.path as osp
 import re
 import types
-import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from .config_dict import ConfigDict, closest_keys
+from .base_ref import BaseRefMisuse, BaseRefs
+from .config_dict import ConfigDict
 from .errors import ConfigError, KeyPart
+from .yaml_io import load_yaml
 
 SUPPORTED_EXTENSIONS = ('.py', '.json', '.yaml', '.yml')
 BASE_KEY = '_base_'
 DELETE_KEY = '_delete_'
 RESERVED_KEYS = ('filename', 'text', 'pretty_text')
-
-_BASE_REF = re.compile(r'\{\{\s*_base_\.([\w.]+?)\s*\}\}')
 
 
 def check_extension(ext: str, what: str) -> str:
@@ -60,14 +58,17 @@ def substitute_predefined(text: str, filename: str) -> str:
     return text
 
 
-def _parse_text(text: str, ext: str, filename: str) -> Dict[str, Any]:
+def _parse_text(text: str, ext: str, filename: str, refs: BaseRefs) -> Dict[str, Any]:
     """Turn the text of one file (after substitutions) into a plain dict."""
     if ext == '.py':
         # compile() with the real path: a SyntaxError names file and line, tracebacks show the source.
         code = compile(text, filename, 'exec')
-        namespace: Dict[str, Any] = {'__file__': filename, '__name__': '__colossal_config__'}
+        namespace: Dict[str, Any] = {'__file__': filename, '__name__': '__colossal_config__',
+                                     **refs.namespace()}
         try:
             exec(code, namespace)
+        except BaseRefMisuse as exc:
+            raise refs.misuse_error(exc, text) from None
         except Exception as exc:
             exc.add_note(f'raised while executing config {filename}')
             raise
@@ -84,11 +85,13 @@ def _parse_text(text: str, ext: str, filename: str) -> Dict[str, Any]:
         try:
             data = json.loads(text, object_pairs_hook=no_duplicates)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f'invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}',
-                              filename) from exc
+            lines = text.splitlines()
+            line = lines[exc.lineno - 1] if exc.lineno <= len(lines) else ''
+            raise ConfigError(f'invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}'
+                              f'{refs.json_hint(line)}', filename) from exc
     else:
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, 'problem_mark', None)
             where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
@@ -115,18 +118,13 @@ def load_text(text: str, ext: str, filename: Optional[str], use_predefined_varia
     source = text
     if filename is not None and use_predefined_variables:
         text = substitute_predefined(text, filename)
-    # Each `{{ _base_.a.b }}` becomes a unique placeholder string, swapped for the value after the
-    # bases are loaded: the reference is not valid Python/JSON/YAML as written.
-    token = f'__base_ref_{uuid.uuid4().hex}__.'
-    refs_found = bool(_BASE_REF.search(text))
-    parse_text = _BASE_REF.sub(lambda m: f'"{token}{m.group(1)}"', text)
-    own = _parse_text(parse_text, ext, label)
+    refs = BaseRefs(text, ext, label)  # `{{ _base_.a.b }}` -> placeholders, swapped once bases are loaded
+    own = _parse_text(refs.text, ext, label, refs)
 
     base_dir = osp.dirname(filename) if filename else os.getcwd()
     base_dict, base_texts = _load_bases(own.pop(BASE_KEY, None), base_dir, label, use_predefined_variables,
                                         list(chain) + [label])
-    if refs_found:
-        own = _resolve_refs(own, token, base_dict, label, [])
+    own = refs.resolve(own, base_dict)
     merged = merge_into(own, base_dict, label, allow_list_keys=False)
     header = f'# {label}\n'
     return merged, ''.join(base_texts) + header + source + ('' if source.endswith('\n') else '\n')
@@ -166,39 +164,6 @@ def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables:
     return merged, texts
 
 
-def _lookup(data: Any, dotted: str) -> Tuple[bool, Any]:
-    node = data
-    for part in dotted.split('.'):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False, None
-    return True, node
-
-
-def _resolve_refs(value: Any, token: str, base: Dict[str, Any], label: str, path: List[KeyPart]) -> Any:
-    """Swap every placeholder string for a copy of the base value it names."""
-    if isinstance(value, str) and value.startswith(token):
-        ref = value[len(token):]
-        found, target = _lookup(base, ref)
-        if not found:
-            parts = ref.split('.')
-            parent_found, parent = _lookup(base, '.'.join(parts[:-1])) if len(parts) > 1 else (True, base)
-            close = closest_keys(parts[-1], list(parent)) if parent_found and isinstance(parent, dict) else []
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ''
-            raise ConfigError(f'{{{{ _base_.{ref} }}}} names a value that no _base_ file defines '
-                              f'(top-level base keys: {", ".join(sorted(map(str, base))) or "none"}).{hint}',
-                              label, path)
-        return copy.deepcopy(target)
-    if isinstance(value, dict):
-        return {k: _resolve_refs(v, token, base, label, path + [k]) for k, v in value.items()}
-    if type(value) in (list, tuple):
-        return type(value)(_resolve_refs(v, token, base, label, path + [i]) for i, v in enumerate(value))
-    return value
-
-
 def _strip_delete(value: Any) -> Any:
     """Drop ``_delete_`` flags from a value that is being set as a whole."""
     if isinstance(value, dict):
@@ -222,6 +187,14 @@ def merge_into(child: Dict[str, Any], base: Any, label: Optional[str], allow_lis
         for key, value in child.items():
             if key == DELETE_KEY:
                 continue
+            if isinstance(key, str) and re.fullmatch(r'-\d+', key):
+                if int(key) + len(items) < 0:
+                    raise ConfigError(f'index {key} is out of range: the {type(base).__name__} has '
+                                      f'{len(items)} items.', label, path + [key])
+                dotted = '.'.join(map(str, path + [int(key) + len(items)]))
+                raise ConfigError(f'negative indexes are not supported; this {type(base).__name__} has '
+                                  f'{len(items)} items, so item {key} is {dotted!r} (indexes count from 0).',
+                                  label, path + [key])
             if not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
                 dotted = '.'.join(map(str, path + [0, key]))
                 raise ConfigError(f'this is a {type(base).__name__}, so its items are addressed by index '

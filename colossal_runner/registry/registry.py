@@ -8,6 +8,7 @@ keeps its own type and traceback (mmcv re-wraps it and hides the cause).
 from __future__ import annotations
 
 import difflib
+import enum
 import importlib
 import inspect
 import sys
@@ -62,6 +63,21 @@ def build_from_cfg(cfg: Mapping, registry: 'Registry', default_args: Optional[Ma
         raise
 
 
+def _buildable(obj: Any) -> bool:
+    """Whether a fall-back module's attribute is something a config could build (not an Enum
+    of weights, a module or a constant)."""
+    is_enum = inspect.isclass(obj) and issubclass(obj, enum.Enum)
+    return callable(obj) and not inspect.ismodule(obj) and not is_enum
+
+
+def _shown(names: List[str], limit: int = 20) -> str:
+    """At most ``limit`` names, then how many more there are."""
+    if not names:
+        return '(none)'
+    more = f' ... and {len(names) - limit} more' if len(names) > limit else ''
+    return ', '.join(names[:limit]) + more
+
+
 class Registry:
     """Map strings to classes or functions.
 
@@ -75,12 +91,20 @@ class Registry:
         fallback: a module (or a dotted path to one, imported on first use) whose
             public attributes are found by name when nothing is registered under it,
             e.g. ``torch.optim`` for OPTIMIZERS.
+        builtins: dotted paths of the modules that register this registry's built-in
+            entries. They are imported before the first registration from anywhere else and
+            before the first lookup, so built-ins are always registered first: a user's
+            ``register_module(name='MLP', force=True)`` replaces the built-in ``MLP`` instead
+            of colliding with it when the built-in registers later.
     """
 
     def __init__(self, name: str, build_func: Optional[Callable] = None,
                  parent: Optional['Registry'] = None, scope: Optional[str] = None,
-                 fallback: Union[str, Iterable[str], None] = None):
+                 fallback: Union[str, Iterable[str], None] = None,
+                 builtins: Union[str, Iterable[str], None] = None):
         self._name = name
+        self._builtins = [builtins] if isinstance(builtins, str) else list(builtins or [])
+        self._builtins_imported = not self._builtins
         self._module_dict: Dict[str, Any] = {}
         self._children: Dict[str, 'Registry'] = {}
         self._scope = scope if scope is not None else self.infer_scope()
@@ -108,6 +132,7 @@ class Registry:
 
     @property
     def module_dict(self) -> Dict[str, Any]:
+        self._import_builtins()
         return self._module_dict
 
     @property
@@ -119,6 +144,7 @@ class Registry:
         return self._parent
 
     def __len__(self) -> int:
+        self._import_builtins()
         return len(self._module_dict)
 
     def __contains__(self, key: str) -> bool:
@@ -143,6 +169,18 @@ class Registry:
             return scope, rest
         return None, key
 
+    def _import_builtins(self) -> None:
+        """Import the modules of the built-in entries, once; their own registrations pass through."""
+        if self._builtins_imported:
+            return
+        self._builtins_imported = True  # first: the modules register here while they are imported
+        try:
+            for path in self._builtins:
+                importlib.import_module(path)
+        except BaseException:
+            self._builtins_imported = False
+            raise
+
     # ------------------------------------------------------------------ lookup
     def _get_local(self, key: str):
         if key in self._module_dict:
@@ -165,6 +203,7 @@ class Registry:
         """
         if not isinstance(key, str):
             raise TypeError(f'registry keys are strings, got {type(key).__name__}: {key!r}')
+        self._import_builtins()
         scope, real_key = self.split_scope_key(key)
         if scope is None or scope == self._scope:
             found = self._get_local(real_key)
@@ -183,27 +222,36 @@ class Registry:
         # A dotted name that is not a scope may still be a fall-back attribute.
         return self._get_local(key) if '.' not in real_key else None
 
-    def _all_names(self) -> List[str]:
-        names = list(self._module_dict)
-        registry = self._parent
-        while registry is not None:
-            names.extend(registry._module_dict)
-            registry = registry._parent
+    def _fallback_names(self) -> Dict[str, List[str]]:
+        """``{module path: the names a config can use from it}`` for each importable fall-back."""
+        out: Dict[str, List[str]] = {}
         for path in self._fallbacks:
             try:
                 module = importlib.import_module(path) if isinstance(path, str) else path
             except ImportError:
                 continue
-            names.extend(n for n in dir(module) if not n.startswith('_'))
+            out[getattr(module, '__name__', str(path))] = sorted(
+                n for n in dir(module) if not n.startswith('_') and _buildable(getattr(module, n, None)))
+        return out
+
+    def _all_names(self) -> List[str]:
+        self._import_builtins()
+        names = list(self._module_dict)
+        registry = self._parent
+        while registry is not None:
+            names.extend(registry._module_dict)
+            registry = registry._parent
+        for fallback_names in self._fallback_names().values():
+            names.extend(fallback_names)
         return names
 
     def _unknown_message(self, key: str) -> str:
         close = _closest(self.split_scope_key(key)[1], self._all_names())
         hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''
-        registered = sorted(self._module_dict)
-        shown = ', '.join(registered[:20]) + (' ...' if len(registered) > 20 else '')
-        return (f'{key!r} is not in the {self._name} registry.{hint} '
-                f'Registered here: [{shown}]. To use your own class, decorate it with '
+        available = [f'registered here: {_shown(sorted(self._module_dict))}']
+        available += [f'from {path}: {_shown(names)}' for path, names in self._fallback_names().items()]
+        return (f'{key!r} is not in the {self._name} registry.{hint} Available names, '
+                f'{"; ".join(available)}. To use your own class, decorate it with '
                 f'.register_module() of the {self._name} registry in a module that is imported, '
                 f"e.g. through custom_imports = dict(imports=['my_module']) in the config.")
 
@@ -220,6 +268,7 @@ class Registry:
     def _register_module(self, module: Any, module_name=None, force: bool = False) -> None:
         if not (inspect.isclass(module) or inspect.isfunction(module) or callable(module)):
             raise TypeError(f'only a class or a function can be registered, got {type(module).__name__}')
+        self._import_builtins()
         if module_name is None:
             module_name = module.__name__
         names = [module_name] if isinstance(module_name, str) else list(module_name)

@@ -1,19 +1,21 @@
 """Every root registry of colossal_runner, declared in one place.
 
 Fall-backs let configs name the usual torch / torchvision classes without registering
-them: ``dict(type='SGD', lr=0.1)`` finds ``torch.optim.SGD``.
+them: ``dict(type='SGD', lr=0.1)`` finds ``torch.optim.SGD``. ``builtins`` names the modules
+that register colossal_runner's own entries; a registry imports them before anything else
+registers into it or looks in it, so a user's ``force=True`` can replace a built-in.
 """
 from .registry import Registry
 
-MODELS = Registry('model', fallback='torchvision.models')
+MODELS = Registry('model', fallback='torchvision.models', builtins='colossal_runner.models')
 LAYERS = Registry('layer', fallback='torch.nn')
-LOSSES = Registry('loss', fallback='torch.nn')
+LOSSES = Registry('loss', fallback='torch.nn', builtins='colossal_runner.models')
 OPTIMIZERS = Registry('optimizer', fallback='torch.optim')
-LR_SCHEDULERS = Registry('lr_scheduler')
-SCHEDULES = Registry('schedule')
-HOOKS = Registry('hook')
-METRICS = Registry('metric')
-DATASETS = Registry('dataset', fallback='torchvision.datasets')
+LR_SCHEDULERS = Registry('lr_scheduler', builtins='colossal_runner.nn.lr_scheduler')
+SCHEDULES = Registry('schedule', builtins='colossal_runner.engine.schedule')
+HOOKS = Registry('hook', builtins='colossal_runner.trainer.hooks')
+METRICS = Registry('metric', builtins='colossal_runner.trainer.metrics')
+DATASETS = Registry('dataset', fallback='torchvision.datasets', builtins='colossal_runner.data')
 TRANSFORMS = Registry('transform', fallback='torchvision.transforms')
 DATA_SAMPLERS = Registry('data_sampler', fallback='torch.utils.data')
 

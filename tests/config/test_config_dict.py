@@ -28,6 +28,31 @@ def test_attribute_and_item_access_and_dict_methods():
     assert 'new' not in cfg
 
 
+def test_setdefault_returns_the_stored_value():
+    cfg = make()
+    cfg.setdefault('extra', {})['x'] = 1
+    assert cfg.extra == {'x': 1} and cfg.extra.x == 1
+    cfg.model.setdefault('act', dict(type='ReLU'))['inplace'] = True
+    assert cfg.model.act == dict(type='ReLU', inplace=True)
+    assert cfg.setdefault('optimizer', {}) is cfg.optimizer and cfg.optimizer.lr == 0.1  # existing: unchanged
+    with pytest.raises(ValueError, match="'text' is a reserved name"):
+        cfg.setdefault('text', {})
+
+
+def test_a_stored_plain_dict_is_a_config_dict_copy_and_a_stored_config_dict_is_kept():
+    cfg = make()
+    hook = dict(type='LossHook')
+    cfg.myhook = hook
+    hook['interval'] = 3  # documented: the config holds a copy, with attribute access
+    assert cfg.myhook == dict(type='LossHook') and isinstance(cfg.myhook, ConfigDict)
+    cfg.myhook.interval = 3  # change it through the config
+    assert cfg.myhook.interval == 3
+    shared = ConfigDict(type='LossHook')
+    cfg.other = shared
+    shared.interval = 5
+    assert cfg.other is shared and cfg.other.interval == 5
+
+
 def test_missing_attribute_names_the_key_and_the_closest_ones():
     cfg = make()
     with pytest.raises(AttributeError, match=r"no key 'optimiser'.*did you mean 'optimizer'.*Available keys: "

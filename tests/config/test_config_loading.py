@@ -108,6 +108,30 @@ def test_custom_imports_failure_raises_the_import_error_with_a_note():
         Config.fromfile(path('custom_imports_allowed.py'))
 
 
+def test_custom_imports_find_a_module_in_the_working_directory(tmp_path, monkeypatch):
+    # As under `python tools/train.py` or `colossal-train`: sys.path holds the script's folder,
+    # not the working directory the user runs from.
+    work = tmp_path / 'project'
+    work.mkdir()
+    (work / 'cr_cwd_module.py').write_text('IMPORTED = True\n', encoding='utf-8')
+    (tmp_path / 'configs').mkdir()
+    cfg_file = tmp_path / 'configs' / 'uses_cwd.py'
+    cfg_file.write_text("custom_imports = dict(imports=['cr_cwd_module'])\n", encoding='utf-8')
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, 'path', [p for p in sys.path if p not in ('', '.', str(work))])
+    monkeypatch.delitem(sys.modules, 'cr_cwd_module', raising=False)
+    Config.fromfile(cfg_file)
+    assert sys.modules['cr_cwd_module'].IMPORTED is True
+    assert sys.path[-1] == str(work)  # after everything else: it never hides an installed package
+
+
+def test_custom_imports_failure_names_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModuleNotFoundError) as info:
+        Config.fromfile(path('custom_imports_missing.py'))
+    assert any(f'working directory ({tmp_path})' in note for note in info.value.__notes__)
+
+
 def test_custom_imports_shape_is_checked(tmp_path):
     bad = tmp_path / 'bad_imports.py'
     bad.write_text("custom_imports = dict(imports=['os', 3])\n")

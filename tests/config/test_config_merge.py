@@ -56,9 +56,46 @@ def test_errors_name_the_key_path():
         cfg.merge_from_dict({'hooks.0.interval': 1}, allow_list_keys=False)
     with pytest.raises(ConfigError, match=r"invalid option key 'a\.\.b'"):
         cfg.merge_from_dict({'a..b': 1})
-    with pytest.raises(ConfigError, match=r"'a\.b' reaches into a value that another option sets to 1"):
-        cfg.merge_from_dict({'a': 1, 'a.b': 2})
     with pytest.raises(TypeError, match='options must be a dict'):
         cfg.merge_from_dict(['a=1'])
     # a failed merge leaves the config unchanged
     assert cfg.to_dict() == make().to_dict()
+
+
+@pytest.mark.parametrize('options', [{'a': 1, 'a.b': 2}, {'a.b': 2, 'a': 1}])
+def test_a_key_and_a_dotted_key_beneath_its_scalar_value_conflict_in_either_order(options):
+    cfg = make()
+    with pytest.raises(ConfigError, match=r"key a\.b: options 'a' and 'a\.b' conflict: 'a' sets a to 1, "
+                                          r"which 'a\.b' cannot reach into"):
+        cfg.merge_from_dict(options)
+    assert cfg.to_dict() == make().to_dict()
+
+
+def test_a_conflict_inside_a_whole_dict_value_names_the_option_holding_it():
+    with pytest.raises(ConfigError, match=r"options 'model' and 'model\.act\.type\.x' conflict: 'model' sets "
+                                          r"model\.act\.type to 'GELU'"):
+        make().merge_from_dict({'model.act.type.x': 1, 'model': dict(act=dict(type='GELU'))})
+
+
+@pytest.mark.parametrize('options', [{'optimizer': dict(type='Adam'), 'optimizer.lr': 0.5},
+                                     {'optimizer.lr': 0.5, 'optimizer': dict(type='Adam')}])
+def test_a_whole_dict_value_and_a_dotted_key_beneath_it_combine_in_either_order(options):
+    cfg = make()
+    cfg.merge_from_dict(options)
+    assert cfg.optimizer == dict(type='Adam', lr=0.5, momentum=0.9)
+
+
+def test_a_dotted_key_applies_on_top_of_a_whole_value_with_delete():
+    cfg = make()
+    cfg.merge_from_dict({'optimizer.lr': 0.5, 'optimizer': dict(_delete_=True, type='Adam')})
+    assert cfg.optimizer == dict(type='Adam', lr=0.5)
+
+
+def test_a_negative_list_index_says_which_index_to_write():
+    cfg = make()
+    with pytest.raises(ConfigError, match=r"key hooks\['-1'\]: negative indexes are not supported; this list "
+                                          r"has 2 items, so item -1 is 'hooks\.1'") as info:
+        cfg.merge_from_dict({'hooks.-1.interval': 3})
+    assert 'hooks.0.-1' not in str(info.value)
+    with pytest.raises(ConfigError, match=r"index -3 is out of range: the list has 2 items"):
+        cfg.merge_from_dict({'hooks.-3.interval': 3})

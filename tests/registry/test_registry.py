@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -160,3 +162,53 @@ def test_registering_shadows_fallback():
 def test_non_string_key_is_a_clear_error():
     with pytest.raises(TypeError, match='registry keys are strings'):
         OPTIMIZERS.get(3)
+
+
+def test_unknown_name_lists_what_the_fallback_module_offers():
+    with pytest.raises(KeyError) as info:
+        build_from_cfg(dict(type='Adamm', lr=0.1), OPTIMIZERS)
+    msg = str(info.value)
+    assert 'Registered here: []' not in msg and 'registered here: (none)' in msg
+    listed = msg.split('from torch.optim: ')[1].split('. To use')[0].split(', ')
+    assert {'SGD', 'Adam', 'AdamW'} <= set(listed)
+    assert all(callable(getattr(torch.optim, name)) for name in listed)
+    assert 'lr_scheduler' not in listed  # a module, not something to build
+
+
+@pytest.fixture
+def builtins_module(tmp_path, monkeypatch):
+    """A registry whose built-ins module (not yet imported) registers 'Widget' in it."""
+    (tmp_path / 'cr_reg_target.py').write_text('REGISTRY = None\n', encoding='utf-8')
+    (tmp_path / 'cr_reg_builtins.py').write_text(
+        'import cr_reg_target\n\n\n'
+        '@cr_reg_target.REGISTRY.register_module()\n'
+        'class Widget:\n'
+        '    origin = "built-in"\n', encoding='utf-8')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ('cr_reg_target', 'cr_reg_builtins'):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import cr_reg_target
+    cr_reg_target.REGISTRY = Registry('widget', scope='test', builtins='cr_reg_builtins')
+    return cr_reg_target.REGISTRY
+
+
+def test_builtins_register_before_a_users_forced_replacement(builtins_module):
+    reg = builtins_module
+    assert 'cr_reg_builtins' not in sys.modules
+
+    @reg.register_module(name='Widget', force=True)
+    class MyWidget:
+        origin = 'user'
+
+    assert 'cr_reg_builtins' in sys.modules  # imported first, by the user's registration
+    assert reg.get('Widget') is MyWidget
+    import cr_reg_builtins  # noqa: F401 - importing it again changes nothing
+    assert reg.get('Widget') is MyWidget
+
+
+def test_builtins_are_there_for_a_lookup_and_a_clash_names_them(builtins_module):
+    reg = builtins_module
+    assert reg.get('Widget').origin == 'built-in' and len(reg) == 1
+    with pytest.raises(KeyError, match=r"'Widget' is already registered.*cr_reg_builtins\.Widget.*"
+                                       r"force=True"):
+        reg.register_module(name='Widget', module=dict)
