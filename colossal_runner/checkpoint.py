@@ -22,10 +22,11 @@ import errno
 import os
 import random
 import re
+import secrets
 import tempfile
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -84,15 +85,38 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+# O_EXCL: never open a file (or follow a link) that is already there; O_NOFOLLOW where it exists.
+_CREATE = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
+           | getattr(os, 'O_BINARY', 0))
+
+
+def _create_temporary(directory: str, name: str) -> Tuple[int, str]:
+    """Create ``.{name}.{random}.tmp`` in ``directory``; returns ``(fd, path)``.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), the file is created with mode 0666 and the
+    process's umask applies, as for ``open(path, 'wb')``: the checkpoint ends up with the mode
+    (and default ACL) any other file the user writes there would get, e.g. 0644 under umask 022.
+    """
+    for _ in range(100):
+        tmp = os.path.join(directory, f'.{name}.{secrets.token_hex(6)}.tmp')
+        try:
+            return os.open(tmp, _CREATE, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f'could not create a temporary file for {name!r} in {directory!r}: '
+                                        f'100 random names were all taken')
+
+
 def atomic_write(path: str, write: Callable[[Any], None]) -> None:
     """Write ``path`` through ``write(file)`` so that it is either complete or absent.
 
     The data goes to a temporary file in the same directory, is flushed and fsync'ed, then
-    renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows).
+    renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows). The file gets the
+    mode ``open()`` would give it (0666 less the umask), not a temporary file's 0600.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=directory)
+    fd, tmp = _create_temporary(directory, os.path.basename(path))
     try:
         with os.fdopen(fd, 'wb') as f:
             write(f)

@@ -98,3 +98,32 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     ckpt.set_rng_state(ckpt.load_checkpoint(str(tmp_path / 'epoch_1.pt'))['rng'])
     assert (random.random(), np.random.rand()) == expected[:2]
     assert torch.equal(torch.rand(2), expected[2])
+
+
+@pytest.mark.skipif(os.name != 'posix', reason='POSIX file modes and umask')
+@pytest.mark.parametrize('umask', [0o022, 0o027, 0o077, 0o002], ids=oct)
+def test_checkpoint_files_get_the_mode_open_would_give_them(tmp_path, umask):
+    # A checkpoint is a file the user wrote: 0666 less the umask, as open() / torch.save(path) give,
+    # not the 0600 of a temporary file (which a colleague or an evaluation job could not read).
+    old = os.umask(umask)
+    try:
+        path = str(tmp_path / 'epoch_1.pt')
+        ckpt.save_checkpoint(_state(1), path)
+        torch.save(_state(1), str(tmp_path / 'plain.pt'))
+    finally:
+        os.umask(old)
+    mode = os.stat(path).st_mode & 0o777
+    assert mode == 0o666 & ~umask, oct(mode)
+    assert mode == os.stat(tmp_path / 'plain.pt').st_mode & 0o777
+    assert ckpt.load_checkpoint(path)['states']['epoch'] == 1
+    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pt', 'latest.pt', 'plain.pt']   # no temporary left
+
+
+def test_atomic_write_never_reuses_an_existing_temporary_name(tmp_path, monkeypatch):
+    taken = tmp_path / '.epoch_1.pt.aaaaaaaaaaaa.tmp'
+    taken.write_bytes(b'another writer')
+    names = iter(['aaaaaaaaaaaa', 'bbbbbbbbbbbb'])
+    monkeypatch.setattr(ckpt.secrets, 'token_hex', lambda n: next(names))
+    ckpt.save_checkpoint(_state(1), str(tmp_path / 'epoch_1.pt'))
+    assert taken.read_bytes() == b'another writer'      # O_EXCL: the existing file is left alone
+    assert ckpt.load_checkpoint(str(tmp_path / 'epoch_1.pt'))['states']['epoch'] == 1

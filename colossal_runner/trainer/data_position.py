@@ -131,8 +131,10 @@ class DataPosition:
 
     @staticmethod
     def _check_sampler(loader: Iterable, saved: Dict[str, Any]) -> None:
+        # Not the rank: replica 0 writes the checkpoint that every replica resumes from, and each
+        # replays its own part of the same order. The number of replicas does change the parts.
         now, then = _sampler_info(loader), saved.get('sampler') or {}
-        changed = {k: (then[k], now.get(k)) for k in ('type', 'seed', 'num_replicas', 'rank')
+        changed = {k: (then[k], now.get(k)) for k in ('type', 'seed', 'num_replicas')
                    if k in then and then[k] != now.get(k)}
         if changed:
             warnings.warn(f'resuming mid-epoch with a different data sampler than the checkpoint\'s '

@@ -22,10 +22,14 @@ def _is_logging_rank() -> bool:
 
 def get_logger(name: str = 'colossal_runner', log_file: Optional[str] = None,
                level: int = logging.INFO) -> logging.Logger:
-    """The logger ``name`` with one console handler and, with ``log_file``, one file handler per file.
+    """The logger ``name`` with one console handler and, with ``log_file``, one log file.
 
-    Calling it again is cheap and adds no duplicate handlers. Ranks other than the logging rank
-    only report errors.
+    Calling it again is cheap and adds no duplicate handlers. One run, one log file: a call
+    with another ``log_file`` (a second Trainer in the same process, a notebook) closes and
+    detaches the file handler an earlier call added to this logger, so each run's file holds
+    only its own lines. ``log_file=None`` leaves the current file as it is (it asks for the
+    logger, not for a new run); file handlers added by the user are never touched. Ranks other
+    than the logging rank only report errors.
     """
     logger = logging.getLogger(name)
     logger.propagate = False
@@ -37,10 +41,16 @@ def get_logger(name: str = 'colossal_runner', log_file: Optional[str] = None,
         logger.addHandler(console)
     if log_file is not None and main:
         path = os.path.abspath(log_file)
+        ours = [h for h in logger.handlers if getattr(h, '_colossal_log_file', False)]
+        for handler in ours:
+            if handler.baseFilename != path:  # an earlier run's file
+                logger.removeHandler(handler)
+                handler.close()
         if not any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logger.handlers):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             handler = logging.FileHandler(path, mode='a', encoding='utf-8')
             handler.setFormatter(logging.Formatter(_FORMAT))
+            handler._colossal_log_file = True
             logger.addHandler(handler)
     logger.setLevel(level if main else logging.ERROR)
     return logger

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from colossal_runner.checkpoint import load_checkpoint
+from colossal_runner.data import SyntheticClassification, build_dataloader
 from colossal_runner.trainer import Trainer
 from colossal_runner.trainer.hooks import LoadCheckpointHook, LossHook, MetricHook, SaveCheckpointHook
 from colossal_runner.trainer.metrics import Metric
@@ -40,6 +41,82 @@ def test_exact_resume_in_a_new_process_is_bit_identical(tmp_path):
     assert 'loaded checkpoint' not in proc.stdout   # logging goes to stderr
 
 
+def _run_to_the_end(ckpt_dir, epochs, max_steps=None, resume_from=None, seed=123, **saver):
+    """44 samples in batches of 8: 6 steps per epoch (the last one short), dropout and shuffling,
+    so an exact resume needs the weights, the optimizer, the RNG and the data position."""
+    engine = make_engine(seed=seed, dropout=0.2, in_features=16, num_classes=4)
+    dataset = SyntheticClassification(num_samples=44, num_features=16, num_classes=4, seed=0)
+    loader = build_dataloader(dict(batch_size=8), dataset, shuffle=True, seed=0)
+    trainer = Trainer(engine, hooks=[LossHook(), SaveCheckpointHook(checkpoint_dir=ckpt_dir, **saver)])
+    if resume_from is not None:
+        trainer.resume(resume_from)
+    trainer.fit(loader, epochs=epochs, max_steps=max_steps)
+    return dict(params=[p.detach().clone() for p in engine.model.parameters()], lr=engine.get_lr(),
+                states=(trainer.states['epoch'], trainer.states['iteration']),
+                loss=trainer.states['metrics']['train']['Loss'].get_accumulated_value(),
+                files=sorted(os.listdir(ckpt_dir)) if os.path.isdir(ckpt_dir) else [])
+
+
+def _assert_same_run(got, want):
+    assert got['states'] == want['states'] and got['lr'] == want['lr']
+    for a, b in zip(got['params'], want['params']):
+        assert torch.equal(a, b)
+
+
+def _assert_holds_the_final_weights(path, run):
+    state = load_checkpoint(path)
+    assert (state['states']['epoch'], state['states']['iteration']) == run['states']
+    for saved, final in zip(state['engine']['model'].values(), run['params']):
+        assert torch.equal(saved, final)
+
+
+def test_save_last_saves_the_final_iteration_and_resumes_exactly(tmp_path):
+    # interval=4 does not divide 3 epochs x 6 steps: without save_last the last file is iter_16.
+    short = _run_to_the_end(str(tmp_path / 'short'), epochs=3, interval=4, by_epoch=False)
+    assert short['states'] == (3, 18)
+    assert short['files'] == ['iter_12.pt', 'iter_16.pt', 'iter_18.pt', 'iter_4.pt', 'iter_8.pt', 'latest.pt']
+    assert os.readlink(tmp_path / 'short' / 'latest.pt') == 'iter_18.pt'
+    _assert_holds_the_final_weights(str(tmp_path / 'short' / 'latest.pt'), short)
+    # Resuming the final file (by name) continues exactly as the uninterrupted 5 epochs.
+    reference = _run_to_the_end(str(tmp_path / 'ref'), epochs=5, interval=4, by_epoch=False)
+    assert reference['files'][-2:] == ['iter_8.pt', 'latest.pt'] and 'iter_30.pt' in reference['files']
+    resumed = _run_to_the_end(str(tmp_path / 'resumed'), epochs=5, seed=7, interval=4, by_epoch=False,
+                              resume_from=str(tmp_path / 'short' / 'iter_18.pt'))
+    _assert_same_run(resumed, reference)
+    assert resumed['loss'] == reference['loss']       # its epochs 4 and 5 ran the same batches
+    assert 'iter_30.pt' in resumed['files']
+    # A finished run resumed with nothing left to train writes nothing new.
+    again = _run_to_the_end(str(tmp_path / 'again'), epochs=5, interval=4, by_epoch=False,
+                            resume_from=str(tmp_path / 'ref'))
+    assert again['states'] == (5, 30) and again['files'] == []
+
+
+def test_save_last_by_epoch_and_when_max_steps_stops_mid_epoch(tmp_path):
+    # by_epoch, interval=2 over 3 epochs: epoch_2 periodic, epoch_3 the final state.
+    three = _run_to_the_end(str(tmp_path / 'three'), epochs=3, interval=2)
+    assert three['files'] == ['epoch_2.pt', 'epoch_3.pt', 'latest.pt']
+    _assert_holds_the_final_weights(str(tmp_path / 'three' / 'latest.pt'), three)
+    reference = _run_to_the_end(str(tmp_path / 'ref'), epochs=5, interval=2)
+    assert reference['files'] == ['epoch_2.pt', 'epoch_4.pt', 'epoch_5.pt', 'latest.pt']
+    resumed = _run_to_the_end(str(tmp_path / 'resumed'), epochs=5, seed=7, interval=2,
+                              resume_from=str(tmp_path / 'three' / 'epoch_3.pt'))
+    _assert_same_run(resumed, reference)
+    assert resumed['loss'] == reference['loss']
+    # max_steps=14 stops 2 steps into epoch 3: the final file is mid-epoch, and resumes exactly.
+    cut = _run_to_the_end(str(tmp_path / 'cut'), epochs=5, max_steps=14, interval=4, by_epoch=False)
+    assert cut['states'] == (3, 14) and 'iter_14.pt' in cut['files']
+    _assert_holds_the_final_weights(str(tmp_path / 'cut' / 'latest.pt'), cut)
+    iters = _run_to_the_end(str(tmp_path / 'iters'), epochs=5, interval=4, by_epoch=False)
+    resumed = _run_to_the_end(str(tmp_path / 'resumed_cut'), epochs=5, seed=7, interval=4, by_epoch=False,
+                              resume_from=str(tmp_path / 'cut'))
+    _assert_same_run(resumed, iters)
+    # save_last=False keeps the old behaviour; anything but a bool is refused.
+    off = _run_to_the_end(str(tmp_path / 'off'), epochs=3, interval=2, save_last=False)
+    assert off['files'] == ['epoch_2.pt', 'latest.pt']
+    with pytest.raises(TypeError, match=r"save_last must be True .* or False, got str: 'yes'"):
+        SaveCheckpointHook(checkpoint_dir=str(tmp_path), save_last='yes')
+
+
 def test_round_trip_restores_engine_states_and_hook_states(tmp_path):
     engine = make_engine(seed=0)
     saver = SaveCheckpointHook(checkpoint_dir=str(tmp_path), max_keep=5)
@@ -70,9 +147,15 @@ def test_max_keep_prunes_oldest_and_iteration_checkpoints(tmp_path):
         make_loader(8), epochs=5)
     assert sorted(os.listdir(tmp_path)) == ['epoch_4.pt', 'epoch_5.pt', 'latest.pt']
     iters = tmp_path / 'iters'
-    Trainer(make_engine(), hooks=[SaveCheckpointHook(3, str(iters), by_epoch=False)]).fit(
+    Trainer(make_engine(), hooks=[SaveCheckpointHook(3, str(iters), by_epoch=False, save_last=False)]).fit(
         make_loader(16), epochs=2)
     assert sorted(os.listdir(iters)) == ['iter_3.pt', 'iter_6.pt', 'latest.pt']
+    # The final file of save_last counts towards max_keep: 8 iterations keep iter_6 and iter_8.
+    last = tmp_path / 'last'
+    saver = SaveCheckpointHook(3, str(last), by_epoch=False, max_keep=2)
+    Trainer(make_engine(), hooks=[saver]).fit(make_loader(16), epochs=2)
+    assert sorted(os.listdir(last)) == ['iter_6.pt', 'iter_8.pt', 'latest.pt']
+    assert saver.saved == ['iter_6.pt', 'iter_8.pt'] and os.readlink(last / 'latest.pt') == 'iter_8.pt'
 
 
 class Scripted(Metric):
@@ -101,9 +184,13 @@ def test_save_best_keeps_the_best_epoch(tmp_path):
     saver = SaveCheckpointHook(interval=10, checkpoint_dir=str(tmp_path), save_best='Scripted')
     trainer = Trainer(make_engine(), hooks=[ScriptedHook(metric=Scripted, modes=('train',)), saver])
     trainer.fit(make_loader(8), epochs=5)
-    assert os.listdir(tmp_path) == ['best.pt']
+    # interval=10 never fell due: only the best file and the final state of save_last
+    assert sorted(os.listdir(tmp_path)) == ['best.pt', 'epoch_5.pt', 'latest.pt']
+    assert os.readlink(tmp_path / 'latest.pt') == 'epoch_5.pt'   # latest is the final state, not best
     best = load_checkpoint(str(tmp_path / 'best.pt'))
     assert best['states']['epoch'] == 4
+    final = load_checkpoint(str(tmp_path / 'latest.pt'))
+    assert final['states']['epoch'] == 5 and final['hooks']['SaveCheckpointHook']['best_epoch'] == 4
     assert best['hooks']['SaveCheckpointHook']['best_value'] == 0.9
     assert (saver.best_value, saver.best_epoch) == (0.9, 4)
 

@@ -28,6 +28,9 @@ class SaveCheckpointHook(BaseHook):
 
     Every rank of data-parallel replica 0 writes its own stage's file (``epoch_{E}.pt``,
     ``epoch_{E}_stage{s}.pt`` with several stages); ``latest.pt`` links the newest.
+    With ``save_last`` (the default, as in mmcv) the state at the end of training is saved too
+    when the interval did not fall on the last epoch or iteration, so ``latest.pt`` always holds
+    the final weights: 135 iterations with ``interval=20, by_epoch=False`` end with ``iter_135.pt``.
     ``by_epoch=False`` saves mid-epoch too: the file records the data position (see
     :mod:`colossal_runner.trainer.data_position`), so a resumed run trains on the same batches.
     Before training the directory is checked for writability and temporaries of saves that
@@ -37,15 +40,21 @@ class SaveCheckpointHook(BaseHook):
         interval: epochs (``by_epoch=True``) or iterations between saves.
         checkpoint_dir: where to write; ``<work_dir>/checkpoints`` when None.
         by_epoch: save after epochs, else after iterations (``iter_{N}.pt``).
-        max_keep: keep only the newest ``max_keep`` periodic files (None keeps all).
+        max_keep: keep only the newest ``max_keep`` periodic files (None keeps all); the final
+            file of ``save_last`` counts as one of them.
         save_best: a metric name, ``'Accuracy'`` or ``'test/Accuracy'`` / ``'train/Loss'``; after
             each epoch whose value is better (the metric's ``is_better``) than every earlier one,
             ``best.pt`` is written. A bare name means the test metric when one exists.
+        save_last: after training, save the final state unless the last save already holds it
+            (the interval divided the run, or nothing was trained). It is named as this hook's
+            periodic files: ``epoch_{E}.pt`` with ``by_epoch`` (``E`` the last epoch run, also
+            when ``max_steps`` ended it early), else ``iter_{N}.pt``; ``latest.pt`` points at it,
+            and resuming from it continues exactly as the uninterrupted run would.
         priority: LOW, after metric writers and the LR scheduler's epoch step.
     """
 
     def __init__(self, interval: int = 1, checkpoint_dir: Optional[str] = None, by_epoch: bool = True,
-                 max_keep: Optional[int] = None, save_best: Optional[str] = None,
+                 max_keep: Optional[int] = None, save_best: Optional[str] = None, save_last: bool = True,
                  priority: Union[int, str, Priority] = 'LOW'):
         super().__init__(priority)
         check_positive_int('interval', interval)
@@ -55,11 +64,17 @@ class SaveCheckpointHook(BaseHook):
         if save_best is not None and not isinstance(save_best, str):
             raise TypeError(f"save_best must be a metric name such as 'Accuracy' or 'test/Loss', "
                             f'got {type(save_best).__name__}: {save_best!r}')
+        if not isinstance(save_last, bool):
+            raise TypeError(f'save_last must be True (save the final state after training) or False, '
+                            f'got {type(save_last).__name__}: {save_last!r}')
         self.interval = interval
         self.checkpoint_dir = checkpoint_dir
         self.by_epoch = by_epoch
         self.max_keep = max_keep
         self.save_best = save_best
+        self.save_last = save_last
+        # The iteration whose state the newest file of this fit holds (the start: nothing new yet).
+        self._saved_at: Optional[int] = None
         self.saved: List[str] = []          # periodic files this hook wrote, oldest first
         self.best_value = float('nan')
         self.best_epoch: Optional[int] = None
@@ -79,6 +94,7 @@ class SaveCheckpointHook(BaseHook):
         return metrics[mode][name]  # a missing name raises a KeyError listing the available ones
 
     def before_train(self, runner: Any) -> None:
+        self._saved_at = runner.states['iteration']  # a resumed state is already on disk
         if self.save_best is not None:
             self._best_metric(runner)  # fail now, not after the first epoch
         if get_context().dp_rank == 0:
@@ -92,6 +108,7 @@ class SaveCheckpointHook(BaseHook):
         return os.path.join(self.checkpoint_dir, name)
 
     def _save(self, runner: Any, kind: str, number: int) -> None:
+        self._saved_at = runner.states['iteration']  # on every rank: after_train decides alike
         if get_context().dp_rank != 0:
             return
         name = checkpoint_name(kind, number, _stage())
@@ -133,6 +150,15 @@ class SaveCheckpointHook(BaseHook):
             self._check_best(runner)  # first, so the periodic file holds the updated best
         if self.by_epoch and runner.states['epoch'] % self.interval == 0:
             self._save(runner, 'epoch', runner.states['epoch'])
+
+    def after_train(self, runner: Any) -> None:
+        iteration = runner.states['iteration']
+        if not self.save_last or iteration == self._saved_at:
+            return
+        if self.by_epoch:
+            self._save(runner, 'epoch', runner.states['epoch'])
+        else:
+            self._save(runner, 'iter', iteration)
 
     def state_dict(self) -> Dict[str, Any]:
         return dict(saved=list(self.saved), best_value=self.best_value, best_epoch=self.best_epoch)

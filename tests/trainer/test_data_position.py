@@ -1,0 +1,67 @@
+"""DataPosition: resuming mid-epoch on data-parallel replicas is exact and raises no false warning."""
+import os
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from colossal_runner.data import SyntheticClassification, build_dataloader
+from colossal_runner.engine import Engine
+from colossal_runner.testing import run_distributed
+from colossal_runner.trainer import Trainer
+from colossal_runner.trainer.hooks import SaveCheckpointHook
+
+
+def _engine(model):
+    return Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+
+
+def _model():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 2))
+
+
+def _loader(context=None):
+    dataset = SyntheticClassification(num_samples=32, num_features=4, num_classes=2, seed=0)
+    return build_dataloader(dict(batch_size=4), dataset, context=context, shuffle=True, seed=0)
+
+
+def _resume_on_replicas(rank, world_size, ckpt_dir):
+    import torch.distributed as dist
+
+    from colossal_runner.distributed import setup_parallel, wrap_data_parallel
+
+    context = setup_parallel(dict(parallel=dict(pipeline=1), seed=0))
+    # 32 samples, 16 per replica in batches of 4: 4 steps per epoch; iter_3.pt is mid-epoch 1.
+    engine = _engine(wrap_data_parallel(_model(), context))
+    Trainer(engine, hooks=[SaveCheckpointHook(3, ckpt_dir, by_epoch=False)]).fit(_loader(context), epochs=2)
+    reference = [p.detach().clone() for p in engine.model.parameters()]
+    dist.barrier()  # rank 0 has written the checkpoints every rank reads
+    torch.manual_seed(100 + rank)
+    resumed = _engine(wrap_data_parallel(_model(), context))
+    trainer = Trainer(resumed)
+    trainer.resume(os.path.join(ckpt_dir, 'iter_3.pt'))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        trainer.fit(_loader(context), epochs=2)
+    return dict(warnings=[str(w.message) for w in caught], reference=reference,
+                params=[p.detach().clone() for p in resumed.model.parameters()],
+                sampler_rank=trainer.data_position.state_dict()['sampler']['rank'])
+
+
+def test_resuming_mid_epoch_on_replicas_is_exact_and_warns_on_no_rank(tmp_path):
+    ckpt_dir = str(tmp_path / 'ck')
+    results = run_distributed(_resume_on_replicas, 2, ckpt_dir, timeout=120)
+    for rank, result in enumerate(results):
+        # Every replica resumed replica 0's file (sampler rank 0) and kept its own rank.
+        assert result['sampler_rank'] == rank
+        assert not [w for w in result['warnings'] if 'data sampler' in w], (rank, result['warnings'])
+        for got, want in zip(result['params'], result['reference']):
+            assert torch.equal(got, want), rank
+    for a, b in zip(results[0]['params'], results[1]['params']):
+        assert torch.equal(a, b)
+    # What does change the remaining batches still warns: one replica instead of two.
+    trainer = Trainer(_engine(_model()))
+    trainer.resume(os.path.join(ckpt_dir, 'iter_3.pt'))
+    with pytest.warns(UserWarning, match=r"different data sampler.*\{'num_replicas': \(2, 1\)\}.*epoch 1"):
+        trainer.fit(_loader(), epochs=1)
