@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import os.path as osp
 import sys
@@ -106,7 +107,8 @@ def final_metrics(trainer: Any) -> Dict[str, Dict[str, float]]:
             values = read_metrics(trainer, mode)
         except Exception:  # noqa: BLE001 - a metric that never saw data has no value to print
             values = {}
-        out[mode] = {k: float(v) for k, v in values.items() if v is not None}
+        # NaN: a metric that saw no data this time (nothing left to train after a resume)
+        out[mode] = {k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))}
     return out
 
 
@@ -141,12 +143,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     with report_errors(prog, args.debug, EXIT_RUNTIME):
         log_cfg = dict(cfg.get('logging', None) or {})
         progress = bool(log_cfg.get('progress', True)) and not args.no_progress
+        start = trainer.states['epoch'], trainer.states['iteration']
         trainer.fit(run.train_dataloader, epochs=cfg.get('max_epochs', 1),
                     max_steps=cfg.get('max_steps', None),
                     test_dataloader=run.test_dataloader, test_interval=cfg.get('test_interval', 1),
                     display_progress=progress)
         metrics = final_metrics(trainer)
-        if context.is_logging_rank:
+        if (trainer.states['epoch'], trainer.states['iteration']) == start and not any(metrics.values()):
+            # A resumed run that had already reached max_epochs / max_steps: say so, and keep
+            # the finished run's final_metrics.json rather than overwrite it with nothing.
+            limits = f"max_epochs={cfg.get('max_epochs', 1)}, max_steps={cfg.get('max_steps', None)}"
+            trainer.logger.warning(
+                f'nothing to train: the checkpoint is at epoch {start[0]}, iteration {start[1]}, and this '
+                f'run stops at {limits}. Raise max_epochs (--cfg-options max_epochs=N) to train longer. '
+                f'final_metrics.json is kept.')
+        elif context.is_logging_rank:
             text = ', '.join(f'{mode} {name}={value:.4f}' for mode, values in metrics.items()
                              for name, value in values.items())
             print(f'Final metrics: {text or "(none)"}', flush=True)

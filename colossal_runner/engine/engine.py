@@ -16,6 +16,7 @@ The schedule (``engine.schedule``) owns how one batch becomes forward/backward w
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from contextlib import nullcontext
@@ -445,15 +446,108 @@ class Engine:
                            f"'lr_scheduler', 'scaler'); got {got}")
         model = self.model.module if self._is_ddp else self.model
         model.load_state_dict(state['model'], strict=strict)
-        for name in ('optimizer', 'lr_scheduler', 'scaler'):
-            part = getattr(self, name)
-            if part is not None and state.get(name) is not None:
-                part.load_state_dict(state[name])
+        if self.optimizer is not None and state.get('optimizer') is not None:
+            load_optimizer_state(self.optimizer, state['optimizer'])
+        if self.lr_scheduler is not None and state.get('lr_scheduler') is not None:
+            load_scheduler_state(self.lr_scheduler, state['lr_scheduler'])
+        if self.scaler is not None and state.get('scaler') is not None:
+            self.scaler.load_state_dict(state['scaler'])
 
     def __repr__(self) -> str:
         return (f'Engine(schedule={self.schedule!r}, gradient_accumulation={self.gradient_accumulation}, '
                 f'clip_grad_norm={self.clip_grad_norm}, amp={self.amp!r}, nonfinite_loss='
                 f'{self.nonfinite_loss!r}, device={self.device})')
+
+
+# What an LR scheduler's state holds about how far the run has gone; every other entry is a setting
+# (total_steps, warmup_steps, T_max, eta_min, ...), which the run's config decides.
+_SCHEDULER_PROGRESS = frozenset(('last_epoch', '_step_count', '_last_lr', 'base_lrs', '_is_initial',
+                                 '_get_lr_called_within_step', 'verbose'))
+
+
+def load_scheduler_state(scheduler: Any, saved: Mapping[str, Any]) -> None:
+    """Load a scheduler's progress from ``saved``, keeping the settings it was built with.
+
+    torch's ``load_state_dict`` takes back every attribute, settings included: a run resumed with a
+    larger ``max_epochs`` (so a larger ``total_steps``) would run its new epochs on the old, finished
+    schedule, at its final LR. mmcv's LR hooks read the run's length from the config at run time;
+    the same here: where the settings differ, the config's are kept and logged, and the current LR
+    is recomputed on the new schedule when the scheduler has a closed form.
+    """
+    if not isinstance(saved, Mapping):
+        scheduler.load_state_dict(saved)  # torch's own error
+        return
+    own = scheduler.state_dict()
+    changed = {key: (saved[key], value) for key, value in own.items()
+               if key in saved and key not in _SCHEDULER_PROGRESS and _is_setting(value)
+               and saved[key] != value}
+    scheduler.load_state_dict(saved)
+    if not changed:
+        return
+    for key, (_, value) in changed.items():
+        setattr(scheduler, key, value)
+    closed_form = getattr(scheduler, '_get_closed_form_lr', None)
+    if callable(closed_form):
+        lrs = closed_form()
+        for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+            group['lr'] = lr
+        scheduler._last_lr = list(lrs)
+    step = saved.get('last_epoch')
+    text = ', '.join(f'{key}={value!r} (the checkpoint: {old!r})' for key, (old, value) in changed.items())
+    logging.getLogger('colossal_runner').warning(
+        f'lr_scheduler: the checkpoint was saved with other settings; this run continues at step {step} '
+        f"with the config's {text}" + (f'; learning rate now {scheduler.get_last_lr()[0]:.6g}'
+                                       if callable(closed_form) else ''))
+
+
+def _is_setting(value: Any) -> bool:
+    """A plain value (number, string, list of them): not a nested scheduler's state."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_setting(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(_is_setting(v) for v in value.values())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any) -> None:
+    """``optimizer.load_state_dict(saved)``, refusing a state saved by another kind of optimizer.
+
+    torch loads an Adam state into SGD without a word and fails at the first step
+    (``KeyError: 'momentum'``). The settings the checkpoint saved (lr, momentum, ...) are the ones
+    training continues with, as in mmcv; those that differ from the config are logged.
+    """
+    before = optimizer.state_dict()
+    differ = _optimizer_settings_differ(before, saved)
+    optimizer.load_state_dict(saved)
+    missing = sorted({key for group in optimizer.param_groups for key in optimizer.defaults
+                      if key not in group})
+    if missing:
+        optimizer.load_state_dict(before)  # nothing half-loaded
+        kind = type(optimizer).__name__
+        raise ValueError(f"the checkpoint's optimizer state does not fit this run's {kind}: "
+                         f'it has no {missing}, which {kind} needs, so it was saved by '
+                         f'another kind of optimizer. Resume with the optimizer the checkpoint was trained '
+                         f'with, or load the weights only (finetune=True, or the model weights by hand).')
+    if differ:
+        logging.getLogger('colossal_runner').warning(
+            "optimizer: the checkpoint's settings are kept, and differ from this run's config: "
+            + ', '.join(f'{key}={theirs!r} (config: {mine!r})' for key, (theirs, mine) in differ.items())
+            + '. To train on with new optimizer settings, load the weights only (finetune=True).')
+
+
+def _optimizer_settings_differ(own: Mapping[str, Any], saved: Any) -> Dict[str, Tuple[Any, Any]]:
+    """Settings of param group 0 (lr as the schedule's initial_lr) that ``saved`` has otherwise."""
+    try:
+        mine, theirs = own['param_groups'][0], saved['param_groups'][0]
+    except (KeyError, IndexError, TypeError):
+        return {}
+    differ = {}
+    for key in sorted(set(mine) & set(theirs) - {'params', 'param_names', 'initial_lr'}):
+        a, b = (mine.get('initial_lr', mine[key]), theirs.get('initial_lr', theirs[key])) if key == 'lr' \
+            else (mine[key], theirs[key])
+        if _is_setting(a) and a != b:
+            differ[key] = (b, a)
+    return differ
 
 
 def all_reduce_mean(tensors: List[torch.Tensor], group: Any, size: int,

@@ -116,7 +116,11 @@ class Trainer:
         self.call_hook('before_train')
         epoch, skip = self._resume_position()
         self.data_position.replay_finished_epoch(train_dataloader, epoch)
-        while epoch <= epochs and not self._reached_max_steps():
+        # An iteration checkpoint saved at an epoch's last step, before the epoch's end: that end
+        # (test, after_train_epoch hooks) still runs, even when the run's last step is done.
+        ending = skip > 0 and skip == self.states['steps_per_epoch']
+        while epoch <= epochs and (ending or not self._reached_max_steps()):
+            ending = False
             self.states['epoch'] = epoch
             self.call_hook('before_train_epoch')
             self._train_epoch(train_dataloader, skip, display_progress)
@@ -144,12 +148,21 @@ class Trainer:
                            max_steps=max_steps if max_steps is not None else (steps and epochs * steps))
 
     def _resume_position(self) -> Tuple[int, int]:
-        """(epoch to run next, optimizer steps of it already done), from restored states."""
+        """(epoch to run next, optimizer steps of it already done), from restored states.
+
+        All of the epoch's steps done (``done == steps_per_epoch``) means that the checkpoint was
+        saved after the epoch's last step but before its end, when its data entry says the
+        epoch's iterator was not finished; then the epoch's end is still to come.
+        """
         epoch, iteration = self.states['epoch'], self.states['iteration']
         steps = self.states['steps_per_epoch']
         if epoch > 0 and steps:
             done = iteration - (epoch - 1) * steps
             if 0 < done < steps:  # a checkpoint taken in the middle of an epoch
+                return epoch, done
+            saved = self.data_position.pending
+            if (done == steps and saved is not None and saved.get('epoch') == epoch
+                    and saved.get('steps_done') == steps and saved.get('finished') is False):
                 return epoch, done
         return epoch + 1, 0
 
@@ -159,25 +172,45 @@ class Trainer:
 
     def _train_epoch(self, dataloader: Iterable, skip: int, display_progress: bool) -> None:
         set_sampler_epoch(dataloader, self.states['epoch'])
-        self.engine.train()
+        engine = self.engine
+        engine.train()
         position = self.data_position
-        data_iter = position.open_epoch(dataloader, self.states['epoch'], skip,
-                                        self.engine.gradient_accumulation)
+        data_iter = position.open_epoch(dataloader, self.states['epoch'], skip, engine.gradient_accumulation)
         steps = self.states['steps_per_epoch']
         total = None if steps is None else steps - skip
-        states, call_hook, train_step = self.states, self.call_hook, self._train_step
+        states, call_hook, dispatch = self.states, self.call_hook, self._dispatch
+        # The loop below runs once per optimizer step, so it is written out rather than split into
+        # helpers: for a small model each Python call in it is a measurable share of the step
+        # (benchmarks/overhead.py). It calls no hook stage that no hook implements, and reads the
+        # engine's skip counter once per step.
+        skips = getattr(engine, 'nonfinite_skips', 0)
         with self._progress(total, f"Epoch {states['epoch']}", display_progress) as bar:
             show = not bar.disable
             for _ in (range(total) if total is not None else itertools.count()):
-                if self._reached_max_steps():  # every step: a hook may lower max_steps to stop early
+                # Every step: a hook may lower max_steps to stop early.
+                max_steps = states['max_steps']
+                if max_steps is not None and states['iteration'] >= max_steps:
                     break
-                call_hook('before_train_iter')
-                result = train_step(data_iter, total is None)
-                if result is None:
-                    position.end_epoch(exhausted=True)
+                # The cached list of hooks implementing the stage: empty, skip the call; not
+                # built yet (a hook was just registered), call_hook builds it.
+                if dispatch.get('before_train_iter', True):
+                    call_hook('before_train_iter')
+                try:
+                    result = engine.step(data_iter)
+                except StopIteration:
+                    if total is not None:
+                        raise
+                    position.end_epoch(exhausted=True)  # a loader without a length is exhausted
                     break
+                except NonFiniteLossError as exc:
+                    raise self._nonfinite_error(exc) from None
                 states['iteration'] += 1
                 position.steps_done += 1
+                counted = getattr(engine, 'nonfinite_skips', 0)
+                if counted != skips:
+                    if counted > skips:
+                        self._note_skipped(counted - skips)
+                    skips = counted
                 call_hook('after_train_iter', *result)
                 if show:
                     self._show(bar, result[2])
@@ -189,36 +222,24 @@ class Trainer:
                     pass
                 position.end_epoch(exhausted=True)
 
-    def _train_step(self, data_iter: Iterator, until_exhausted: bool) -> Optional[Tuple[Any, Any, Any]]:
-        """``engine.step``; None when a loader without a length is exhausted (``until_exhausted``).
+    def _nonfinite_error(self, exc: NonFiniteLossError) -> NonFiniteLossError:
+        """The engine's error for a NaN/Inf loss, saying where in the run it happened (and logged)."""
+        epoch, iteration = self.states['epoch'], self.states['iteration'] + 1
+        what = f'({exc.loss})' if exc.local else '(on another rank)'
+        message = (f'non-finite loss {what} at epoch {epoch}, iteration {iteration} '
+                   f'(step {iteration - (epoch - 1) * (self.states["steps_per_epoch"] or 0)} of the '
+                   f'epoch), learning rate {exc.lr:.6g}. The weights keep their values from iteration '
+                   f'{iteration - 1}. Lower the learning rate, set clip_grad_norm, check the data for '
+                   f"NaN/Inf, or set nonfinite_loss = 'skip' to drop such steps and count them.")
+        self.logger.error(message)
+        return NonFiniteLossError(message, loss=exc.loss, lr=exc.lr, local=exc.local)
 
-        A NaN/Inf loss stops the run naming where, or is counted when the engine skipped it.
-        """
-        engine = self.engine
-        skips = getattr(engine, 'nonfinite_skips', 0)
-        try:
-            result = engine.step(data_iter)
-        except StopIteration:
-            if until_exhausted:
-                return None
-            raise
-        except NonFiniteLossError as exc:
-            epoch, iteration = self.states['epoch'], self.states['iteration'] + 1
-            what = f'({exc.loss})' if exc.local else '(on another rank)'
-            message = (f'non-finite loss {what} at epoch {epoch}, iteration {iteration} '
-                       f'(step {iteration - (epoch - 1) * (self.states["steps_per_epoch"] or 0)} of the '
-                       f'epoch), learning rate {exc.lr:.6g}. The weights keep their values from iteration '
-                       f'{iteration - 1}. Lower the learning rate, set clip_grad_norm, check the data for '
-                       f"NaN/Inf, or set nonfinite_loss = 'skip' to drop such steps and count them.")
-            self.logger.error(message)
-            raise NonFiniteLossError(message, loss=exc.loss, lr=exc.lr, local=exc.local) from None
-        dropped = getattr(engine, 'nonfinite_skips', 0) - skips
-        if dropped:
-            self.states['nonfinite_skips'] += dropped
-            self.logger.warning(f"skipped iteration {self.states['iteration'] + 1} (epoch "
-                                f"{self.states['epoch']}): the loss was NaN/Inf; "
-                                f"{self.states['nonfinite_skips']} step(s) skipped so far")
-        return result
+    def _note_skipped(self, dropped: int) -> None:
+        """Count and log steps the engine dropped for a NaN/Inf loss (``nonfinite_loss='skip'``)."""
+        self.states['nonfinite_skips'] += dropped
+        self.logger.warning(f"skipped iteration {self.states['iteration']} (epoch "
+                            f"{self.states['epoch']}): the loss was NaN/Inf; "
+                            f"{self.states['nonfinite_skips']} step(s) skipped so far")
 
     @staticmethod
     def _next_step(step: Any, data_iter: Iterator, until_exhausted: bool) -> Optional[Tuple[Any, Any, Any]]:
@@ -369,17 +390,27 @@ class Trainer:
             raise KeyError("the checkpoint's 'engine' entry has no 'model' weights")
         model = self.engine.model
         model = model.module if isinstance(model, DistributedDataParallel) else model
-        own, saved = set(model.state_dict()), set(engine_state['model'])
+        own_state, weights = model.state_dict(), engine_state['model']
+        own, saved = set(own_state), set(weights)
         missing, unexpected = sorted(own - saved), sorted(saved - own)
-        if (missing or unexpected) and strict:
+        # Same name, another shape: a new classifier head when fine-tuning, typically.
+        reshaped = sorted(k for k in own & saved if getattr(weights[k], 'shape', None) != own_state[k].shape)
+        if (missing or unexpected or reshaped) and strict:
+            shapes = ', '.join(f'{k}: {tuple(weights[k].shape)} saved, {tuple(own_state[k].shape)} here'
+                               for k in reshaped[:5])
             raise KeyError(f'the checkpoint does not fit the model: missing keys {_few(missing)}, unexpected '
-                           f'keys {_few(unexpected)}. Check that the model config matches the one that '
-                           f'was trained, or load with strict=False to take the weights that match.')
-        if finetune or missing or unexpected:
-            model.load_state_dict(engine_state['model'], strict=False)
+                           f'keys {_few(unexpected)}, other shapes {_few(reshaped)}'
+                           f'{f" ({shapes})" if shapes else ""}. Check that the model config matches the one '
+                           f'that was trained, or load with strict=False to take the weights that match.')
+        if reshaped:
+            self.logger.warning(f'not loaded, the shapes differ: {_few(reshaped)}; these keep their initial '
+                                f'values')
+            weights = {k: v for k, v in weights.items() if k not in set(reshaped)}
+        if finetune or missing or unexpected or reshaped:
+            model.load_state_dict(weights, strict=False)
         else:
             self.engine.load_state_dict(engine_state)
-        return not (missing or unexpected)
+        return not (missing or unexpected or reshaped)
 
     def resume(self, path: str, strict: bool = True, finetune: bool = False) -> Dict[str, Any]:
         """Load the checkpoint at ``path`` (a file, a directory, or ``latest.pt``); see

@@ -355,3 +355,81 @@ def test_plain_step_keeps_neither_the_batch_nor_the_activations_alive():
     del x, y, output, label, loss
     gc.collect()
     assert batch() is None and activations[0]() is None
+
+
+def _saved(engine):
+    buffer = io.BytesIO()
+    torch.save(engine.state_dict(), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_a_resumed_schedule_keeps_the_configs_length_and_continues_on_it(project_log):
+    """'Train longer': a checkpoint of a 4-step cosine run loaded into an 8-step run continues on
+    the 8-step curve at step 4 (the LR is not stuck at the old schedule's end), and says so."""
+    def build(total):
+        model = make_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return Engine(model, nn.CrossEntropyLoss(), optimizer,
+                      lr_scheduler=CosineAnnealingLR(optimizer, total, eta_min=0.001))
+
+    short = build(4)
+    for x, y in make_batches(4, 5):
+        short.step(iter([(x, y)]))
+    assert short.get_lr() == pytest.approx(0.001)  # the short schedule has ended
+    longer, reference = build(8), build(8)
+    longer.load_state_dict(_saved(short))
+    for x, y in make_batches(4, 5):
+        reference.step(iter([(x, y)]))
+    assert longer.lr_scheduler.total_steps == 8 and longer.lr_scheduler.last_epoch == 4
+    assert longer.get_lr() == pytest.approx(reference.get_lr()) and longer.get_lr() > 0.05
+    for x, y in make_batches(2, 5, seed=3):  # and it follows the 8-step curve from there
+        longer.step(iter([(x, y)]))
+        reference.step(iter([(x, y)]))
+        assert longer.get_lr() == pytest.approx(reference.get_lr())
+    assert 'total_steps=8 (the checkpoint: 4)' in project_log.text
+    assert 'continues at step 4' in project_log.text
+
+
+def test_an_unchanged_schedule_loads_exactly_and_quietly(project_log):
+    def build():
+        model = make_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return Engine(model, nn.CrossEntropyLoss(), optimizer,
+                      lr_scheduler=StepLR(optimizer, 10, step_size=2))
+
+    first, second = build(), build()
+    for x, y in make_batches(3, 5):
+        first.step(iter([(x, y)]))
+    second.load_state_dict(_saved(first))
+    assert second.lr_scheduler.state_dict() == first.lr_scheduler.state_dict()
+    assert second.optimizer.param_groups[0]['lr'] == first.optimizer.param_groups[0]['lr']
+    assert project_log.text == ''
+
+
+def test_an_optimizer_state_of_another_kind_is_refused_and_nothing_is_loaded(project_log):
+    model = make_model()
+    adam = Engine(model, nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=0.01))
+    adam.step(iter(make_batches(1, 5)))
+    sgd_model = make_model()
+    sgd = Engine(sgd_model, nn.CrossEntropyLoss(),
+                 torch.optim.SGD(sgd_model.parameters(), lr=0.1, momentum=0.9))
+    before = sgd.optimizer.state_dict()
+    with pytest.raises(ValueError, match=r"does not fit this run's SGD: it has no "
+                                         r"\['dampening', 'momentum'\].*another kind of optimizer"
+                                         r".*finetune=True"):
+        sgd.load_state_dict(_saved(adam))
+    assert sgd.optimizer.state_dict() == before
+    sgd.step(iter(make_batches(1, 5)))  # still usable
+
+
+def test_optimizer_settings_that_differ_from_the_checkpoint_are_named(project_log):
+    def build(lr):
+        model = make_model()
+        return Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
+
+    first, second = build(0.1), build(0.05)
+    first.step(iter(make_batches(1, 5)))
+    second.load_state_dict(_saved(first))
+    assert second.get_lr() == 0.1  # the checkpoint's settings are the ones training continues with
+    assert 'lr=0.1 (config: 0.05)' in project_log.text and 'finetune=True' in project_log.text

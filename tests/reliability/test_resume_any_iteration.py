@@ -15,7 +15,8 @@ from colossal_runner.checkpoint import load_checkpoint
 from colossal_runner.data import build_dataloader
 from colossal_runner.engine import Engine
 from colossal_runner.trainer import Trainer
-from colossal_runner.trainer.hooks import BaseHook, LossHook, SaveCheckpointHook
+from colossal_runner.trainer.hooks import (AccuracyHook, BaseHook, LossHook, LRSchedulerHook,
+                                            SaveCheckpointHook)
 
 EPOCHS, STEPS_PER_EPOCH, INTERVAL = 4, 3, 2   # 7 batches of 2, 2 per step: 3 steps + 1 left over
 TOTAL = EPOCHS * STEPS_PER_EPOCH
@@ -128,3 +129,60 @@ def test_resuming_with_another_sampler_seed_warns(tmp_path):
     other = build_dataloader(dict(batch_size=2), Augmented(), shuffle=True, seed=8)
     with pytest.warns(UserWarning, match=r"different data sampler.*'seed': \(7, 8\).*epoch 1 will differ"):
         trainer.fit(other, epochs=1)
+
+
+class EpochEnds(BaseHook):
+    """Records every epoch's end: the epoch, the iteration, the learning rate after it and the
+    epoch's training loss and accuracy."""
+
+    def __init__(self):
+        super().__init__('LOWEST')
+        self.ends = []
+
+    def after_train_epoch(self, runner):
+        metrics = runner.states['metrics']['train']
+        self.ends.append((runner.states['epoch'], runner.states['iteration'], runner.engine.get_lr(),
+                          metrics['Loss'].get_accumulated_value(),
+                          metrics['Accuracy'].get_accumulated_value()))
+
+
+def run_by_epoch(ckpt_dir, resume_from=None, epochs=EPOCHS, interval=STEPS_PER_EPOCH):
+    """As run(), with the LR stepped per epoch (so a skipped epoch end changes the weights)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    engine = Engine(model, nn.CrossEntropyLoss(), optimizer, lr_scheduler=scheduler, gradient_accumulation=2)
+    ends = EpochEnds()
+    trainer = Trainer(engine, hooks=[LossHook(), AccuracyHook(), LRSchedulerHook(by_epoch=True), ends,
+                                     SaveCheckpointHook(interval=interval, by_epoch=False,
+                                                        checkpoint_dir=ckpt_dir)])
+    if resume_from is not None:
+        trainer.resume(resume_from)
+    trainer.fit(make_loader('loader_generator'), epochs=epochs)
+    return [p.detach().clone() for p in model.parameters()], ends.ends
+
+
+@pytest.mark.parametrize('at_epoch', [2, EPOCHS])
+def test_resuming_at_an_epochs_last_step_still_ends_that_epoch(tmp_path, at_epoch):
+    """An iteration checkpoint at the last step of an epoch is saved before the epoch's end hooks
+    run (here: the per-epoch LR step). Resuming from it runs that end, then the next epochs:
+    the same epoch ends, learning rates, epoch metrics and weights as without the interruption,
+    also when it was the run's last step."""
+    reference, ref_ends = run_by_epoch(str(tmp_path / 'ref'), interval=STEPS_PER_EPOCH)
+    k = at_epoch * STEPS_PER_EPOCH
+    resumed, ends = run_by_epoch(str(tmp_path / 'again'), resume_from=str(tmp_path / 'ref' / f'iter_{k}.pt'))
+    assert ends == ref_ends[at_epoch - 1:]
+    assert ends[0][:3] == (at_epoch, k, 0.1 * 0.5 ** at_epoch)
+    for a, b in zip(reference, resumed):
+        assert torch.equal(a, b)
+
+
+def test_a_mid_epoch_resume_reports_the_same_epoch_metrics(tmp_path):
+    """LossHook and AccuracyHook save their partial sums in iteration checkpoints: the epoch a run
+    was stopped in reports the loss and accuracy of all its steps, to the last bit."""
+    _, ref_ends = run_by_epoch(str(tmp_path / 'ref'), interval=1)
+    for k in (4, 5, 7):  # the first and second step of epoch 2, the first of epoch 3
+        _, ends = run_by_epoch(str(tmp_path / f'from{k}'), resume_from=str(tmp_path / 'ref' / f'iter_{k}.pt'))
+        epoch = -(-k // STEPS_PER_EPOCH)
+        assert ends == ref_ends[epoch - 1:], k

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import shutil
 
 from colossal_runner.config import Config
 
@@ -36,6 +37,26 @@ def test_resume_continues_from_the_latest_checkpoint(resumed):
     assert [r['epoch'] for r in records if r['mode'] == 'train'] == [1, 2, 3]  # 1-2 not trained again
     assert [r['iteration'] for r in records if r['mode'] == 'train'][-1] == 3 * 45
     assert os.path.isfile(os.path.join(work_dir, 'checkpoints', 'epoch_3.pt'))
+    # Training longer: the third epoch runs on a cosine schedule over 3 epochs, not at the end of
+    # the 2-epoch one it was saved with (eta_min = 1e-5).
+    line = next(line for line in proc.stderr.splitlines() if 'lr_scheduler: the checkpoint' in line)
+    assert 'continues at step 90' in line and 'total_steps=135 (the checkpoint: 90)' in line
+    assert float(line.rsplit('learning rate now ', 1)[1]) > 1e-3
+
+
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_final_metrics(resumed, tmp_path):
+    finished, _ = resumed
+    work_dir = str(tmp_path / 'mlp')
+    shutil.copytree(finished, work_dir, symlinks=True)
+    final = os.path.join(work_dir, 'final_metrics.json')
+    before = open(final, encoding='utf-8').read()
+    proc = run_tool(['train.py', 'configs/digits/mlp.py', '--work-dir', work_dir, '--no-progress',
+                     '--resume', '--cfg-options', 'max_epochs=3', 'optimizer.lr=0.005'])
+    assert proc.returncode == 0, proc.stderr
+    assert 'nothing to train: the checkpoint is at epoch 3, iteration 135' in proc.stderr
+    assert 'max_epochs=N' in proc.stderr and 'nan' not in proc.stdout.lower()
+    assert open(final, encoding='utf-8').read() == before
+    assert json.loads(before)['test']['Accuracy'] > 0.85
 
 
 def test_custom_hook_from_custom_imports_is_called(tmp_path):

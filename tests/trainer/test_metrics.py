@@ -9,8 +9,9 @@ from colossal_runner.testing import run_distributed
 from colossal_runner.trainer import BaseHook, Trainer
 from colossal_runner.trainer.hooks import AccuracyHook, LossHook, ThroughputHook
 from colossal_runner.trainer.metrics import Accuracy, Loss, Metric
+from colossal_runner.trainer.metrics.loss import loss_weight
 
-from ._toy import make_engine, make_loader
+from ._toy import make_dataset, make_engine, make_loader
 
 
 class Direct(BaseHook):
@@ -134,10 +135,78 @@ def test_loss_hook_adds_the_value_the_engine_read_for_its_finite_check(accumulat
     if accumulation == 1:
         assert engine.host_loss(losses[-1]) == losses[-1].item()
         assert engine.host_loss(losses[-1].clone()) is None      # only that very tensor
-        assert metric._host_sum == sum(loss.item() for loss in losses) and metric._sum == 0
+        # each batch-mean float weighted by its 4 samples
+        assert metric._host_sum == sum(loss.item() * 4 for loss in losses) and metric._sum == 0
+        assert metric._count == 24
     else:
         assert engine.host_loss(losses[-1]) is None and metric._host_sum == 0
     assert direct.epochs[0]['loss'] == pytest.approx(sum(loss.item() for loss in losses) / len(losses))
+
+
+class PerSample(BaseHook):
+    """Records each training step's (loss, number of samples)."""
+
+    def __init__(self):
+        super().__init__('LOWEST')
+        self.steps = []
+
+    def after_train_iter(self, runner, output, label, loss):
+        self.steps.append((loss.item(), label.shape[0]))
+
+
+@pytest.mark.parametrize('path', ['host_float', 'held_tensors', 'each_tensor'])
+def test_epoch_loss_is_the_per_sample_mean_with_a_short_last_batch(path):
+    """22 samples in batches of 4: five of 4 and one of 2. The epoch loss weights each step's batch
+    mean by its samples, for the floats the Engine lends LossHook and for the tensors alike."""
+    engine = make_engine(nonfinite_loss='raise' if path == 'host_float' else 'off')
+    recorded = PerSample()
+    trainer = Trainer(engine, hooks=[LossHook(defer_steps=1 if path == 'each_tensor' else 16), recorded])
+    trainer.fit(make_loader(22, batch_size=4), epochs=1)
+    metric = trainer.states['metrics']['train']['Loss']
+    assert [n for _, n in recorded.steps] == [4, 4, 4, 4, 4, 2]
+    assert (metric._host_sum != 0) == (path == 'host_float')
+    weighted = sum(loss * n for loss, n in recorded.steps) / 22
+    unweighted = sum(loss for loss, _ in recorded.steps) / 6
+    assert abs(weighted - unweighted) > 1e-4                      # the two means tell apart here
+    assert metric.get_accumulated_value() == pytest.approx(weighted, rel=1e-12)
+    assert metric.get_last_step_value() == recorded.steps[-1][0]  # the last step's own mean
+
+
+def test_test_loss_does_not_depend_on_the_batch_size():
+    """The same weights on the same 50 samples: every batch size gives the loss of all samples at once
+    (the unweighted mean of batch means moved with the batch size)."""
+    engine = make_engine()
+    trainer = Trainer(engine, hooks=[LossHook(modes=('test',))])
+    data, labels = make_dataset(50, seed=3).tensors
+    with torch.no_grad():
+        engine.model.eval()
+        whole = torch.nn.functional.cross_entropy(engine.model(data), labels).item()
+    for batch_size in (1, 7, 16, 32, 50):
+        loss = trainer.evaluate(make_loader(50, batch_size=batch_size, seed=3))['Loss']
+        assert loss == pytest.approx(whole, rel=1e-6), batch_size
+
+
+def test_sequence_loss_is_weighted_by_tokens():
+    """A language model's loss is the mean over B x T tokens: steps are weighted by the label's
+    number of elements, so batches of different lengths give the mean over every token."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(2, 5), (3, 4), (1, 7), (4, 1)]
+    batches = [(torch.randn(*shape, 11, generator=g), torch.randint(11, shape, generator=g))
+               for shape in shapes]
+    every_token = torch.nn.functional.cross_entropy(torch.cat([o.reshape(-1, 11) for o, _ in batches]),
+                                                    torch.cat([t.reshape(-1) for _, t in batches])).item()
+    held, each, floats = Loss(defer_steps=16), Loss(defer_steps=1), Loss()
+    for output, label in batches:
+        loss = torch.nn.functional.cross_entropy(output.reshape(-1, 11), label.reshape(-1))
+        for metric, value in ((held, loss), (each, loss), (floats, loss.item())):
+            metric.update(output, label, value)
+    for metric in (held, each, floats):
+        assert metric.get_accumulated_value() == pytest.approx(every_token, rel=1e-6)
+        assert metric.get_last_step_value() == pytest.approx(loss.item())
+    assert held._count == each._count == floats._count == 10 + 12 + 7 + 4
+    # A structured label counts its first tensor's rows; no label at all counts one per step.
+    assert loss_weight({'ids': torch.zeros(3, 5)}) == 3 and loss_weight(None) == 1
+    assert loss_weight(torch.tensor(2)) == 1
 
 
 def _random_steps(num_steps, num_classes=5, seed=0):
@@ -180,7 +249,9 @@ def test_counting_held_steps_together_equals_counting_each_step(topk):
                 _direct_accuracy(done, topk))
             assert held.get_last_step_value() == each.get_last_step_value() == pytest.approx(
                 _direct_accuracy(done[-1:], topk))
-            mean = sum(float(loss) for _, _, loss in done) / len(done)
+            # each step's loss weighted by its number of labels (1..7 samples, some with 2 positions)
+            mean = sum(float(loss) * labels.numel() for _, labels, loss in done) / sum(
+                labels.numel() for _, labels, _ in done)
             each_mean = each_loss.get_accumulated_value()
             assert held_loss.get_accumulated_value() == pytest.approx(each_mean, rel=1e-12)
             assert held_loss.get_accumulated_value() == pytest.approx(mean, rel=1e-6)
@@ -314,3 +385,81 @@ def test_metrics_reduce_over_replicas_and_skip_non_last_stages(tmp_path):
     assert len(os.listdir(tmp_path / 'tb')) == 1          # only the logging rank writes
     records = (tmp_path / 'work' / 'metrics.jsonl').read_text().splitlines()
     assert len([r for r in records if '"by": "step"' in r]) == 4   # 8 steps, every 2, one rank
+
+
+# ---------------------------------------------------------------- data parallel: (sum, count) reduction
+def _replica_test_loss(rank, world_size):
+    from colossal_runner.data import build_dataloader
+    from colossal_runner.distributed import setup_parallel
+
+    from ._toy import make_dataset
+
+    context = setup_parallel(dict(parallel=dict(pipeline=1), seed=0))
+    engine = make_engine()              # the same weights on every rank (seeded)
+    trainer = Trainer(engine, hooks=[LossHook(modes=('test',)), PerSample()])
+    # 22 samples: 11 per replica, in batches of 4, 4, 3 (the unweighted mean would count the 3 as a 4)
+    loader = build_dataloader(dict(batch_size=4), make_dataset(22, seed=3), context=context)
+    sizes = [labels.shape[0] for _, labels in loader]
+    return dict(loss=trainer.evaluate(loader)['Loss'], sizes=sizes,
+                params=[p.detach().clone() for p in engine.model.parameters()])
+
+
+def test_test_loss_over_replicas_equals_the_loss_of_all_samples():
+    results = run_distributed(_replica_test_loss, 2, timeout=90)
+    assert [r['sizes'] for r in results] == [[4, 4, 3], [4, 4, 3]]
+    engine = make_engine()
+    data, labels = make_dataset(22, seed=3).tensors
+    with torch.no_grad():
+        engine.model.eval()
+        whole = torch.nn.functional.cross_entropy(engine.model(data), labels).item()
+    for r in results:
+        assert all(torch.equal(a, b) for a, b in zip(r['params'], engine.model.parameters()))
+        assert r['loss'] == pytest.approx(whole, rel=1e-6)
+    single = Trainer(engine, hooks=[LossHook(modes=('test',))]).evaluate(
+        make_loader(22, batch_size=4, seed=3))
+    assert single['Loss'] == pytest.approx(results[0]['loss'], rel=1e-6)   # 1 or 2 processes alike
+
+
+def test_metric_hooks_save_their_partial_sums_only_when_they_can_be_resumed():
+    """LossHook/AccuracyHook state = the epoch and the train metric's partial sums; loading it puts
+    them back when that epoch starts again (not another). A metric without state_dict, or a
+    data-parallel run (each replica has a part), saves nothing."""
+    from colossal_runner.distributed import ParallelContext, get_context, set_context
+    from colossal_runner.trainer.hooks import MetricHook
+
+    trainer = Trainer(make_engine(), hooks=[LossHook(), AccuracyHook()])
+    trainer.fit(make_loader(20, batch_size=4), epochs=1, max_steps=3)  # 3 of the 5 steps of epoch 1
+    loss_hook, accuracy_hook = trainer.hooks
+    saved = {h: h.state_dict() for h in trainer.hooks}
+    values = {h: h.metrics['train'].get_accumulated_value() for h in trainer.hooks}
+    assert saved[loss_hook]['epoch'] == 1 and saved[loss_hook]['train']['count'] == 12  # 3 steps of 4
+    assert saved[accuracy_hook]['train']['total'] == 12
+    for hook in trainer.hooks:
+        fresh = type(hook)()
+        fresh.load_state_dict(saved[hook])
+        fresh.before_train_epoch(SimpleRunner(epoch=1))
+        assert fresh.metrics['train'].get_accumulated_value() == values[hook]
+        other = type(hook)()
+        other.load_state_dict(saved[hook])
+        other.before_train_epoch(SimpleRunner(epoch=2))  # another epoch starts from zero
+        assert math.isnan(other.metrics['train'].get_accumulated_value())
+
+    class Stateless(Metric):
+        def reset(self):
+            self.n = 0
+
+        def update(self, output, label, loss):
+            self.n += 1
+
+    assert MetricHook(metric=Stateless).state_dict() == {}
+    previous = get_context()
+    set_context(ParallelContext(pipeline=1, data=2, rank=0, world_size=2))
+    try:
+        assert loss_hook.state_dict() == {}
+    finally:
+        set_context(previous)
+
+
+class SimpleRunner:
+    def __init__(self, epoch):
+        self.states = {'epoch': epoch}

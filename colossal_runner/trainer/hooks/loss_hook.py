@@ -22,6 +22,7 @@ class LossHook(MetricHook):
         self.defer_steps = defer_steps
         self._host_loss = _no_host_loss
         super().__init__(modes=modes, priority=priority)
+        self._direct = type(self).update is LossHook.update  # see MetricHook and after_train_iter
 
     def build_metric(self) -> Metric:
         return Loss(defer_steps=self.defer_steps)
@@ -30,6 +31,14 @@ class LossHook(MetricHook):
         super().after_hook_is_attached(runner)
         # Looked up once: an engine without host_loss (a stand-in in tests) always gives tensors.
         self._host_loss = getattr(runner.engine, 'host_loss', _no_host_loss)
+
+    def after_train_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
+        if loss is not None and 'train' in self.metrics:
+            if self._direct:  # update() below, written out: one Python call less per step
+                value = self._host_loss(loss)
+                self.metrics['train'].update(output, label, loss if value is None else value)
+            else:
+                self.update(self.metrics['train'], runner, output, label, loss)
 
     def update(self, metric: Metric, runner: Any, output: Any, label: Any, loss: Any) -> None:
         # The float the Engine read for its finite check when it has one (see Engine.host_loss),

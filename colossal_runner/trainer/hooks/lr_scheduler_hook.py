@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Union
 
+from ...engine.engine import load_scheduler_state
 from ...registry import HOOKS
 from ..metrics import LearningRate, Metric
 from ..priority import Priority
@@ -68,4 +69,5 @@ class LRSchedulerHook(MetricHook):
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if self.lr_scheduler is not None and 'lr_scheduler' in state:
-            self.lr_scheduler.load_state_dict(state['lr_scheduler'])
+            # the progress from the checkpoint, the settings (the run's length) from the config
+            load_scheduler_state(self.lr_scheduler, state['lr_scheduler'])

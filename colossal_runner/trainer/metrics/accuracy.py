@@ -1,7 +1,7 @@
 """Accuracy: the fraction of samples whose label is among the top-k predictions."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -110,6 +110,14 @@ class Accuracy(Metric):
             return
         scores, targets = zip(*steps)  # all with the same number of classes (see update)
         self._correct += self._count(torch.cat(scores), torch.cat(targets))
+
+    def state_dict(self) -> Dict[str, Any]:
+        self._count_pending()  # whole counts: counting the held steps now changes no number
+        return {'correct': self._correct.detach().cpu(), 'total': self._total}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._correct = state['correct'].to(device=self.device, dtype=torch.int64)
+        self._total = int(state['total'])
 
     def _value(self, correct: torch.Tensor, total: int) -> float:
         pair = torch.stack([correct.to(self.zeros(0).dtype), self.zeros(0).new_tensor(float(total))])

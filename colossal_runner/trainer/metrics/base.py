@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from itertools import chain
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -160,6 +160,16 @@ class Metric:
     def get_accumulated_value(self) -> float:
         """The value over every step since the last reset, reduced over the data-parallel group."""
         raise NotImplementedError
+
+    def state_dict(self) -> Optional[Dict[str, Any]]:
+        """What this process has accumulated since the last reset (tensors, numbers, lists), for a
+        checkpoint taken in the middle of an epoch; None when the metric cannot be resumed (the
+        default), and then a resumed epoch counts only its steps after the resume."""
+        return None
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue from what :meth:`state_dict` returned (called right after a reset)."""
+        raise NotImplementedError(f'{type(self).__name__} has a state_dict but no load_state_dict')
 
     @staticmethod
     def is_better(a: float, b: float) -> bool:
