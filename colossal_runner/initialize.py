@@ -28,6 +28,7 @@ from .engine import Engine
 from .nn import lr_scheduler as _lr_scheduler  # noqa: F401  (registers the LR schedulers)
 from .registry import HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
 from .trainer import Trainer
+from .trainer.hooks import LRSchedulerHook
 from .utils.logging import get_logger, remove_file_handler
 
 # Every top-level key initialize() and the tools read; anything else is probably a typo.
@@ -257,10 +258,17 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
     except (TypeError, ValueError):
         params = {}
     max_epochs, max_steps = cfg.get('max_epochs', None), cfg.get('max_steps', None)
+    # LRSchedulerHook(by_epoch=True) steps the scheduler once per epoch: its lengths count epochs
+    # (as mmcv's by_epoch schedules do), and max_steps is rounded up to whole epochs.
+    by_epoch = _scheduler_steps_by_epoch(cfg)
+    unit = 1 if by_epoch else steps_per_epoch
+    units = 'epochs (LRSchedulerHook(by_epoch=True) steps it once per epoch)' if by_epoch else 'optimizer steps'
+    if by_epoch and max_steps:
+        max_steps = -(-max_steps // steps_per_epoch) if steps_per_epoch else None
     if 'total_steps' in params and sched_cfg.get('total_steps') is None:
         candidates = [max_steps] if max_steps else []
-        if max_epochs and steps_per_epoch:
-            candidates.append(max_epochs * steps_per_epoch)
+        if max_epochs and unit:
+            candidates.append(max_epochs * unit)
         if not candidates:
             per_epoch = 'unknown, it has no length' if steps_per_epoch is None else steps_per_epoch
             raise ConfigError(f'total_steps cannot be computed from max_epochs={max_epochs!r}, '
@@ -268,8 +276,8 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
                               f'{per_epoch}); set lr_scheduler.total_steps or max_steps',
                               cfg.filename, 'lr_scheduler.total_steps')
         sched_cfg['total_steps'] = min(candidates)
-        logger.info(f'lr_scheduler.total_steps = {sched_cfg["total_steps"]} optimizer steps (computed: '
-                    f'max_epochs={max_epochs} x {steps_per_epoch} steps per epoch, max_steps={max_steps})')
+        logger.info(f'lr_scheduler.total_steps = {sched_cfg["total_steps"]} {units} (computed: '
+                    f'max_epochs={max_epochs} x {unit} per epoch, max_steps={max_steps})')
     # None means "not set", so a command line can drop a base's key: lr_scheduler.warmup_epochs=None.
     for key in ('warmup_epochs', 'warmup_steps'):
         if key in sched_cfg and sched_cfg[key] is None:
@@ -288,10 +296,10 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
                               f'lr_scheduler.warmup_epochs=None lr_scheduler.warmup_steps={steps!r}, or in a '
                               f'config lr_scheduler = dict(warmup_epochs=None, warmup_steps={steps!r})',
                               cfg.filename, 'lr_scheduler')
-        if not steps_per_epoch:
+        if not unit:
             raise ConfigError('warmup_epochs needs a training dataloader with a length; give warmup_steps',
                               cfg.filename, 'lr_scheduler.warmup_epochs')
-        sched_cfg['warmup_steps'] = int(round(epochs * steps_per_epoch))
+        sched_cfg['warmup_steps'] = int(round(epochs * unit))
         total = sched_cfg.get('total_steps')
         if isinstance(total, int) and sched_cfg['warmup_steps'] > total:
             # A short run (max_steps) of a config written for full epochs: shorten the warm-up
@@ -300,11 +308,23 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
                            f'more than total_steps={total}; warming up for {total} steps instead')
             sched_cfg['warmup_steps'] = total
         logger.info(f'lr_scheduler warm-up: warmup_epochs={epochs} -> '
-                    f'warmup_steps={sched_cfg["warmup_steps"]} optimizer steps ({steps_per_epoch} per epoch)')
+                    f'warmup_steps={sched_cfg["warmup_steps"]} {units} ({unit} per epoch)')
     elif 'warmup_steps' in sched_cfg:
-        logger.info(f'lr_scheduler warm-up: warmup_steps={sched_cfg["warmup_steps"]} optimizer steps')
+        logger.info(f'lr_scheduler warm-up: warmup_steps={sched_cfg["warmup_steps"]} {units}')
     sched_cfg['type'] = cls
     return _build(cfg, 'lr_scheduler', LR_SCHEDULERS.build, sched_cfg, default_args=dict(optimizer=optimizer))
+
+
+def _scheduler_steps_by_epoch(cfg: Config) -> bool:
+    """Whether ``cfg.hooks`` has an ``LRSchedulerHook(by_epoch=True)``, which steps the scheduler
+    once per epoch instead of the Engine once per optimizer step."""
+    for hook in cfg.get('hooks', None) or []:
+        if isinstance(hook, Mapping) and hook.get('by_epoch'):
+            kind = hook.get('type')
+            name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+            if name == 'LRSchedulerHook' or (inspect.isclass(kind) and issubclass(kind, LRSchedulerHook)):
+                return True
+    return False
 
 
 def default_work_dir(cfg: Config) -> str:

@@ -54,6 +54,25 @@ def test_max_steps_bounds_total_steps_and_warmup_steps_kept(tmp_path):
     assert engine.lr_scheduler.total_steps == 3 and engine.lr_scheduler.warmup_steps == 1
 
 
+def test_a_scheduler_stepped_per_epoch_counts_its_lengths_in_epochs(tmp_path):
+    """With LRSchedulerHook(by_epoch=True) the scheduler steps once per epoch, so total_steps and
+    warmup_epochs are counted in epochs, not in optimizer steps (which would leave the run in
+    its warm-up); max_steps is rounded up to whole epochs."""
+    hooks = [dict(type='LossHook'), dict(type='LRSchedulerHook', by_epoch=True)]
+    cfg = _cfg(max_epochs=3, hooks=hooks)  # 4 steps per epoch, warmup_epochs=1
+    run = initialize(cfg, work_dir=str(tmp_path), log_file=False)
+    assert run.engine.lr_scheduler is None  # the hook took it over
+    scheduler = run.trainer.hooks[1].lr_scheduler
+    assert scheduler.total_steps == 3 and scheduler.warmup_steps == 1
+    run.trainer.fit(run.train_dataloader, epochs=3)
+    assert run.trainer.engine.get_lr() == pytest.approx(scheduler.get_last_lr()[0])
+    assert scheduler.last_epoch == 3
+    short = initialize(_cfg(max_epochs=3, max_steps=5, hooks=hooks), work_dir=str(tmp_path), log_file=False)
+    assert short.trainer.hooks[1].lr_scheduler.total_steps == 2  # 5 steps: 2 epochs begun
+    per_step = initialize(_cfg(max_epochs=3), work_dir=str(tmp_path), log_file=False).engine.lr_scheduler
+    assert per_step.total_steps == 12 and per_step.warmup_steps == 4
+
+
 def test_same_seed_same_model_and_rngs(tmp_path):
     def build(seed):
         run = initialize(_cfg(), work_dir=str(tmp_path), seed=seed, log_file=False)

@@ -192,9 +192,15 @@ class Engine:
             results = [self.schedule.forward_backward_step(self, data_iter, False, True)]
         else:
             results = []
-            for micro in range(self.gradient_accumulation):
-                with self._no_sync(micro < self.gradient_accumulation - 1):
-                    results.append(self.schedule.forward_backward_step(self, data_iter, False, True))
+            try:
+                for micro in range(self.gradient_accumulation):
+                    with self._no_sync(micro < self.gradient_accumulation - 1):
+                        results.append(self.schedule.forward_backward_step(self, data_iter, False, True))
+            except StopIteration:
+                # The data ended inside the step (a loader without a length): the micro-steps
+                # already run leave gradients that the next step must not add to.
+                self.optimizer.zero_grad(set_to_none=True)
+                raise
         # With fp16 the grad scaler already skips steps with inf/NaN gradients and lowers its
         # scale (overflow is expected there), so the loss check is for fp32 / bf16 runs.
         pipeline_group = _pipeline_group()

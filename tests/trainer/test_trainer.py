@@ -100,6 +100,29 @@ def test_loader_without_length_runs_until_exhausted():
     assert trainer.evaluate(loader)['Loss'] > 0
 
 
+def test_an_accumulation_step_cut_short_by_the_data_leaves_no_gradient_behind():
+    """5 batches without a length, 2 per optimizer step: the fifth batch starts a step the data
+    cannot finish. Its gradient must not leak into the next epoch's first step: the run equals a
+    hand-written loop that drops the incomplete step."""
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(make_dataset(5))
+
+    engine = make_engine(gradient_accumulation=2, lr_scheduler=False)
+    Trainer(engine).fit(torch.utils.data.DataLoader(Stream(), batch_size=1), epochs=2)
+    assert all(p.grad is None for p in engine.model.parameters())
+    reference = make_engine(lr_scheduler=False)
+    data = list(torch.utils.data.DataLoader(make_dataset(5), batch_size=1))
+    for _ in range(2):
+        for first, second in ((data[0], data[1]), (data[2], data[3])):  # the fifth batch is dropped
+            reference.optimizer.zero_grad()
+            for x, y in (first, second):
+                (reference.criterion(reference.model(x), y) / 2).backward()
+            reference.optimizer.step()
+    for a, b in zip(engine.model.parameters(), reference.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_evaluate_returns_metrics_equal_to_a_direct_computation():
     engine = make_engine()
     trainer = Trainer(engine, hooks=[LossHook(), AccuracyHook(), AccuracyHook(topk=2)])
@@ -157,6 +180,7 @@ def test_concept_document_hook_list_builds_from_dicts_and_runs(tmp_path, monkeyp
     assert [r['epoch'] for r in epochs] == list(range(1, 23))
     assert {'Loss', 'Accuracy'} <= set(epochs[-1])
     assert any(r['by'] == 'epoch_timing' for r in records) and any(r['by'] == 'memory' for r in records)
+    assert {r['mode'] for r in records} == {'train', 'test'}  # the kind of record is in 'by' only
     logs = [f for f in os.listdir('work') if f.endswith('.log')]
     assert logs and 'loaded checkpoint' in ''.join(open(os.path.join('work', f)).read() for f in logs)
 

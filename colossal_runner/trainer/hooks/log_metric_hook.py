@@ -25,11 +25,12 @@ def log_values(runner: Any, mode: str, by: str, values: Dict[str, float]) -> Non
         return
     states = runner.states
     where = f"Epoch {states['epoch']}/{states['max_epochs'] or '?'}"
+    what = mode  # in the log line, 'train epoch_timing'; in the record, mode and by apart
     if by == 'step':
         where += f" step {states['iteration']}"
     elif by != 'epoch':
-        mode = f'{mode} {by}'
-    runner.logger.info(f'{where} {mode}: {format_values(values)}')
+        what = f'{mode} {by}'
+    runner.logger.info(f'{where} {what}: {format_values(values)}')
     runner.write_record(dict(mode=mode, by=by, epoch=states['epoch'], iteration=states['iteration'],
                              **values))
 
