@@ -354,5 +354,35 @@ def resume(runner: Any, path: str, strict: bool = True, finetune: bool = False) 
     weights only. Returns the checkpoint dict. Used by ``tools/train.py --resume``.
     """
     state = load_checkpoint(path)
+    if not finetune:
+        check_same_position(state, path)
     runner.load_state_dict(state, strict=strict, finetune=finetune)
     return state
+
+
+def check_same_position(state: Dict[str, Any], path: str) -> None:
+    """In a multi-process run, raise on every rank unless all of them resume from the same epoch and
+    iteration.
+
+    Each pipeline stage reads its own file (``*_stage{s}.pt``). A run killed between two stages'
+    saves leaves the newest iteration on one stage only, and "the newest checkpoint" then means
+    different iterations on different stages: they would train on silently out of step, or hang
+    in mismatched messages. Collective: call it on every rank.
+    """
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    from .distributed import get_context
+    states = state.get('states', {}) if isinstance(state, dict) else {}
+    mine = (get_context().stage, int(states.get('epoch', 0)), int(states.get('iteration', 0)))
+    everyone: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    if len({(epoch, iteration) for _, epoch, iteration in everyone}) > 1:
+        found = sorted(set(everyone))
+        where = ', '.join(f'stage {s}: epoch {e}, iteration {i}' for s, e, i in found)
+        directory = path if os.path.isdir(path) else os.path.dirname(path)
+        example = os.path.join(directory, f'iter_{min(i for _, _, i in found)}.pt')
+        raise ValueError(f'the processes found checkpoints of different moments in {path!r} ({where}): a '
+                         f"save was interrupted between stages, or a stage's file is missing or damaged. "
+                         f'Resume from a checkpoint every stage has, by its name (e.g. --resume {example}, '
+                         f'or an epoch_N.pt); each stage then loads its own file of it.')

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from .config import Config, ConfigError
 from .config.config import import_custom
 from .data import build_dataloader, build_dataset
-from .distributed import ParallelContext, get_device, set_seed, setup_parallel, wrap_data_parallel
+from .distributed import (ParallelContext, get_context, get_device, set_seed, setup_parallel,
+                          wrap_data_parallel)
 from . import models as _models  # noqa: F401  (registers MLP, SimpleCNN, TinyGPT, losses)
 from .engine import Engine
 from .nn import lr_scheduler as _lr_scheduler  # noqa: F401  (registers the LR schedulers)
@@ -174,6 +175,12 @@ def check_microbatches(cfg: Config, schedule: Any, *loaders: Optional[DataLoader
     """A pipeline splits each batch into ``num_microbatches``: check every batch size now, not
     at the first (or the last) batch of training."""
     m = getattr(schedule, 'num_microbatches', None)
+    check_sizes = getattr(schedule, 'check_sizes', None)
+    if callable(check_sizes):  # e.g. fewer microbatches than stages: a config error, before training
+        try:
+            check_sizes(get_context().pipeline_size)
+        except ValueError as exc:
+            raise ConfigError(str(exc), cfg.filename, 'schedule.num_microbatches') from None
     if not m or m == 1:
         return
     for split, loader in zip(('train', 'test'), loaders):
@@ -225,9 +232,9 @@ def build_model(cfg: Config, context: ParallelContext, train_loader: Optional[Da
         model_cfg['vocab_size'] = dataset.vocab_size  # a text model sized by its corpus
         cfg.model.vocab_size = dataset.vocab_size
     set_seed(seed)  # the weights depend on the seed only, not on what was built before
-    if context.pipeline_size > 1:
+    chunks = model_chunks(cfg)
+    if context.pipeline_size > 1 or chunks > 1:  # one process runs an interleaved plan's chunks in turn
         from .pipeline import build_pipeline_model
-        chunks = (cfg.get('schedule', None) or {}).get('num_model_chunks', 1)
         model = _build(cfg, 'model', build_pipeline_model, model_cfg, context, num_model_chunks=chunks)
     else:
         model_cfg.pop('partition', None)
@@ -262,7 +269,8 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
     # (as mmcv's by_epoch schedules do), and max_steps is rounded up to whole epochs.
     by_epoch = _scheduler_steps_by_epoch(cfg)
     unit = 1 if by_epoch else steps_per_epoch
-    units = 'epochs (LRSchedulerHook(by_epoch=True) steps it once per epoch)' if by_epoch else 'optimizer steps'
+    units = ('epochs (LRSchedulerHook(by_epoch=True) steps it once per epoch)' if by_epoch
+             else 'optimizer steps')
     if by_epoch and max_steps:
         max_steps = -(-max_steps // steps_per_epoch) if steps_per_epoch else None
     if 'total_steps' in params and sched_cfg.get('total_steps') is None:
@@ -313,6 +321,24 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
         logger.info(f'lr_scheduler warm-up: warmup_steps={sched_cfg["warmup_steps"]} {units}')
     sched_cfg['type'] = cls
     return _build(cfg, 'lr_scheduler', LR_SCHEDULERS.build, sched_cfg, default_args=dict(optimizer=optimizer))
+
+
+def model_chunks(cfg: Config) -> int:
+    """How many chunks per stage the config's schedule runs: ``schedule.num_model_chunks``, or the
+    schedule class's own default when it takes one (the interleaved schedule: 2), else 1. The
+    model is built in as many chunks, so that the two always agree."""
+    schedule_cfg = cfg.get('schedule', None) or {}
+    if not isinstance(schedule_cfg, Mapping):
+        return 1
+    if schedule_cfg.get('num_model_chunks') is not None:
+        return schedule_cfg['num_model_chunks']
+    kind = schedule_cfg.get('type')
+    cls = SCHEDULES.get(kind) if isinstance(kind, str) else kind
+    try:
+        default = inspect.signature(cls).parameters['num_model_chunks'].default
+    except (TypeError, ValueError, KeyError):
+        return 1
+    return default if isinstance(default, int) else 1
 
 
 def _scheduler_steps_by_epoch(cfg: Config) -> bool:
@@ -406,8 +432,6 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     steps_per_epoch = check_steps_per_epoch(cfg, train_loader, grad_acc)
     lr_scheduler = build_lr_scheduler(cfg, optimizer, steps_per_epoch, logger)
     schedule_cfg = dict(cfg.get('schedule', None) or dict(type='NoPipelineSchedule'))
-    if context.pipeline_size == 1:
-        schedule_cfg.pop('num_model_chunks', None)
     schedule = _build(cfg, 'schedule', SCHEDULES.build, schedule_cfg)
     check_microbatches(cfg, schedule, train_loader, test_loader)
     engine = _build(cfg, 'engine settings (amp, gradient_accumulation, clip_grad_norm, nonfinite_loss)',

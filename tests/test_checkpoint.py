@@ -127,3 +127,27 @@ def test_atomic_write_never_reuses_an_existing_temporary_name(tmp_path, monkeypa
     ckpt.save_checkpoint(_state(1), str(tmp_path / 'epoch_1.pt'))
     assert taken.read_bytes() == b'another writer'      # O_EXCL: the existing file is left alone
     assert ckpt.load_checkpoint(str(tmp_path / 'epoch_1.pt'))['states']['epoch'] == 1
+
+
+def _positions(rank, world_size, iterations, directory):
+    from colossal_runner.checkpoint import check_same_position
+    from colossal_runner.distributed import ParallelContext, set_context
+    set_context(ParallelContext(pipeline=world_size))
+    state = {'states': {'epoch': 2, 'iteration': iterations[rank]}}
+    try:
+        check_same_position(state, directory)
+        return 'ok'
+    except ValueError as exc:
+        return str(exc)
+    finally:
+        set_context(None)
+
+
+def test_pipeline_stages_resuming_from_different_iterations_all_stop(tmp_path):
+    """A kill between two stages' saves leaves iter_14 on stage 0 only: "the newest checkpoint" is
+    iteration 14 there and 7 on stage 1. Every stage refuses, naming both and a common file."""
+    from colossal_runner.testing import run_distributed
+    assert run_distributed(_positions, 2, [14, 14], str(tmp_path), timeout=60) == ['ok', 'ok']
+    for message in run_distributed(_positions, 2, [14, 7], str(tmp_path), timeout=60):
+        assert 'stage 0: epoch 2, iteration 14, stage 1: epoch 2, iteration 7' in message
+        assert f'--resume {tmp_path}/iter_7.pt' in message

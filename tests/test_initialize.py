@@ -294,3 +294,43 @@ def test_the_config_reference_defaults_are_what_a_config_without_those_keys_gets
     assert built(written) == built(required)
     assert built(required)[6] == []  # no hooks key: no hooks
     assert not [w for w in recwarn.list if 'unknown top-level key' in str(w.message)]
+
+
+def test_an_interleaved_schedule_builds_its_chunks_on_one_process_too(tmp_path):
+    """The interleaved schedule's chunks (its default, 2, or schedule.num_model_chunks) are how
+    the model is built, on one process as on many; the run equals the plain schedule's."""
+    def run(schedule):
+        run = initialize(_cfg(schedule=schedule, hooks=[dict(type='LossHook')], max_epochs=1),
+                         work_dir=str(tmp_path), log_file=False)
+        run.trainer.fit(run.train_dataloader, epochs=1)
+        return run.engine.model, run.trainer.states['metrics']['train']['Loss'].get_accumulated_value()
+
+    plain, plain_loss = run(dict(type='NoPipelineSchedule'))
+    for schedule in (dict(type='InterleavedPipelineSchedule', num_microbatches=2),
+                     dict(type='InterleavedPipelineSchedule', num_microbatches=2, num_model_chunks=2)):
+        chunked, loss = run(schedule)
+        assert isinstance(chunked, torch.nn.ModuleList) and len(chunked) == 2, schedule
+        assert loss == pytest.approx(plain_loss, rel=1e-5)
+        flat = [p for chunk in chunked for p in chunk.parameters()]
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(flat, plain.parameters()))
+
+
+def test_a_schedule_that_cannot_run_on_this_pipeline_is_a_config_error(tmp_path):
+    """Interleaving 3 microbatches over 2 chunks on 2 stages is refused when the config is built
+    (exit status 2 in the tools, with file and key), not at the first step."""
+    from colossal_runner.distributed import ParallelContext, get_context, set_context
+
+    previous = get_context()
+    set_context(ParallelContext(pipeline=2, rank=0, world_size=2))
+    try:
+        from colossal_runner.initialize import check_microbatches
+        from colossal_runner.engine.schedule import InterleavedPipelineSchedule, PipelineSchedule
+        cfg = Config(_cfg(), filename=TINY)
+        with pytest.raises(ConfigError, match=r'tiny\.py.*schedule\.num_microbatches.*multiple of the '
+                                              r'pipeline size 2; got 3'):
+            check_microbatches(cfg, InterleavedPipelineSchedule(3))
+        with pytest.raises(ConfigError, match=r'num_microbatches >= the pipeline size'):
+            check_microbatches(cfg, PipelineSchedule(1))
+        check_microbatches(cfg, PipelineSchedule(2))
+    finally:
+        set_context(previous)

@@ -280,6 +280,12 @@ class Engine:
 
         The gradients come from the next stage, which already applied the loss scaling.
         """
+        if self.scaler is not None:
+            # A GradScaler makes its scale tensor on its first scale() call, and a stage without
+            # the loss never scales one: unscale_ would then fail ("_scale is None"). Scaling a
+            # throwaway value starts it. Every stage starts from the same scale and updates it on
+            # the same found-inf decision (sync_found_inf), so it is the scale the gradients carry.
+            self.scaler.scale(torch.ones((), device=self.device))
         torch.autograd.backward(tensors, grad_tensors=grads)
 
     def host_loss(self, loss: Any) -> Optional[float]:

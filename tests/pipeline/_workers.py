@@ -200,3 +200,31 @@ def memory(rank: int, world_size: int, m: int) -> Dict[str, float]:
 def compare_and_memory(rank: int, world_size: int, configs: List[tuple], m: int):
     """Both checks in one launch: process start-up is the slow part of these tests."""
     return compare(rank, world_size, configs), memory(rank, world_size, m)
+
+
+
+def fp16_pipeline(rank: int, world_size: int) -> Dict:
+    """Two fp16 optimizer steps of 1F1B over 2 stages, and of one process, on the same data: the
+    stage without the loss never scales a loss itself, yet unscales what it receives."""
+    single = ParallelContext(pipeline=1, rank=0, world_size=1)
+    context = ParallelContext(pipeline=2)
+    set_context(single)
+    torch.manual_seed(SEED)
+    reference = MODELS.build(MLP)
+    ref_engine = Engine(reference, nn.CrossEntropyLoss(), torch.optim.SGD(reference.parameters(), lr=0.1),
+                        amp='fp16')
+    set_context(context)
+    torch.manual_seed(SEED)
+    stage = build_pipeline_model(dict(MLP), context, 1)
+    engine = Engine(stage, nn.CrossEntropyLoss(), torch.optim.SGD(stage.parameters(), lr=0.1),
+                    step_schedule=PipelineSchedule(2), amp='fp16')
+    for x, y in batches():
+        engine.step(iter([(x, y)]))
+        set_context(single)
+        ref_engine.step(iter([(x, y)]))
+        set_context(context)
+    ref = dict(reference.named_parameters())
+    errors = {name: (p.detach() - ref[name].detach()).abs().max().item()
+              for name, p in stage.named_parameters()}
+    set_context(None)
+    return dict(scale=engine.scaler.get_scale(), ref_scale=ref_engine.scaler.get_scale(), errors=errors)

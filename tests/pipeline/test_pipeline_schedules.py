@@ -51,6 +51,16 @@ def test_two_stages_equal_single_process():
     _check([row for rank in results for row in rank], 2)
 
 
+def test_fp16_pipeline_steps_on_every_stage_like_one_process():
+    """amp='fp16' over 2 stages: the first stage, which never scales a loss, unscales the scaled
+    gradients it receives with the same scale, and both stages end where one process does."""
+    results = run_distributed(w.fp16_pipeline, 2, timeout=120)
+    for res in results:
+        assert res['scale'] == res['ref_scale'] == 65536.0
+        assert res['errors'] and max(res['errors'].values()) < 1e-3, res['errors']
+    assert set(results[0]['errors']).isdisjoint(results[1]['errors'])  # each stage its own half
+
+
 FOUR_STAGES = [('1f1b', 4, 4, 1, 'mlp', 0.0), ('1f1b', 4, 8, 1, 'mlp', 0.0),
                ('interleaved', 4, 4, 2, 'mlp', 0.0), ('interleaved', 4, 8, 2, 'mlp', 0.0),
                ('gpipe', 4, 2, 1, 'mlp', 0.0), ('gpipe', 4, 8, 1, 'mlp', 0.0),
