@@ -246,8 +246,9 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
                                     f'{sorted(os.listdir(path))}')
         return found
     directory, name = os.path.split(path)
-    if stage is not None and name.endswith('.pt') and '_stage' not in name:
-        name = f'{name[:-3]}_stage{stage}.pt'
+    if stage is not None and name.endswith('.pt'):
+        # epoch_3.pt, or one stage's epoch_3_stage0.pt, names a moment: each stage reads its own file
+        name = f"{re.sub(r'_stage[0-9]+$', '', name[:-3])}_stage{stage}.pt"
         path = os.path.join(directory, name)
     if name.startswith('latest') and not os.path.isfile(path):
         found = find_latest(directory or '.', stage)

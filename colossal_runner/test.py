@@ -10,7 +10,10 @@ Prints the test metrics (``--json``: one JSON object on stdout).
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os.path as osp
+import re
 from typing import Any, Dict, List, Optional
 
 from .config import DictAction
@@ -46,11 +49,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     prog = 'test.py'
     with report_errors(prog, args.debug, EXIT_CONFIG):
-        import os.path as osp
-
         cfg = load_user_config(args.config, args.cfg_options)
         args.checkpoint = locate_checkpoint(args.checkpoint)
-        if not osp.exists(args.checkpoint):
+        if not _checkpoint_exists(args.checkpoint):
             raise UsageError(f'checkpoint not found: {args.checkpoint} (give a .pt file written by train.py, '
                              f'or its work directory)')
         from .checkpoint import load_checkpoint
@@ -72,6 +73,18 @@ def main(argv: Optional[List[str]] = None) -> None:
                 print('Test metrics: ' + ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()), flush=True)
     from .distributed import teardown
     teardown()
+
+
+def _checkpoint_exists(path: str) -> bool:
+    """``path`` exists, or names a checkpoint a pipeline run saved per stage (``epoch_3.pt`` for
+    ``epoch_3_stage0.pt`` ..., ``latest.pt`` in a directory of stage files)."""
+    if osp.exists(path):
+        return True
+    directory, name = osp.split(path)
+    stem, ext = osp.splitext(re.sub(r'_stage[0-9]+(?=\.pt$)', '', name))
+    if name.startswith('latest'):
+        return bool(glob.glob(osp.join(glob.escape(directory or '.'), '*_stage[0-9]*.pt')))
+    return bool(glob.glob(osp.join(glob.escape(directory or '.'), glob.escape(stem) + '_stage[0-9]*' + ext)))
 
 
 if __name__ == '__main__':

@@ -30,6 +30,14 @@ def test_mlp_pipeline_trains_checkpoints_each_stage_and_resumes(tmp_path):
     first = json.loads((work / 'final_metrics.json').read_text())
     assert first['test']['Loss'] < math.log(10)  # better than guessing among 10 classes
     assert 0.0 <= first['test']['Accuracy'] <= 1.0
+    # tools/test.py on one stage's file of it: each stage evaluates its own file of epoch 1
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           str(ROOT / 'tools' / 'test.py'), str(ROOT / 'configs/digits/mlp_pipeline.py'),
+           str(ckpts / 'epoch_1_stage0.pt'), '--launcher', 'torch', '--json']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tested = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert tested['Accuracy'] == pytest.approx(first['test']['Accuracy'])
 
     proc = _torchrun('configs/digits/mlp_pipeline.py', work, '--resume', '--cfg-options', 'max_epochs=2')
     assert 'resumed from' in proc.stdout + proc.stderr and 'at epoch 1' in proc.stdout + proc.stderr

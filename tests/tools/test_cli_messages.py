@@ -99,3 +99,18 @@ def test_test_tool_messages_and_text_output(capsys, tmp_path):
     assert '3.weight: (3, 16) saved, (3, 4) here' in err
     err = _exit(test_cli.main, [TINY, ckpts, '--cfg-options', 'data.test=None'], capsys)
     assert 'has no data.test to evaluate on' in err
+
+
+def test_test_tool_finds_a_pipeline_runs_checkpoint_by_its_name(tmp_path):
+    """A pipeline run saves epoch_1_stage0.pt, epoch_1_stage1.pt: test.py takes epoch_1.pt,
+    either stage's file or latest.pt for it (each stage then reads its own file)."""
+    from colossal_runner.checkpoint import resolve_checkpoint_path
+    from colossal_runner.test import _checkpoint_exists
+    for name in ('epoch_1_stage0.pt', 'epoch_1_stage1.pt'):
+        (tmp_path / name).write_bytes(b'')
+    for name in ('epoch_1.pt', 'epoch_1_stage1.pt', 'latest.pt'):
+        assert _checkpoint_exists(str(tmp_path / name)), name
+    assert not _checkpoint_exists(str(tmp_path / 'epoch_2.pt'))
+    one_stage = resolve_checkpoint_path(str(tmp_path / 'epoch_1_stage0.pt'), 1)
+    assert one_stage == str(tmp_path / 'epoch_1_stage1.pt')
+    assert resolve_checkpoint_path(str(tmp_path / 'epoch_1.pt'), 0) == str(tmp_path / 'epoch_1_stage0.pt')
