@@ -1,12 +1,14 @@
 """Datasets and dataloaders from config dicts, seeded and ready for data parallelism."""
 from __future__ import annotations
 
+import inspect
 import random
+import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from ..registry import DATA_SAMPLERS, DATASETS, TRANSFORMS
 from ..utils.checks import check_positive_int
@@ -74,12 +76,39 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     sampler_cfg = cfg.pop('sampler', None)
     data_size = getattr(context, 'data_size', 1) if context is not None else 1
     dp_rank = getattr(context, 'dp_rank', 0) if context is not None else 0
+    if isinstance(dataset, IterableDataset) and (shuffle or data_size > 1 or sampler_cfg is not None):
+        what = ('a sampler' if sampler_cfg is not None else 'shuffle=True' if shuffle
+                else f'{data_size} data-parallel replicas')
+        raise ValueError(f'{type(dataset).__name__} is an IterableDataset: it has no indices for {what} to '
+                         f'order or split. Shuffle inside the dataset (a shuffle buffer), and with several '
+                         f'replicas let each rank read its own part; or use a map-style Dataset.')
     if sampler_cfg is not None:
         sampler_cfg = dict(sampler_cfg)
         sampler_type = sampler_cfg.pop('type', None)
         sampler_cls = DATA_SAMPLERS.get(sampler_type) if isinstance(sampler_type, str) else sampler_type
         if sampler_cls is None:
             raise KeyError(DATA_SAMPLERS._unknown_message(str(sampler_type)))
+        try:
+            params = set(inspect.signature(sampler_cls).parameters)
+        except (TypeError, ValueError):
+            params = set()
+        name = getattr(sampler_cls, '__name__', str(sampler_cls))
+        if data_size > 1:
+            # Replaced, the DistributedSampler no longer splits the data between the replicas.
+            if not {'num_replicas', 'rank'} <= params:
+                raise ValueError(f'sampler {name} takes no num_replicas and rank, so each of the '
+                                 f'{data_size} data-parallel replicas would train on the whole dataset. '
+                                 f"Use a sampler that splits it (torch's DistributedSampler or a subclass: "
+                                 f'it is given num_replicas={data_size} and each rank), or leave out '
+                                 f'dataloader.sampler.')
+            sampler_cfg.setdefault('num_replicas', data_size)
+            sampler_cfg.setdefault('rank', dp_rank)
+        for key, value in (('shuffle', shuffle), ('seed', seed)):
+            if key in params:
+                sampler_cfg.setdefault(key, value)
+        if shuffle and 'shuffle' not in params:
+            warnings.warn(f'dataloader shuffle=True is not passed to sampler {name}, which takes no shuffle '
+                          f'argument: the order is the sampler\'s own.', UserWarning, stacklevel=2)
         sampler = sampler_cls(dataset, **sampler_cfg)
     elif shuffle or data_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=data_size, rank=dp_rank, shuffle=shuffle,

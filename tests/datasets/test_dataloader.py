@@ -57,6 +57,28 @@ def test_custom_sampler_from_registry():
         build_dataloader(dict(batch_size=5, sampler=dict(type='SequentalSampler')), ds)
 
 
+def test_a_custom_sampler_splits_the_data_between_replicas_or_is_refused():
+    """With 2 data-parallel replicas a configured sampler replaces the DistributedSampler: one
+    that takes num_replicas and rank is given them (and the config's shuffle and the seed), so
+    the replicas see disjoint halves; one that does not would give each replica everything."""
+    ds = SyntheticClassification(10, 4, 2)
+    halves = []
+    for rank in (0, 1):
+        context = ParallelContext(pipeline=1, rank=rank, world_size=2)
+        loader = build_dataloader(dict(batch_size=5, shuffle=True, sampler=dict(type='DistributedSampler')),
+                                  ds, context=context, seed=4)
+        assert (loader.sampler.num_replicas, loader.sampler.rank, loader.sampler.shuffle) == (2, rank, True)
+        assert loader.sampler.seed == 4
+        halves.append(set(_order(loader)))
+    assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 10
+    with pytest.raises(ValueError, match=r'sampler SequentialSampler takes no num_replicas and rank, so each '
+                                         r'of the 2 data-parallel replicas would train on the whole dataset'):
+        build_dataloader(dict(batch_size=5, sampler=dict(type='SequentialSampler')), ds,
+                         context=ParallelContext(pipeline=1, rank=0, world_size=2))
+    with pytest.warns(UserWarning, match='shuffle=True is not passed to sampler SequentialSampler'):
+        build_dataloader(dict(batch_size=5, shuffle=True, sampler=dict(type='SequentialSampler')), ds)
+
+
 def test_workers_are_seeded():
     ds = SyntheticClassification(8, 4, 2)
     loader = build_dataloader(dict(batch_size=4, num_workers=1, shuffle=True), ds, seed=3)
@@ -78,3 +100,16 @@ def test_build_dataset_builds_transform_configs():
                                        dict(type='Normalize', mean=(0.5,), std=(0.5,))]))
     x, y = ds[0]
     assert isinstance(x, torch.Tensor) and x.shape == (1, 8, 8) and float(x.min()) >= -1.0
+
+
+def test_an_iterable_dataset_cannot_be_shuffled_or_split_by_the_loader():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter([(torch.zeros(4), 0)] * 6)
+
+    assert len(list(build_dataloader(dict(batch_size=2), Stream()))) == 3
+    with pytest.raises(ValueError, match=r'Stream is an IterableDataset: it has no indices for shuffle=True'):
+        build_dataloader(dict(batch_size=2, shuffle=True), Stream())
+    with pytest.raises(ValueError, match=r'no indices for 2 data-parallel replicas'):
+        build_dataloader(dict(batch_size=2), Stream(),
+                         context=ParallelContext(pipeline=1, rank=0, world_size=2))
