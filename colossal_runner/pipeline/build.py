@@ -136,14 +136,20 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
     # Every layer is initialized, even after ours, so that the random generator ends in the same
     # state on every stage (as after building the whole model): later draws (data order,
     # dropout) then agree between stages.
+    weighted = 0  # layers with parameters: a partition into more parts leaves one without any
     for i, layer in enumerate(layers):
         _materialize(layer)
+        weighted += any(p.numel() for p in layer.parameters())
         if i in mine:
             kept.append((i, layer))
     del meta_model, layers
     stage = _assemble(kept, bounds, parts)
     if not any(True for _ in stage.parameters()):
+        total = len(bounds) - 1
+        fix = ('use partition="parameters" (it gives every part parameters when it can) or explicit '
+               'boundaries' if weighted >= total else
+               f'the model has only {weighted} layers with parameters for {total} pipeline parts: use at '
+               f'most {weighted} parts (parallel.pipeline x num_model_chunks)')
         warnings.warn(f'pipeline stage {context.stage} got layers {sorted(mine)} which have no parameters, '
-                      f'so an optimizer cannot be built for it; use partition="parameters" or explicit '
-                      f'boundaries (the partition was {bounds}).')
+                      f'so an optimizer cannot be built for it; {fix} (the partition was {bounds}).')
     return stage.to(device) if device is not None else stage

@@ -36,13 +36,17 @@ def partition_balanced(weights: Sequence[float], num_parts: int) -> List[int]:
     """Contiguous parts minimizing the heaviest part's total weight (e.g. parameter count).
 
     Dynamic programming over (layers used, parts made): exact, and cheap for the few hundred
-    layers a model has. Ties go to the split that puts layers earlier.
+    layers a model has. Ties go to the split that puts layers earlier. When at least
+    ``num_parts`` layers weigh something, no part is left weightless (a pipeline stage without
+    parameters has nothing to optimize); that never makes the heaviest part heavier, since a
+    weightless part can always join a neighbour while a weighted one splits.
     """
     n = len(weights)
     _check_counts(n, num_parts)
     prefix = [0.0]
     for w in weights:
         prefix.append(prefix[-1] + float(w))
+    no_empty = sum(1 for w in weights if w > 0) >= num_parts
     inf = float('inf')
     # best[k][i]: smallest possible heaviest part when the first i layers form k parts
     best = [[inf] * (n + 1) for _ in range(num_parts + 1)]
@@ -51,6 +55,8 @@ def partition_balanced(weights: Sequence[float], num_parts: int) -> List[int]:
     for k in range(1, num_parts + 1):
         for i in range(k, n - (num_parts - k) + 1):
             for j in range(k - 1, i):
+                if no_empty and prefix[i] == prefix[j]:
+                    continue
                 cost = max(best[k - 1][j], prefix[i] - prefix[j])
                 if cost < best[k][i]:
                     best[k][i], cut[k][i] = cost, j

@@ -41,6 +41,18 @@ def test_balanced_partition_is_optimal(weights, parts):
                for cuts in itertools.combinations(range(1, len(weights)), parts - 1))
     assert heaviest(bounds) == best
     assert all(a < b for a, b in zip(bounds, bounds[1:])) and bounds[0] == 0 and bounds[-1] == len(weights)
+    if sum(w > 0 for w in weights) >= parts:  # no stage without parameters when it can be helped
+        assert all(sum(weights[x:y]) > 0 for x, y in zip(bounds, bounds[1:])), bounds
+
+
+def test_balanced_partition_leaves_no_stage_without_parameters():
+    """Two heavy layers decide the heaviest part, so many splits tie; the one that put the
+    ReLU (no parameters) alone on a stage ([0, 1, 2, 5, 7]) left that stage nothing to optimize
+    (torch: 'optimizer got an empty parameter list')."""
+    weights = [50, 0, 5, 2, 1, 0, 50]
+    bounds = partition_balanced(weights, 4)
+    assert all(sum(weights[x:y]) > 0 for x, y in zip(bounds, bounds[1:])), bounds
+    assert max(sum(weights[x:y]) for x, y in zip(bounds, bounds[1:])) == 50
 
 
 def test_parameter_partition_balances_parameters_not_layers():
@@ -158,8 +170,20 @@ def test_models_that_list_their_layers_can_be_split_and_others_cannot():
 
 
 def test_a_stage_without_parameters_warns():
+    # explicit boundaries that give stage 1 a ReLU alone: another partition would do
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        build_pipeline_model(dict(type='MLP', hidden=8), ParallelContext(4, rank=2, world_size=4))
-    assert any('have no parameters' in str(w.message) and 'partition="parameters"' in str(w.message)
-               for w in caught)
+        build_pipeline_model(dict(type='MLP', hidden=[8, 8, 8], partition=[0, 2, 3, 5, 8]),
+                             ParallelContext(4, rank=1, world_size=4))
+    assert any('got layers [2] which have no parameters' in str(w.message)
+               and 'partition="parameters"' in str(w.message) for w in caught)
+
+
+def test_a_stage_left_without_parameters_is_told_how_many_parts_fit():
+    """configs/digits/mlp.py's MLP has 3 Linear layers: over 4 stages one stage holds none, and no
+    partition helps, so the warning says how many parts fit instead of suggesting one."""
+    from colossal_runner.distributed import ParallelContext
+    mlp = dict(type='MLP', in_features=64, hidden=[128, 64], num_classes=10, partition='parameters')
+    with pytest.warns(UserWarning, match=r'stage 0 got layers \[0\] which have no parameters.*only 3 layers '
+                                         r'with parameters for 4 pipeline parts: use at most 3 parts'):
+        build_pipeline_model(mlp, ParallelContext(pipeline=4, rank=0, world_size=4))
