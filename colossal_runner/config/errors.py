@@ -65,6 +65,10 @@ def format_config_error(exc: BaseException) -> str:
         text = f'{where}: syntax error: {exc.msg}'
     elif isinstance(exc, (ConfigError, FileNotFoundError)):
         text = str(exc)
+    elif isinstance(exc, KeyError) and len(exc.args) == 1 and ' ' in str(exc.args[0]):
+        # str(KeyError) is the repr of its argument: right for a bare key ('lr'), but a sentence
+        # gets quotes around it and its own quotes escaped
+        text = f'KeyError: {exc.args[0]}'
     else:
         text = f'{type(exc).__name__}: {exc}'
     notes = getattr(exc, '__notes__', None) or []

@@ -29,7 +29,11 @@ def test_format_config_error_is_one_line():
         assert format_config_error(exc).startswith('/x/cfg.py:1: syntax error: ')
     exc = KeyError('nope')
     exc.add_note('while loading x.py')
-    assert format_config_error(exc) == "KeyError: 'nope' (while loading x.py)"
+    assert format_config_error(exc) == "KeyError: 'nope' (while loading x.py)"  # a key keeps its quotes
+    # a sentence does not get repr's quotes and escapes: launcher "torch" needs ['RANK'], as written
+    sentence = KeyError('launcher "torch" needs the environment variables [\'RANK\'], but they are not set')
+    assert format_config_error(sentence) == ('KeyError: launcher "torch" needs the environment variables '
+                                             "['RANK'], but they are not set")
     assert '\n' not in format_config_error(ConfigError('two\nlines', 'f.py'))
 
 
