@@ -149,7 +149,9 @@ def test_state_dict_round_trip_resumes_identically():
     def build():
         model = make_model(seed=3)
         opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        return Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=CosineAnnealingLR(opt, 10), amp='fp16')
+        with pytest.warns(UserWarning, match="amp='fp16' on the CPU"):  # fp16 here for its scaler state
+            return Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=CosineAnnealingLR(opt, 10),
+                          amp='fp16')
 
     first = build()
     it = iter(batches)
