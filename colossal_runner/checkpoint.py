@@ -104,7 +104,8 @@ def _create_temporary(directory: str, name: str) -> Tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, f'could not create a temporary file for {name!r} in {directory!r}: '
-                                        f'100 random names were all taken')
+                                        f'100 random names were all taken; remove the leftover .*.tmp files '
+                                        f'there (or anything else creating them) and save again')
 
 
 def atomic_write(path: str, write: Callable[[Any], None]) -> None:
@@ -354,36 +355,61 @@ def resume(runner: Any, path: str, strict: bool = True, finetune: bool = False) 
     The next ``fit`` continues at the next epoch / iteration. ``finetune=True`` loads the model
     weights only. Returns the checkpoint dict. Used by ``tools/train.py --resume``.
     """
-    state = load_checkpoint(path)
-    if not finetune:
-        check_same_position(state, path)
+    state = load_agreed(path, check=not finetune)
     runner.load_state_dict(state, strict=strict, finetune=finetune)
     return state
 
 
-def check_same_position(state: Dict[str, Any], path: str) -> None:
-    """In a multi-process run, raise on every rank unless all of them resume from the same epoch and
-    iteration.
+def load_agreed(path: str, check: bool = True, stage: Optional[int] = None) -> Dict[str, Any]:
+    """:func:`load_checkpoint`, and in a multi-process run (``check``) every rank raises unless all
+    of them read a checkpoint of the same epoch and iteration. Collective: call it on every rank.
 
     Each pipeline stage reads its own file (``*_stage{s}.pt``). A run killed between two stages'
     saves leaves the newest iteration on one stage only, and "the newest checkpoint" then means
     different iterations on different stages: they would train on silently out of step, or hang
-    in mismatched messages. Collective: call it on every rank.
+    in mismatched messages. A rank that cannot read its file at all makes every rank raise too,
+    instead of leaving the others waiting for it.
     """
     import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
+    if not check or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return load_checkpoint(path, stage=stage)
     from .distributed import get_context
-    states = state.get('states', {}) if isinstance(state, dict) else {}
-    mine = (get_context().stage, int(states.get('epoch', 0)), int(states.get('iteration', 0)))
+    rank_stage = get_context().stage
+    try:
+        state, failure = load_checkpoint(path, stage=stage), None
+        states = state.get('states', {}) if isinstance(state, dict) else {}
+        mine = (rank_stage, int(states.get('epoch', 0)), int(states.get('iteration', 0)), None)
+    except Exception as exc:  # noqa: BLE001 - re-raised below, once every rank knows
+        state, failure = None, exc
+        mine = (rank_stage, -1, -1, f'{type(exc).__name__}: {exc}')
     everyone: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, mine)
-    if len({(epoch, iteration) for _, epoch, iteration in everyone}) > 1:
-        found = sorted(set(everyone))
+    if failure is not None:
+        raise failure
+    failed = sorted({(s, error) for s, _, _, error in everyone if error is not None})
+    if failed:
+        raise RuntimeError(f'stage {failed[0][0]} could not read its checkpoint for {path!r} '
+                           f'({failed[0][1]}); every stage stops so that none resumes alone')
+    found = sorted({(s, e, i) for s, e, i, _ in everyone})
+    if len({(e, i) for _, e, i in found}) > 1:
         where = ', '.join(f'stage {s}: epoch {e}, iteration {i}' for s, e, i in found)
-        directory = path if os.path.isdir(path) else os.path.dirname(path)
-        example = os.path.join(directory, f'iter_{min(i for _, _, i in found)}.pt')
         raise ValueError(f'the processes found checkpoints of different moments in {path!r} ({where}): a '
                          f"save was interrupted between stages, or a stage's file is missing or damaged. "
-                         f'Resume from a checkpoint every stage has, by its name (e.g. --resume {example}, '
-                         f'or an epoch_N.pt); each stage then loads its own file of it.')
+                         f'{_common_names(path, len(found))}')
+    return state
+
+
+def _common_names(path: str, stages: int) -> str:
+    """What to resume from instead: the newest checkpoints of which every stage has its file."""
+    directory = path if os.path.isdir(path) else os.path.dirname(path) or '.'
+    have: Dict[Tuple[str, int], set] = {}
+    for name in (os.listdir(directory) if os.path.isdir(directory) else []):
+        match = re.fullmatch(r'(iter|epoch)_([0-9]+)_stage([0-9]+)\.pt', name)
+        if match:
+            have.setdefault((match[1], int(match[2])), set()).add(int(match[3]))
+    common = sorted((key for key, found in have.items() if len(found) >= stages), key=lambda k: k[1])[-2:]
+    if not common:
+        return f'No checkpoint in {directory!r} has a file for every stage: train from the start.'
+    names = ' or '.join(f'--resume {os.path.join(directory, f"{kind}_{n}.pt")}'
+                        for kind, n in reversed(common))
+    return f'Resume from one that every stage has, by its name ({names}); each stage then loads its own file.'

@@ -347,8 +347,8 @@ def _scheduler_steps_by_epoch(cfg: Config) -> bool:
     for hook in cfg.get('hooks', None) or []:
         if isinstance(hook, Mapping) and hook.get('by_epoch'):
             kind = hook.get('type')
-            name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
-            if name == 'LRSchedulerHook' or (inspect.isclass(kind) and issubclass(kind, LRSchedulerHook)):
+            cls = HOOKS.get(kind) if isinstance(kind, str) else kind  # subclasses and scoped names too
+            if inspect.isclass(cls) and issubclass(cls, LRSchedulerHook):
                 return True
     return False
 

@@ -129,25 +129,39 @@ def test_atomic_write_never_reuses_an_existing_temporary_name(tmp_path, monkeypa
     assert ckpt.load_checkpoint(str(tmp_path / 'epoch_1.pt'))['states']['epoch'] == 1
 
 
+
 def _positions(rank, world_size, iterations, directory):
-    from colossal_runner.checkpoint import check_same_position
+    """Each rank resumes from ``directory`` whose stage files hold ``iterations[rank]`` (None: no file)."""
+    import torch
+    from colossal_runner.checkpoint import load_agreed
     from colossal_runner.distributed import ParallelContext, set_context
     set_context(ParallelContext(pipeline=world_size))
-    state = {'states': {'epoch': 2, 'iteration': iterations[rank]}}
+    if rank == 0:  # rank 0 writes every stage's files (an older common one too), then all read
+        for stage, it in enumerate(iterations):
+            for n in ([it] if it is not None else []) + [3]:
+                torch.save({'states': {'epoch': 1, 'iteration': n}}, f'{directory}/iter_{n}_stage{stage}.pt')
+    torch.distributed.barrier()
     try:
-        check_same_position(state, directory)
+        name = f'iter_{iterations[rank]}.pt' if iterations[rank] is not None else 'iter_99.pt'
+        load_agreed(f'{directory}/{name}')
         return 'ok'
-    except ValueError as exc:
-        return str(exc)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        return f'{type(exc).__name__}: {exc}'
     finally:
         set_context(None)
 
 
 def test_pipeline_stages_resuming_from_different_iterations_all_stop(tmp_path):
-    """A kill between two stages' saves leaves iter_14 on stage 0 only: "the newest checkpoint" is
-    iteration 14 there and 7 on stage 1. Every stage refuses, naming both and a common file."""
+    """Stage 0 has iter_14, stage 1 iter_7 (a file damaged or a save interrupted): "the newest
+    checkpoint" differs between them. Every stage refuses, naming both and the newest checkpoint
+    that both have (iter_3);
+    a stage without its file makes every stage stop instead of leaving the others waiting."""
     from colossal_runner.testing import run_distributed
-    assert run_distributed(_positions, 2, [14, 14], str(tmp_path), timeout=60) == ['ok', 'ok']
+    for sub in ('same', 'missing'):
+        (tmp_path / sub).mkdir()
+    assert run_distributed(_positions, 2, [14, 14], str(tmp_path / 'same'), timeout=60) == ['ok', 'ok']
     for message in run_distributed(_positions, 2, [14, 7], str(tmp_path), timeout=60):
-        assert 'stage 0: epoch 2, iteration 14, stage 1: epoch 2, iteration 7' in message
-        assert f'--resume {tmp_path}/iter_7.pt' in message
+        assert 'stage 0: epoch 1, iteration 14, stage 1: epoch 1, iteration 7' in message
+        assert f'(--resume {tmp_path}/iter_3.pt)' in message  # the newest one both stages have
+    first, second = run_distributed(_positions, 2, [5, None], str(tmp_path / 'missing'), timeout=60)
+    assert second.startswith('FileNotFoundError') and first.startswith('RuntimeError: stage 1 could not read')

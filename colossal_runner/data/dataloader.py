@@ -93,16 +93,17 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
         except (TypeError, ValueError):
             params = set()
         name = getattr(sampler_cls, '__name__', str(sampler_cls))
-        if data_size > 1:
-            # Replaced, the DistributedSampler no longer splits the data between the replicas.
-            if not {'num_replicas', 'rank'} <= params:
-                raise ValueError(f'sampler {name} takes no num_replicas and rank, so each of the '
-                                 f'{data_size} data-parallel replicas would train on the whole dataset. '
-                                 f"Use a sampler that splits it (torch's DistributedSampler or a subclass: "
-                                 f'it is given num_replicas={data_size} and each rank), or leave out '
-                                 f'dataloader.sampler.')
+        if {'num_replicas', 'rank'} <= params:
+            # This run's replicas, also with one: left to torch, a DistributedSampler would split
+            # over every process, pipeline stages included, which must all read the same batches.
             sampler_cfg.setdefault('num_replicas', data_size)
             sampler_cfg.setdefault('rank', dp_rank)
+        elif data_size > 1:  # replaced, the DistributedSampler no longer splits the data
+            raise ValueError(f'sampler {name} takes no num_replicas and rank, so each of the '
+                             f'{data_size} data-parallel replicas would train on the whole dataset. '
+                             f"Use a sampler that splits it (torch's DistributedSampler or a subclass: "
+                             f'it is given num_replicas={data_size} and each rank), or leave out '
+                             f'dataloader.sampler.')
         for key, value in (('shuffle', shuffle), ('seed', seed)):
             if key in params:
                 sampler_cfg.setdefault(key, value)

@@ -20,7 +20,7 @@ import logging
 import math
 import warnings
 from contextlib import nullcontext
-from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -280,11 +280,12 @@ class Engine:
 
         The gradients come from the next stage, which already applied the loss scaling.
         """
-        if self.scaler is not None:
+        if self.scaler is not None and getattr(self.scaler, '_scale', None) is None:
             # A GradScaler makes its scale tensor on its first scale() call, and a stage without
             # the loss never scales one: unscale_ would then fail ("_scale is None"). Scaling a
-            # throwaway value starts it. Every stage starts from the same scale and updates it on
-            # the same found-inf decision (sync_found_inf), so it is the scale the gradients carry.
+            # throwaway value starts it (once; again after a load_state_dict, which resets it).
+            # Every stage starts from the same scale and updates it on the same found-inf decision
+            # (sync_found_inf), so it is the scale the gradients carry.
             self.scaler.scale(torch.ones((), device=self.device))
         torch.autograd.backward(tensors, grad_tensors=grads)
 
@@ -459,7 +460,9 @@ class Engine:
         model = self.model.module if self._is_ddp else self.model
         model.load_state_dict(state['model'], strict=strict)
         if self.optimizer is not None and state.get('optimizer') is not None:
-            load_optimizer_state(self.optimizer, state['optimizer'])
+            # settings a scheduler moves itself (OneCycleLR's momentum) differ from the config's anyway
+            driven = ('momentum', 'betas') if getattr(self.lr_scheduler, 'cycle_momentum', False) else ()
+            load_optimizer_state(self.optimizer, state['optimizer'], driven)
         if self.lr_scheduler is not None and state.get('lr_scheduler') is not None:
             load_scheduler_state(self.lr_scheduler, state['lr_scheduler'])
         if self.scaler is not None and state.get('scaler') is not None:
@@ -490,9 +493,12 @@ def load_scheduler_state(scheduler: Any, saved: Mapping[str, Any]) -> None:
         scheduler.load_state_dict(saved)  # torch's own error
         return
     own = scheduler.state_dict()
+    # A setting is a plain attribute (a number, a string, lists or dicts of them); the entries of
+    # composite schedulers (SequentialLR's _schedulers: scheduler objects, saved as their states)
+    # are progress, and load as torch loads them.
     changed = {key: (saved[key], value) for key, value in own.items()
-               if key in saved and key not in _SCHEDULER_PROGRESS and _is_setting(value)
-               and saved[key] != value}
+               if key in saved and key not in _SCHEDULER_PROGRESS
+               and _is_setting(getattr(scheduler, key, None)) and _is_setting(value) and saved[key] != value}
     scheduler.load_state_dict(saved)
     if not changed:
         return
@@ -521,7 +527,7 @@ def _is_setting(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any) -> None:
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, driven: Sequence[str] = ()) -> None:
     """``optimizer.load_state_dict(saved)``, refusing a state saved by another kind of optimizer.
 
     torch loads an Adam state into SGD without a word and fails at the first step
@@ -529,7 +535,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any) -> None:
     training continues with, as in mmcv; those that differ from the config are logged.
     """
     before = optimizer.state_dict()
-    differ = _optimizer_settings_differ(before, saved)
+    differ = {key: values for key, values in _optimizer_settings_differ(before, saved).items()
+              if key in optimizer.defaults and key not in driven}
     optimizer.load_state_dict(saved)
     missing = sorted({key for group in optimizer.param_groups for key in optimizer.defaults
                       if key not in group})

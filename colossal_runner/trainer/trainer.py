@@ -181,8 +181,8 @@ class Trainer:
         states, call_hook, dispatch = self.states, self.call_hook, self._dispatch
         # The loop below runs once per optimizer step, so it is written out rather than split into
         # helpers: for a small model each Python call in it is a measurable share of the step
-        # (benchmarks/overhead.py). It calls no hook stage that no hook implements, and reads the
-        # engine's skip counter once per step.
+        # (benchmarks/overhead.py). It does not call before_train_iter when no hook implements it,
+        # and reads the engine's skip counter once per step.
         skips = getattr(engine, 'nonfinite_skips', 0)
         with self._progress(total, f"Epoch {states['epoch']}", display_progress) as bar:
             show = not bar.disable
@@ -394,7 +394,8 @@ class Trainer:
         own, saved = set(own_state), set(weights)
         missing, unexpected = sorted(own - saved), sorted(saved - own)
         # Same name, another shape: a new classifier head when fine-tuning, typically.
-        reshaped = sorted(k for k in own & saved if getattr(weights[k], 'shape', None) != own_state[k].shape)
+        reshaped = sorted(k for k in own & saved  # (a module's extra state need not be a tensor)
+                          if getattr(weights[k], 'shape', None) != getattr(own_state[k], 'shape', None))
         if (missing or unexpected or reshaped) and strict:
             shapes = ', '.join(f'{k}: {tuple(weights[k].shape)} saved, {tuple(own_state[k].shape)} here'
                                for k in reshaped[:5])

@@ -71,6 +71,12 @@ def test_a_custom_sampler_splits_the_data_between_replicas_or_is_refused():
         assert loader.sampler.seed == 4
         halves.append(set(_order(loader)))
     assert not halves[0] & halves[1] and len(halves[0] | halves[1]) == 10
+    # 2 pipeline stages, one replica: both stages read every sample (in the same order)
+    for rank in (0, 1):
+        loader = build_dataloader(dict(batch_size=5, sampler=dict(type='DistributedSampler')), ds,
+                                  context=ParallelContext(pipeline=2, rank=rank, world_size=2), seed=4)
+        assert (loader.sampler.num_replicas, loader.sampler.rank) == (1, 0)
+        assert len(_order(loader)) == 10
     with pytest.raises(ValueError, match=r'sampler SequentialSampler takes no num_replicas and rank, so each '
                                          r'of the 2 data-parallel replicas would train on the whole dataset'):
         build_dataloader(dict(batch_size=5, sampler=dict(type='SequentialSampler')), ds,

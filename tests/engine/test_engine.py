@@ -436,3 +436,42 @@ def test_optimizer_settings_that_differ_from_the_checkpoint_are_named(project_lo
     second.load_state_dict(_saved(first))
     assert second.get_lr() == 0.1  # the checkpoint's settings are the ones training continues with
     assert 'lr=0.1 (config: 0.05)' in project_log.text and 'finetune=True' in project_log.text
+
+
+def test_composite_and_one_cycle_schedulers_resume(project_log):
+    """SequentialLR's saved sub-scheduler states are progress, not settings (treated as settings
+    they replaced the schedulers by dicts: the next step failed); OneCycleLR recomputes its LR on
+    a longer schedule, and the momentum it cycles is not reported as a changed setting."""
+    from colossal_runner.nn.lr_scheduler import OneCycleLR
+
+    def sequential():
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.SequentialLR(
+            opt, [torch.optim.lr_scheduler.LinearLR(opt, 0.5, total_iters=2),
+                  torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)], milestones=[2])
+        return Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=sched)
+
+    first, second = sequential(), sequential()
+    for x, y in make_batches(3, 5):
+        first.step(iter([(x, y)]))
+    second.load_state_dict(_saved(first))
+    for x, y in make_batches(2, 5, seed=4):
+        first.step(iter([(x, y)]))
+        second.step(iter([(x, y)]))
+        assert second.get_lr() == first.get_lr()
+    assert project_log.text == ''
+
+    def one_cycle(total):
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=OneCycleLR(opt, total))
+
+    short, longer, reference = one_cycle(10), one_cycle(20), one_cycle(20)
+    for x, y in make_batches(4, 5):
+        short.step(iter([(x, y)]))
+        reference.step(iter([(x, y)]))
+    longer.load_state_dict(_saved(short))
+    assert longer.get_lr() == pytest.approx(reference.get_lr())
+    assert 'total_steps=20 (the checkpoint: 10)' in project_log.text
+    assert 'optimizer:' not in project_log.text  # the cycled momentum is not a changed setting

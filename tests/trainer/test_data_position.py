@@ -41,12 +41,13 @@ def _resume_on_replicas(rank, world_size, ckpt_dir):
     resumed = _engine(wrap_data_parallel(_model(), context))
     trainer = Trainer(resumed)
     trainer.resume(os.path.join(ckpt_dir, 'iter_3.pt'))
+    loaded_rank = trainer.data_position.pending['sampler']['rank']  # what the file recorded
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         trainer.fit(_loader(context), epochs=2)
     return dict(warnings=[str(w.message) for w in caught], reference=reference,
                 params=[p.detach().clone() for p in resumed.model.parameters()],
-                sampler_rank=trainer.data_position.state_dict()['sampler']['rank'])
+                loaded_rank=loaded_rank, sampler_rank=trainer.data_position.state_dict()['sampler']['rank'])
 
 
 def test_resuming_mid_epoch_on_replicas_is_exact_and_warns_on_no_rank(tmp_path):
@@ -54,7 +55,7 @@ def test_resuming_mid_epoch_on_replicas_is_exact_and_warns_on_no_rank(tmp_path):
     results = run_distributed(_resume_on_replicas, 2, ckpt_dir, timeout=120)
     for rank, result in enumerate(results):
         # Every replica resumed replica 0's file (sampler rank 0) and kept its own rank.
-        assert result['sampler_rank'] == rank
+        assert result['loaded_rank'] == 0 and result['sampler_rank'] == rank
         assert not [w for w in result['warnings'] if 'data sampler' in w], (rank, result['warnings'])
         for got, want in zip(result['params'], result['reference']):
             assert torch.equal(got, want), rank

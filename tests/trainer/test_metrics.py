@@ -456,6 +456,12 @@ def test_metric_hooks_save_their_partial_sums_only_when_they_can_be_resumed():
     set_context(ParallelContext(pipeline=1, data=2, rank=0, world_size=2))
     try:
         assert loss_hook.state_dict() == {}
+        for rank, expect_sums in ((0, True), (1, False)):  # resumed on 2 replicas: replica 0 takes them
+            set_context(ParallelContext(pipeline=1, data=2, rank=rank, world_size=2))
+            fresh = LossHook()
+            fresh.load_state_dict(saved[loss_hook])
+            fresh.before_train_epoch(SimpleRunner(epoch=1))
+            assert (fresh.metrics['train']._count == 12) is expect_sums, rank
     finally:
         set_context(previous)
 

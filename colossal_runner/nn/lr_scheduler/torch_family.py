@@ -85,3 +85,9 @@ class OneCycleLR(torch_lr.OneCycleLR):
                          cycle_momentum=cycle_momentum, base_momentum=base_momentum,
                          max_momentum=max_momentum, div_factor=div_factor, final_div_factor=final_div_factor,
                          three_phase=three_phase, last_epoch=last_epoch)
+
+    def _get_closed_form_lr(self) -> List[float]:
+        # torch's get_lr is already a function of the step count; it only warns when called
+        # outside step(). A resumed run with another total_steps recomputes its LR with it.
+        with torch_lr._enable_get_lr_call(self):
+            return self.get_lr()

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 import torch.distributed as dist
 
-from ...checkpoint import (check_writable, checkpoint_name, list_checkpoints, load_checkpoint,
+from ...checkpoint import (check_writable, checkpoint_name, list_checkpoints, load_agreed,
                            remove_stale_temporaries, save_checkpoint)
 from ...distributed import get_context
 from ...registry import HOOKS
@@ -218,7 +218,8 @@ class LoadCheckpointHook(BaseHook):
         if self.loaded:
             return
         path = self.checkpoint_path()
-        state = load_checkpoint(path, stage=_stage())
+        # every stage at the same moment (see load_agreed), unless only the weights are wanted
+        state = load_agreed(path, check=not self.finetune, stage=_stage())
         runner.load_state_dict(state, strict=self.strict, finetune=self.finetune)
         self.loaded = True
         done = state['states']

@@ -91,7 +91,9 @@ class MetricHook(BaseHook):
         resumed, self._resumed = self._resumed, None
         if 'train' in self.metrics:
             self.metrics['train'].reset()
-            if resumed is not None and resumed['epoch'] == self._epoch:  # the epoch the checkpoint was in
+            # The epoch the checkpoint was in. Resumed on several replicas, replica 0 alone takes the
+            # sums back: the metric adds up the replicas, so each would count them once more.
+            if resumed is not None and resumed['epoch'] == self._epoch and get_context().dp_rank == 0:
                 self.metrics['train'].load_state_dict(resumed['train'])
 
     def state_dict(self) -> Dict[str, Any]:

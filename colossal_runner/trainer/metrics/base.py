@@ -169,7 +169,9 @@ class Metric:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Continue from what :meth:`state_dict` returned (called right after a reset)."""
-        raise NotImplementedError(f'{type(self).__name__} has a state_dict but no load_state_dict')
+        raise NotImplementedError(f'{type(self).__name__}.state_dict() returned a state but the class has no '
+                                  f'load_state_dict(state) to take it back: define both, or neither (then a '
+                                  f'resumed epoch counts only its steps after the resume).')
 
     @staticmethod
     def is_better(a: float, b: float) -> bool:
