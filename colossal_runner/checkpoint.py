@@ -395,7 +395,7 @@ def load_agreed(path: str, check: bool = True, stage: Optional[int] = None) -> D
         where = ', '.join(f'stage {s}: epoch {e}, iteration {i}' for s, e, i in found)
         raise ValueError(f'the processes found checkpoints of different moments in {path!r} ({where}): a '
                          f"save was interrupted between stages, or a stage's file is missing or damaged. "
-                         f'{_common_names(path, len(found))}')
+                         f'{_common_names(path, len({s for s, _, _ in found}))}')
     return state
 
 
@@ -407,9 +407,11 @@ def _common_names(path: str, stages: int) -> str:
         match = re.fullmatch(r'(iter|epoch)_([0-9]+)_stage([0-9]+)\.pt', name)
         if match:
             have.setdefault((match[1], int(match[2])), set()).add(int(match[3]))
-    common = sorted((key for key, found in have.items() if len(found) >= stages), key=lambda k: k[1])[-2:]
+    # the newest of each kind (iteration and epoch numbers do not compare)
+    common = [max((key for key, found in have.items() if key[0] == kind and len(found) >= stages),
+                  key=lambda k: k[1], default=None) for kind in ('iter', 'epoch')]
+    common = [key for key in common if key is not None]
     if not common:
-        return f'No checkpoint in {directory!r} has a file for every stage: train from the start.'
-    names = ' or '.join(f'--resume {os.path.join(directory, f"{kind}_{n}.pt")}'
-                        for kind, n in reversed(common))
+        return f'No checkpoint in {directory!r} has a file for every stage; train from the start.'
+    names = ' or '.join(f'--resume {os.path.join(directory, f"{kind}_{n}.pt")}' for kind, n in common)
     return f'Resume from one that every stage has, by its name ({names}); each stage then loads its own file.'
