@@ -440,7 +440,14 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
                     amp=cfg.get('amp', None), nonfinite_loss=cfg.get('nonfinite_loss', 'raise'),
                     data_parallel_group=context.data_group if context.pipeline_size > 1 else None)
     trainer = Trainer(engine, work_dir=None if read_only else cfg.work_dir, logger=logger, config=cfg)
-    build_hooks(cfg, trainer)
+    try:
+        build_hooks(cfg, trainer)
+    except Exception as exc:
+        if read_only and 'work_dir' in str(exc):
+            exc.add_note('initialize(read_only=True) builds a Trainer without a work_dir, so that nothing is '
+                         'written: leave file-writing hooks (TensorboardHook, SaveCheckpointHook) out of '
+                         'cfg.hooks, as tools/test.py does (colossal_runner.test.metric_hooks_only)')
+        raise
     logger.info(f'initialized {type(_unwrap(model)).__name__} on {get_device()} ({context}); '
                 f'seed {cfg.seed}; work_dir {cfg.work_dir}')
     return Initialized(engine, trainer, train_loader, test_loader, cfg, context)

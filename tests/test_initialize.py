@@ -334,3 +334,13 @@ def test_a_schedule_that_cannot_run_on_this_pipeline_is_a_config_error(tmp_path)
         check_microbatches(cfg, PipelineSchedule(2))
     finally:
         set_context(previous)
+
+
+def test_read_only_with_a_file_writing_hook_says_what_to_leave_out(tmp_path):
+    with pytest.raises(Exception) as info:
+        initialize(_cfg(), work_dir=str(tmp_path), read_only=True)
+    assert 'SaveCheckpointHook' in str(info.value)
+    notes = info.value.__notes__
+    assert any('initialize(read_only=True) builds a Trainer without a work_dir' in note for note in notes)
+    run = initialize(_cfg(hooks=[dict(type='LossHook')]), work_dir=str(tmp_path), read_only=True)
+    assert run.trainer.work_dir is None
