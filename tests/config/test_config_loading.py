@@ -249,3 +249,23 @@ def test_a_utf8_bom_is_tolerated(tmp_path):
     bom = tmp_path / 'bom.py'
     bom.write_bytes('\ufeffname = "Grüße"\n'.encode('utf-8'))
     assert Config.fromfile(bom).name == 'Grüße'
+
+
+def test_every_shipped_config_has_its_own_work_directory():
+    """Two configs sharing a work directory (configs/digits/cnn.py and configs/mnist/cnn.py both
+    defaulted to work_dirs/cnn) make --resume and tools/test.py read the other run's checkpoints."""
+    import glob
+    import os
+
+    from colossal_runner.initialize import default_work_dir
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    seen = {}
+    for path in sorted(glob.glob(os.path.join(root, 'configs', '*', '*.py'))):
+        if os.sep + '_base_' + os.sep in path:
+            continue
+        cfg = Config.fromfile(path)
+        work_dir = cfg.get('work_dir', None) or default_work_dir(cfg)
+        assert work_dir not in seen, f'{path} and {seen[work_dir]} both write to {work_dir}'
+        seen[work_dir] = path
+    assert len(seen) >= 7
