@@ -404,8 +404,8 @@ def _common_names(path: str, stages: int) -> str:
     directory = path if os.path.isdir(path) else os.path.dirname(path) or '.'
     have: Dict[Tuple[str, int], set] = {}
     for name in (os.listdir(directory) if os.path.isdir(directory) else []):
-        match = re.fullmatch(r'(iter|epoch)_([0-9]+)_stage([0-9]+)\.pt', name)
-        if match:
+        match = _NAME.match(name)
+        if match and match[3] is not None:
             have.setdefault((match[1], int(match[2])), set()).add(int(match[3]))
     # the newest of each kind (iteration and epoch numbers do not compare)
     common = [max((key for key, found in have.items() if key[0] == kind and len(found) >= stages),
@@ -413,5 +413,5 @@ def _common_names(path: str, stages: int) -> str:
     common = [key for key in common if key is not None]
     if not common:
         return f'No checkpoint in {directory!r} has a file for every stage; train from the start.'
-    names = ' or '.join(f'--resume {os.path.join(directory, f"{kind}_{n}.pt")}' for kind, n in common)
+    names = ' or '.join(f'--resume {os.path.join(directory, checkpoint_name(kind, n))}' for kind, n in common)
     return f'Resume from one that every stage has, by its name ({names}); each stage then loads its own file.'

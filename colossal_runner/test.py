@@ -10,10 +10,8 @@ Prints the test metrics (``--json``: one JSON object on stdout).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os.path as osp
-import re
 from typing import Any, Dict, List, Optional
 
 from .config import DictAction
@@ -77,14 +75,16 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 def _checkpoint_exists(path: str) -> bool:
     """``path`` exists, or names a checkpoint a pipeline run saved per stage (``epoch_3.pt`` for
-    ``epoch_3_stage0.pt`` ..., ``latest.pt`` in a directory of stage files)."""
+    ``epoch_3_stage0.pt`` ..., ``latest.pt`` in a directory of stage files): the first stage's
+    file of it, as the stages will resolve it."""
     if osp.exists(path):
         return True
-    directory, name = osp.split(path)
-    stem, ext = osp.splitext(re.sub(r'_stage[0-9]+(?=\.pt$)', '', name))
-    if name.startswith('latest'):
-        return bool(glob.glob(osp.join(glob.escape(directory or '.'), '*_stage[0-9]*.pt')))
-    return bool(glob.glob(osp.join(glob.escape(directory or '.'), glob.escape(stem) + '_stage[0-9]*' + ext)))
+    from .checkpoint import resolve_checkpoint_path  # torch: only for a path that is not there
+    try:
+        resolve_checkpoint_path(path, stage=0)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 if __name__ == '__main__':
