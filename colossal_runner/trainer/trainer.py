@@ -397,8 +397,8 @@ class Trainer:
         reshaped = sorted(k for k in own & saved  # (a module's extra state need not be a tensor)
                           if getattr(weights[k], 'shape', None) != getattr(own_state[k], 'shape', None))
         if (missing or unexpected or reshaped) and strict:
-            shapes = ', '.join(f'{k}: {tuple(weights[k].shape)} saved, {tuple(own_state[k].shape)} here'
-                               for k in reshaped[:5])
+            shapes = ', '.join(f"{k}: {tuple(getattr(weights[k], 'shape', ()))} saved, "
+                               f"{tuple(getattr(own_state[k], 'shape', ()))} here" for k in reshaped[:5])
             raise KeyError(f'the checkpoint does not fit the model: missing keys {_few(missing)}, unexpected '
                            f'keys {_few(unexpected)}, other shapes {_few(reshaped)}'
                            f'{f" ({shapes})" if shapes else ""}. Check that the model config matches the one '
@@ -406,7 +406,8 @@ class Trainer:
         if reshaped:
             self.logger.warning(f'not loaded, the shapes differ: {_few(reshaped)}; these keep their initial '
                                 f'values')
-            weights = {k: v for k, v in weights.items() if k not in set(reshaped)}
+            left_out = set(reshaped)
+            weights = {k: v for k, v in weights.items() if k not in left_out}
         if finetune or missing or unexpected or reshaped:
             model.load_state_dict(weights, strict=False)
         else:
