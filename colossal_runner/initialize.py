@@ -30,7 +30,7 @@ from .nn import lr_scheduler as _lr_scheduler  # noqa: F401  (registers the LR s
 from .registry import HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
 from .trainer import Trainer
 from .trainer.hooks import LRSchedulerHook
-from .utils.logging import get_logger, remove_file_handler
+from .utils.logging import detach_log_file, get_logger
 
 # Every top-level key initialize() and the tools read; anything else is probably a typo.
 KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 'parallel', 'amp',
@@ -411,7 +411,8 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
         path = log_file if isinstance(log_file, str) else \
             (osp.join(cfg.work_dir, time.strftime('%Y%m%d_%H%M%S') + '.log') if log_file else None)
         path = None if read_only else path
-        _detach_previous_log_file(path)
+        if path is None:  # one run, one log file: not the previous run's (a file given replaces it)
+            detach_log_file(logging.getLogger('colossal_runner'))
         logger = get_logger('colossal_runner', log_file=path,
                             level=getattr(logging, str(level).upper(), logging.INFO))
     grad_acc = _positive_int(cfg, 'gradient_accumulation', 1)
@@ -451,18 +452,6 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     logger.info(f'initialized {type(_unwrap(model)).__name__} on {get_device()} ({context}); '
                 f'seed {cfg.seed}; work_dir {cfg.work_dir}')
     return Initialized(engine, trainer, train_loader, test_loader, cfg, context)
-
-
-_LOG_FILE: Optional[str] = None  # the file the previous initialize() in this process logged to
-
-
-def _detach_previous_log_file(path: Optional[str]) -> None:
-    """One run, one log file: a second initialize() in the same process (notebooks, tests)
-    stops writing into the first run's log."""
-    global _LOG_FILE
-    if _LOG_FILE is not None and _LOG_FILE != path:
-        remove_file_handler(logging.getLogger('colossal_runner'), _LOG_FILE)
-    _LOG_FILE = path
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -41,11 +41,7 @@ def get_logger(name: str = 'colossal_runner', log_file: Optional[str] = None,
         logger.addHandler(console)
     if log_file is not None and main:
         path = os.path.abspath(log_file)
-        ours = [h for h in logger.handlers if getattr(h, '_colossal_log_file', False)]
-        for handler in ours:
-            if handler.baseFilename != path:  # an earlier run's file
-                logger.removeHandler(handler)
-                handler.close()
+        detach_log_file(logger, keep=path)  # an earlier run's file
         if not any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in logger.handlers):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             handler = logging.FileHandler(path, mode='a', encoding='utf-8')
@@ -56,11 +52,11 @@ def get_logger(name: str = 'colossal_runner', log_file: Optional[str] = None,
     return logger
 
 
-def remove_file_handler(logger: logging.Logger, log_file: str) -> None:
-    """Close and detach the handler writing ``log_file`` (when a runner is done with it)."""
-    path = os.path.abspath(log_file)
-    for handler in list(logger.handlers):
-        if isinstance(handler, logging.FileHandler) and handler.baseFilename == path:
+def detach_log_file(logger: logging.Logger, keep: Optional[str] = None) -> None:
+    """Close and detach the log file :func:`get_logger` added to ``logger``, unless it writes the
+    absolute path ``keep``; handlers the user added stay."""
+    for handler in [h for h in logger.handlers if getattr(h, '_colossal_log_file', False)]:
+        if handler.baseFilename != keep:
             logger.removeHandler(handler)
             handler.close()
 
