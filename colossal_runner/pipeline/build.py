@@ -16,6 +16,7 @@ from typing import Any, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..distributed.context import ParallelContext, get_context
 from ..registry import MODELS
@@ -47,9 +48,8 @@ def _resettable(layer: nn.Module) -> bool:
     return True
 
 
-def _materialize(layer: nn.Module) -> None:
-    """Allocate ``layer`` on the CPU and initialize it in construction order (children first)."""
-    layer.to_empty(device='cpu')
+def _reset(layer: nn.Module) -> None:
+    """Initialize ``layer`` in construction order: each module's ``reset_parameters``, children first."""
     done = set()
 
     def visit(module: nn.Module) -> None:
@@ -61,6 +61,52 @@ def _materialize(layer: nn.Module) -> None:
 
     with torch.no_grad():
         visit(layer)
+
+
+def _materialize(layer: nn.Module) -> None:
+    """Allocate ``layer`` on the CPU and initialize it in construction order."""
+    layer.to_empty(device='cpu')
+    _reset(layer)
+
+
+class _InPlaceWrites(TorchDispatchMode):
+    """Records every in-place operation (``uniform_``, ``normal_``, ``fill_``, ...) with the shape it
+    writes and its other arguments. On the meta device these do nothing and cost nothing.
+
+    torch has no record of how a module was initialized, so this is how :func:`_replays_init`
+    compares what a model's constructor wrote into its tensors with what ``reset_parameters``
+    writes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: List[Tuple[Any, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name.endswith('_') and args and isinstance(args[0], torch.Tensor):
+            others = tuple(a for a in args[1:] if not isinstance(a, torch.Tensor))
+            self.writes.append((name, tuple(args[0].shape), others, tuple(sorted((kwargs or {}).items()))))
+        return func(*args, **(kwargs or {}))
+
+
+def _replays_init(cfg: Mapping) -> Tuple[nn.Module, bool]:
+    """The model built on the meta device, and whether calling ``reset_parameters`` layer by layer
+    writes its tensors exactly as its constructor did: the same operations, in the same order, on
+    the same shapes, with the same arguments. A model whose constructor initializes weights its own
+    way (``nn.init.normal_(w, std=0.02)`` after the layers are made, as GPT-style code does) would
+    otherwise lose that initialization on a pipeline stage."""
+    built = _InPlaceWrites()
+    with torch.device('meta'), built:
+        model = MODELS.build(cfg)
+    layers = get_layers(model)
+    if not all(_resettable(layer) for layer in layers):
+        return model, False
+    replayed = _InPlaceWrites()
+    with replayed:
+        for layer in layers:
+            _reset(layer)
+    return model, built.writes == replayed.writes
 
 
 def stage_parts(context: ParallelContext, num_model_chunks: int) -> List[int]:
@@ -91,7 +137,8 @@ def split_model(model: nn.Module, context: Optional[ParallelContext] = None, num
 
 def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional[ParallelContext] = None,
                          num_model_chunks: int = 1,
-                         device: Union[str, torch.device, None] = None) -> nn.Module:
+                         device: Union[str, torch.device, None] = None,
+                         partition: Optional[PartitionSpec] = None) -> nn.Module:
     """Build this rank's pipeline stage from a model config (``dict(type=..., partition=...)``).
 
     Args:
@@ -102,34 +149,41 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
         num_model_chunks: chunks per rank for the interleaved schedule.
         device: where the stage's parameters end up (CPU by default); they are always
             initialized on the CPU so that the random numbers match a CPU-built model.
+        partition: how to split the layers; for a config, its ``partition`` key may say it
+            instead (not both). ``'uniform'`` by default.
 
     With one stage and one chunk the whole model is built normally.
     """
     context = context or get_context()
     check_positive_int('num_model_chunks', num_model_chunks)
     if isinstance(model_cfg, nn.Module):
-        stage = split_model(model_cfg, context, num_model_chunks)
+        stage = split_model(model_cfg, context, num_model_chunks, partition or 'uniform')
         return stage.to(device) if device is not None else stage
     if not isinstance(model_cfg, Mapping):
         raise TypeError(f'model_cfg must be a config dict like dict(type="MLP", partition="uniform") or an '
                         f'nn.Module, got {type(model_cfg).__name__}')
     cfg = copy.deepcopy(dict(model_cfg))
-    partition = cfg.pop('partition', 'uniform')
+    if partition is not None and 'partition' in cfg:
+        raise ValueError(f'the partition is given twice, as partition={partition!r} and in the model config '
+                         f'(partition={cfg["partition"]!r}); give it once')
+    partition = cfg.pop('partition', partition or 'uniform')
     num_parts = context.pipeline_size * num_model_chunks
     if num_parts == 1:
         model = MODELS.build(cfg)
         get_layers(model)  # the same "can it be split" check as with several stages
         return model.to(device) if device is not None else model
-    with torch.device('meta'):
-        meta_model = MODELS.build(cfg)
+    meta_model, replays = _replays_init(cfg)
     layers = get_layers(meta_model)
     bounds = partition_layers(layers, num_parts, partition)
     parts = stage_parts(context, num_model_chunks)
     mine = {i for v in parts for i in range(bounds[v], bounds[v + 1])}
-    if not all(_resettable(layer) for layer in layers):
-        warnings.warn(f'{cfg.get("type")} has layers whose tensors cannot be rebuilt with '
-                      f'reset_parameters(); building the whole model on the CPU and keeping this stage only '
-                      f'(no memory saved).')
+    if not replays:
+        name = _type_name(cfg.get('type'))
+        warnings.warn(f'{name} has tensors that reset_parameters() cannot rebuild as its constructor '
+                      f'made them (a layer without reset_parameters, a buffer, or weights initialized '
+                      f'in __init__); building the whole model on the CPU and keeping this stage only (no '
+                      f'memory saved). To build stages layer by layer, give each layer a '
+                      f'reset_parameters() that does all of its initialization.')
         stage = split_model(MODELS.build(cfg), context, num_model_chunks, partition)
         return stage.to(device) if device is not None else stage
     kept: List[Tuple[int, Any]] = []
@@ -153,3 +207,7 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
         warnings.warn(f'pipeline stage {context.stage} got layers {sorted(mine)} which have no parameters, '
                       f'so an optimizer cannot be built for it; {fix} (the partition was {bounds}).')
     return stage.to(device) if device is not None else stage
+
+
+def _type_name(model_type: Any) -> str:
+    return model_type if isinstance(model_type, str) else getattr(model_type, '__name__', repr(model_type))

@@ -146,11 +146,55 @@ def test_layers_without_reset_parameters_fall_back_to_a_full_build():
     torch.manual_seed(5)
     whole = _NoResetNet().state_dict()
     torch.manual_seed(5)
-    with pytest.warns(UserWarning, match='cannot be rebuilt with reset_parameters'):
+    with pytest.warns(UserWarning, match=r'has tensors that reset_parameters\(\) cannot rebuild'):
         stage = build_pipeline_model(dict(type=_NoResetNet, partition=[0, 2, 3]),
                                      ParallelContext(2, rank=0, world_size=2))
     for key, value in stage.state_dict().items():
         assert torch.equal(value, whole[key])
+
+
+class _OwnInitNet(nn.Sequential):
+    """Initializes its Linear layers itself after making them, as GPT-style code does."""
+
+    def __init__(self, std=0.02):
+        super().__init__(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+        for module in self:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+
+
+@pytest.mark.parametrize('partition', ['uniform', 'parameters', [0, 3, 5]])
+def test_weights_a_constructor_initializes_itself_are_kept_on_every_stage(partition):
+    torch.manual_seed(3)
+    whole = _OwnInitNet().state_dict()
+    seen = set()
+    for rank in range(2):
+        torch.manual_seed(3)
+        with pytest.warns(UserWarning, match='weights initialized in __init__'):
+            stage = build_pipeline_model(dict(type=_OwnInitNet, partition=partition),
+                                         ParallelContext(2, rank=rank, world_size=2))
+        for key, value in stage.state_dict().items():
+            assert torch.equal(value, whole[key]), key
+            seen.add(key)
+    assert seen == set(whole)
+    assert whole['2.weight'].std() < 0.05 and not whole['2.bias'].any()  # the constructor's init, not torch's
+
+
+def test_models_initialized_by_reset_parameters_alone_build_layer_by_layer_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        gpt = dict(type='TinyGPT', vocab_size=11, block_size=8, n_layer=2, n_embd=16, n_head=2)
+        build_pipeline_model(gpt, ParallelContext(2, rank=1, world_size=2))
+
+
+def test_a_built_module_is_split_with_the_partition_given():
+    model = _OwnInitNet()
+    stage = build_pipeline_model(model, ParallelContext(2, rank=0, world_size=2), partition=[0, 1, 5])
+    assert list(stage._modules) == ['0']
+    with pytest.raises(ValueError, match='the partition is given twice'):
+        build_pipeline_model(dict(type=_OwnInitNet, partition='uniform'),
+                             ParallelContext(2, rank=0, world_size=2), partition='parameters')
 
 
 class Listed(nn.Module):
