@@ -16,6 +16,7 @@ The schedule (``engine.schedule``) owns how one batch becomes forward/backward w
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import warnings
@@ -97,6 +98,15 @@ class Engine:
             if not callable(getattr(lr_scheduler, 'step', None)):
                 raise TypeError(f'lr_scheduler must have a step() method (a torch LR scheduler), got '
                                 f'{type(lr_scheduler).__name__}')
+            needs = _required_arguments(lr_scheduler.step)
+            if needs:
+                raise ValueError(
+                    f'lr_scheduler {type(lr_scheduler).__name__}.step() needs the argument(s) '
+                    f"{', '.join(needs)}, but the engine steps its scheduler once per optimizer step, "
+                    f'without arguments. Drive a metric-based scheduler such as ReduceLROnPlateau from a '
+                    f'hook instead: give the engine lr_scheduler=None (no lr_scheduler in the config) and '
+                    f"call scheduler.step(metric) in the hook's after_test_epoch; docs/lr_scheduler.md has "
+                    f'such a hook.')
             if getattr(lr_scheduler, 'optimizer', optimizer) is not optimizer:
                 raise ValueError('lr_scheduler was built on a different optimizer than the one given to '
                                  'Engine; build it with the same optimizer object.')
@@ -252,7 +262,8 @@ class Engine:
 
     @torch.no_grad()
     def evaluate_step(self, data_iter: Iterator) -> Step:
-        """A forward-only step on one batch (no gradients, no optimizer step)."""
+        """A forward-only step on one batch (no gradients, no optimizer step); it computes the loss,
+        so it needs a criterion (``Trainer.predict`` gives outputs without one)."""
         return self.schedule.forward_backward_step(self, data_iter, forward_only=True, return_loss=True)
 
     def autocast(self) -> ContextManager:
@@ -444,19 +455,21 @@ class Engine:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
-        """Model (unwrapped from DDP), optimizer, LR scheduler and grad scaler state."""
+        """Model (unwrapped from DDP), optimizer, LR scheduler and grad scaler state, and ``step_lr``."""
         model = self.model.module if self._is_ddp else self.model
         return {'model': model.state_dict(),
                 'optimizer': self.optimizer.state_dict() if self.optimizer is not None else None,
                 'lr_scheduler': self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
-                'scaler': self.scaler.state_dict() if self.scaler is not None else None}
+                'scaler': self.scaler.state_dict() if self.scaler is not None else None,
+                # the LearningRate metric reads it; a run resumed before its next step reports it too
+                'step_lr': self.step_lr}
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         """Restore what :meth:`state_dict` saved; parts this engine does not have are skipped."""
         if not isinstance(state, Mapping) or 'model' not in state:
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise KeyError(f"an engine state needs the key 'model' (and optionally 'optimizer', "
-                           f"'lr_scheduler', 'scaler'); got {got}")
+                           f"'lr_scheduler', 'scaler', 'step_lr'); got {got}")
         model = self.model.module if self._is_ddp else self.model
         model.load_state_dict(state['model'], strict=strict)
         if self.optimizer is not None and state.get('optimizer') is not None:
@@ -467,6 +480,8 @@ class Engine:
             load_scheduler_state(self.lr_scheduler, state['lr_scheduler'])
         if self.scaler is not None and state.get('scaler') is not None:
             self.scaler.load_state_dict(state['scaler'])
+        if state.get('step_lr') is not None:  # older checkpoints have none
+            self.step_lr = state['step_lr']
 
     def __repr__(self) -> str:
         return (f'Engine(schedule={self.schedule!r}, gradient_accumulation={self.gradient_accumulation}, '
@@ -518,6 +533,16 @@ def load_scheduler_state(scheduler: Any, saved: Mapping[str, Any]) -> None:
                                        if callable(closed_form) else ''))
 
 
+def _required_arguments(method: Any) -> List[str]:
+    """Names of the parameters ``method`` cannot be called without (``metrics`` for ReduceLROnPlateau)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): assume it takes none
+        return []
+    return [p.name for p in parameters if p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def _is_setting(value: Any) -> bool:
     """A plain value (number, string, list of them): not a nested scheduler's state."""
     if isinstance(value, (list, tuple)):
@@ -537,21 +562,45 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, driven: S
     before = optimizer.state_dict()
     differ = {key: values for key, values in _optimizer_settings_differ(before, saved).items()
               if key in optimizer.defaults and key not in driven}
-    optimizer.load_state_dict(saved)
-    missing = sorted({key for group in optimizer.param_groups for key in optimizer.defaults
-                      if key not in group})
+    try:
+        optimizer.load_state_dict(saved)
+    except Exception as error:
+        # torch may fail half-way, e.g. SGD's state into Adam: KeyError('step') from Adam's
+        # __setstate__, after SGD's settings and buffers were put in place (and the first group
+        # given the defaults of the flags Adam's __setstate__ fills in: what it still lacks is
+        # what the checkpoint cannot give).
+        missing = _missing_settings(optimizer, optimizer.param_groups[:1])
+        optimizer.load_state_dict(before)
+        if not missing and isinstance(saved, Mapping):  # failed before taking the checkpoint's groups
+            missing = _missing_settings(optimizer, saved.get('param_groups') or ())
+        if missing:
+            raise _other_kind(optimizer, missing) from error
+        raise
+    # Checked after loading: an optimizer's __setstate__ fills in settings that older torch
+    # versions did not save (foreach, fused, ...), so only what is still missing counts.
+    missing = _missing_settings(optimizer, optimizer.param_groups)
     if missing:
         optimizer.load_state_dict(before)  # nothing half-loaded
-        kind = type(optimizer).__name__
-        raise ValueError(f"the checkpoint's optimizer state does not fit this run's {kind}: "
-                         f'it has no {missing}, which {kind} needs, so it was saved by '
-                         f'another kind of optimizer. Resume with the optimizer the checkpoint was trained '
-                         f'with, or load the weights only (finetune=True, or the model weights by hand).')
+        raise _other_kind(optimizer, missing)
     if differ:
         logging.getLogger('colossal_runner').warning(
             "optimizer: the checkpoint's settings are kept, and differ from this run's config: "
             + ', '.join(f'{key}={theirs!r} (config: {mine!r})' for key, (theirs, mine) in differ.items())
             + '. To train on with new optimizer settings, load the weights only (finetune=True).')
+
+
+def _missing_settings(optimizer: torch.optim.Optimizer, groups: Sequence[Any]) -> List[str]:
+    """The optimizer's settings (its ``defaults``) that some param group in ``groups`` lacks."""
+    return sorted({key for group in groups if isinstance(group, Mapping)
+                   for key in optimizer.defaults if key not in group})
+
+
+def _other_kind(optimizer: torch.optim.Optimizer, missing: List[str]) -> ValueError:
+    kind = type(optimizer).__name__
+    return ValueError(f"the checkpoint's optimizer state does not fit this run's {kind}: "
+                      f'it has no {missing}, which {kind} needs, so it was saved by '
+                      f'another kind of optimizer. Resume with the optimizer the checkpoint was trained '
+                      f'with, or load the weights only (finetune=True, or the model weights by hand).')
 
 
 def _optimizer_settings_differ(own: Mapping[str, Any], saved: Any) -> Dict[str, Tuple[Any, Any]]:

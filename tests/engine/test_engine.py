@@ -475,3 +475,88 @@ def test_composite_and_one_cycle_schedulers_resume(project_log):
     assert longer.get_lr() == pytest.approx(reference.get_lr())
     assert 'total_steps=20 (the checkpoint: 10)' in project_log.text
     assert 'optimizer:' not in project_log.text  # the cycled momentum is not a changed setting
+
+
+def test_an_sgd_state_into_adam_is_refused_and_adam_is_left_as_it_was(project_log):
+    """torch's Adam.__setstate__ stops half-way on SGD's state (KeyError: 'step'), after SGD's
+    settings and momentum buffers are in place; the engine puts Adam's own state back."""
+    sgd_model = make_model()
+    sgd = Engine(sgd_model, nn.CrossEntropyLoss(),
+                 torch.optim.SGD(sgd_model.parameters(), lr=0.1, momentum=0.9))
+    sgd.step(iter(make_batches(1, 5)))
+    model = make_model()
+    adam = Engine(model, nn.CrossEntropyLoss(), torch.optim.AdamW(model.parameters(), lr=0.01))
+    before = adam.optimizer.state_dict()
+    with pytest.raises(ValueError, match=r"does not fit this run's AdamW: it has no \['betas', 'eps'\]"
+                                         r".*another kind of optimizer") as info:
+        adam.load_state_dict(_saved(sgd))
+    assert isinstance(info.value.__cause__, KeyError)
+    assert adam.optimizer.state_dict() == before  # no momentum buffers, AdamW's settings
+    reference_model = make_model()
+    reference_model.load_state_dict(sgd_model.state_dict())  # the weights were loaded before the optimizer
+    reference = Engine(reference_model, nn.CrossEntropyLoss(),
+                       torch.optim.AdamW(reference_model.parameters(), lr=0.01))
+    for engine in (adam, reference):  # still usable: a fresh AdamW's step
+        engine.step(iter(make_batches(1, 5)))
+    for a, b in zip(params_of(reference_model), params_of(model)):
+        assert torch.equal(a, b)
+
+
+def test_a_failed_load_of_the_same_kind_is_re_raised_as_is():
+    """A state that fails for another reason than its kind keeps torch's own error."""
+    model = make_model()
+    engine = Engine(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    saved = _saved(engine)
+    saved['optimizer']['param_groups'][0]['params'] = [0]  # one parameter where there are four
+    before = engine.optimizer.state_dict()
+    with pytest.raises(ValueError, match="doesn't match the size") as info:
+        engine.load_state_dict(saved)
+    assert 'another kind' not in str(info.value)
+    assert engine.optimizer.state_dict() == before
+
+
+def test_a_scheduler_whose_step_needs_a_metric_is_refused_when_built():
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau\.step\(\) needs the argument\(s\) metrics.*"
+                                         r"once per optimizer step, without arguments.*lr_scheduler=None"
+                                         r".*after_test_epoch"):
+        Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=plateau)
+
+    class Optional_(StepLR):  # a step() with only optional arguments is fine
+        def step(self, epoch=None, *args, **kwargs):
+            super().step()
+
+    Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=Optional_(opt, 10))
+
+
+def test_evaluate_step_without_a_criterion_says_what_to_use_instead():
+    model = make_model()
+    engine = Engine(model, None, None)
+    with pytest.raises(ValueError, match=r'no criterion.*evaluate_step.*pass criterion=\.\.\. to Engine.*'
+                                         r'Trainer\.predict\(data\)') as info:
+        engine.evaluate_step(iter(make_batches(1, 4)))
+    assert 'or call with return_loss=False' not in str(info.value)  # evaluate_step takes no such argument
+
+
+@pytest.mark.parametrize('steps', [1, 3])
+def test_step_lr_is_saved_and_restored(steps):
+    """The LearningRate metric reads engine.step_lr: a run resumed at the end of an epoch reports
+    the rate of the last step before it, not NaN."""
+    def build():
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        return Engine(model, nn.CrossEntropyLoss(), opt, lr_scheduler=StepLR(opt, 10, gamma=0.5))
+
+    first = build()
+    for x, y in make_batches(steps, 5):
+        first.step(iter([(x, y)]))
+    assert first.step_lr is not None
+    resumed = build()
+    resumed.load_state_dict(_saved(first))
+    assert resumed.step_lr == first.step_lr
+    older = {key: value for key, value in _saved(first).items() if key != 'step_lr'}  # an older checkpoint
+    untouched = build()
+    untouched.load_state_dict(older)
+    assert untouched.step_lr is None and untouched.get_lr() == first.get_lr()

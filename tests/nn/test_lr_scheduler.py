@@ -152,3 +152,66 @@ def test_full_warmup_ends_at_base_lr_and_zero_warmup_starts_there():
     assert lrs[:4] == pytest.approx([0.1 * k / 5 for k in (1, 2, 3, 4)]) and lrs[4] == 0.0
     optimizer = make_optimizer()
     assert L.CosineAnnealingWarmupLR(optimizer, 10).get_last_lr() == list(BASES)
+
+
+def test_a_group_below_end_lr_rises_to_it_as_documented():
+    """docs/lr_scheduler.md: the polynomial schedulers end every group at one absolute end_lr."""
+    for name in ('PolynomialLR', 'PolynomialWarmupLR'):
+        frozen, backbone = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([{'params': [frozen], 'lr': 0.0}, {'params': [backbone], 'lr': END / 10}],
+                              lr=0.1)
+        sched = getattr(L, name)(opt, T, end_lr=END)
+        for _ in range(T):
+            opt.step()
+            sched.step()
+        assert sched.get_last_lr() == pytest.approx([END, END])
+
+
+def _doc_block(page, needle):
+    """The python block of docs/<page> that contains ``needle``."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[2] / 'docs' / page).read_text()
+    blocks = [b for b in re.findall(r'```python\n(.*?)```', text, re.S) if needle in b]
+    assert len(blocks) == 1, f'expected one python block with {needle!r} in docs/{page}'
+    return blocks[0]
+
+
+def test_the_documented_reduce_lr_on_plateau_hook_runs_and_resumes(monkeypatch):
+    """The hook in docs/lr_scheduler.md steps ReduceLROnPlateau on the test loss after each test
+    epoch. The test inputs are zeros and the model has no bias, so the test loss never improves:
+    with patience=0 the LR halves after every test epoch but the first."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from colossal_runner.engine import Engine
+    from colossal_runner.registry import HOOKS
+    from colossal_runner.trainer import Trainer
+
+    monkeypatch.setattr(HOOKS, '_module_dict', dict(HOOKS._module_dict))  # the registration stays here
+    namespace = {}
+    exec(_doc_block('lr_scheduler.md', 'ReduceLROnPlateauHook'), namespace)
+    torch.manual_seed(0)
+    train = DataLoader(TensorDataset(torch.randn(32, 6), torch.randint(0, 3, (32,))), batch_size=8)
+    test = DataLoader(TensorDataset(torch.zeros(8, 6), torch.randint(0, 3, (8,))), batch_size=8)
+
+    def build():  # the hook by its config, as a config file names it
+        model = torch.nn.Linear(6, 3, bias=False)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        return Trainer(Engine(model, torch.nn.CrossEntropyLoss(), opt),
+                       hooks=[dict(type='LossHook'),
+                              dict(type='ReduceLROnPlateauHook', factor=0.5, patience=0)])
+
+    def plateau(trainer):
+        return [h for h in trainer.hooks if type(h).__name__ == 'ReduceLROnPlateauHook'][0].scheduler
+
+    trainer = build()
+    trainer.fit(train, epochs=3, test_dataloader=test)
+    assert trainer.engine.get_lr() == pytest.approx(0.1 * 0.5 ** 2)
+    assert plateau(trainer).last_epoch == 3 and plateau(trainer).best == pytest.approx(math.log(3))
+    buffer = io.BytesIO()
+    torch.save(trainer.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = build()
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert plateau(resumed).state_dict() == plateau(trainer).state_dict()
+    assert resumed.engine.get_lr() == pytest.approx(0.025)

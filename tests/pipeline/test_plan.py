@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from colossal_runner.engine.schedule.interleaved import InterleavedPipelineSchedule
 from colossal_runner.engine.schedule.plan import (Action, PlanError, build_1f1b_plan, build_gpipe_plan,
                                                   build_interleaved_plan, build_plan, format_plan,
                                                   format_timeline, forward_only, parse_plan, peak_in_flight,
@@ -233,3 +234,16 @@ def test_timeline_shows_every_stage_and_idle_time():
 def test_one_stage_chunks_hand_over_in_order(row, message):
     with pytest.raises(PlanError, match=message):
         validate_plan(parse_plan([row]), 1, num_chunks=2)
+
+
+@pytest.mark.parametrize('p, m, hint', [(4, 2, 'Use 4.'), (4, 3, 'Use 4.'), (4, 6, 'Use 4 or 8.'),
+                                        (3, 7, 'Use 6 or 9.')])
+def test_interleaved_size_errors_suggest_distinct_valid_multiples(p, m, hint):
+    """Fewer microbatches than stages used to read "Use 4 or 4." (the lower multiple, 0, was
+    replaced by p); only multiples that are at least p are suggested, each once."""
+    with pytest.raises(ValueError, match=rf'pipeline size {p}; got {m}\. {hint}$'):
+        build_interleaved_plan(p, m, 2)
+    schedule = InterleavedPipelineSchedule(m, num_model_chunks=2)
+    if m >= p:  # below that, the check on M >= P comes first
+        with pytest.raises(ValueError, match=rf'pipeline size {p}; got {m}\. {hint}$'):
+            schedule.check_sizes(p)

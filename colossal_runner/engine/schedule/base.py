@@ -90,8 +90,11 @@ class BaseSchedule(ABC):
     def compute_loss(self, engine: 'Engine', output: Any, label: Any) -> torch.Tensor:
         """``engine.criterion(output, label)`` under the engine's autocast, checked to be a scalar."""
         if engine.criterion is None:
-            raise ValueError('the engine has no criterion, so no loss can be computed; pass '
-                             'criterion=... to Engine, or call with return_loss=False and forward_only=True.')
+            raise ValueError('the engine has no criterion, so no loss can be computed: training and '
+                             'evaluation (engine.step / evaluate_step, Trainer.fit / evaluate) compute a '
+                             'loss and need one; pass criterion=... to Engine (criterion in the config). '
+                             'For the outputs alone, use Trainer.predict(data), or a schedule call with '
+                             'forward_only=True, return_loss=False.')
         with engine.autocast():
             return check_loss(engine.criterion(output, label))
 

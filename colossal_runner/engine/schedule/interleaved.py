@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from ...registry import SCHEDULES
+from .plan import suggest_multiples
 from .runtime import PipelineRuntime
 
 
@@ -29,5 +30,4 @@ class InterleavedPipelineSchedule(PipelineRuntime):
         if self.num_microbatches % num_stages:
             m = self.num_microbatches
             raise ValueError(f'InterleavedPipelineSchedule needs num_microbatches to be a multiple of the '
-                             f'pipeline size {num_stages}; got {m}. Use {m // num_stages * num_stages} or '
-                             f'{(m // num_stages + 1) * num_stages}.')
+                             f'pipeline size {num_stages}; got {m}. {suggest_multiples(m, num_stages)}')

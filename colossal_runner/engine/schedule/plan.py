@@ -119,6 +119,13 @@ def _check_sizes(num_stages: int, num_microbatches: int, num_chunks: int = 1) ->
         check_positive_int(name, value)
 
 
+def suggest_multiples(value: int, size: int) -> str:
+    """``'Use 4 or 8.'`` for 6 and 4: the multiples of ``size`` either side of ``value`` (not a
+    multiple), the lower one only when it is not 0."""
+    lower = value // size * size
+    return f'Use {lower} or {lower + size}.' if lower > 0 else f'Use {lower + size}.'
+
+
 def build_1f1b_plan(num_stages: int, num_microbatches: int) -> Plan:
     """Non-interleaved one-forward-one-backward: ``P - s - 1`` warm-up forwards, 1F1B, cool-down.
 
@@ -160,8 +167,7 @@ def build_interleaved_plan(num_stages: int, num_microbatches: int, num_chunks: i
     p, m_total, c = num_stages, num_microbatches, num_chunks
     if m_total % p:
         raise ValueError(f'the interleaved schedule needs num_microbatches to be a multiple of the '
-                         f'pipeline size {p}; got {m_total}. Use {max(p, m_total // p * p)} or '
-                         f'{(m_total // p + 1) * p}.')
+                         f'pipeline size {p}; got {m_total}. {suggest_multiples(m_total, p)}')
     total = m_total * c
 
     def unit(k: int, forward: bool) -> Tuple[int, int]:
