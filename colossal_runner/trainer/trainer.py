@@ -21,6 +21,7 @@ from ..utils.logging import MetricWriter, get_logger
 from .data_position import DataPosition, set_sampler_epoch
 from .hooks.base_hook import BaseHook, note_hook_failure
 from .hooks.metric_hook import read_metrics
+from .metric_records import drop_records_after, set_aside
 from .priority import get_priority
 from .states import RESUMABLE_KEYS, new_states
 
@@ -50,6 +51,8 @@ class Trainer:
         self._dispatch: Dict[str, List[Callable]] = {}  # stage -> bound methods overriding it, in order
         self.data_position = DataPosition()  # where in the epoch's data order training is
         self._postfix_time = float('-inf')  # when the progress bar last read the loss (see _show)
+        self._check_metric_file = False  # metrics.jsonl is still to be made ready for this fit
+        self._wrote_records = False  # this Trainer has added to metrics.jsonl (it is not only an old run's)
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
@@ -114,6 +117,7 @@ class Trainer:
         """
         self._start_fit(train_dataloader, epochs, max_steps, test_interval)
         self.call_hook('before_train')
+        self._prepare_metric_file()  # unless a record written in before_train did already
         epoch, skip = self._resume_position()
         self.data_position.replay_finished_epoch(train_dataloader, epoch)
         # An iteration checkpoint saved at an epoch's last step, before the epoch's end: that end
@@ -146,6 +150,21 @@ class Trainer:
                                  f'optimizer step; use more data, a smaller batch size or less accumulation.')
         self.states.update(max_epochs=epochs, steps_per_epoch=steps,
                            max_steps=max_steps if max_steps is not None else (steps and epochs * steps))
+        # Before this fit's first record, once a checkpoint is loaded (LoadCheckpointHook loads in
+        # before_train, ahead of the hooks that write then): see _prepare_metric_file.
+        self._check_metric_file = True
+
+    def resume_point(self) -> Tuple[int, int]:
+        """``(iteration, epochs_done)`` this fit continues from: the optimizer steps done and the
+        epochs whose end (test, ``after_train_epoch``) is done; ``(0, 0)`` for a fresh run.
+
+        For writers that keep per-run files (``metrics.jsonl``, TensorBoard): from
+        ``before_train`` on, what a file holds after this point was written by a run that went
+        on from the same checkpoint and is now replaced. An iteration checkpoint taken mid-epoch
+        or at an epoch's last step has that epoch's end still to come.
+        """
+        epoch, _ = self._resume_position()
+        return self.states['iteration'], epoch - 1
 
     def _resume_position(self) -> Tuple[int, int]:
         """(epoch to run next, optimizer steps of it already done), from restored states.
@@ -184,6 +203,7 @@ class Trainer:
         # (benchmarks/overhead.py). It does not call before_train_iter when no hook implements it,
         # and reads the engine's skip counter once per step.
         skips = getattr(engine, 'nonfinite_skips', 0)
+        result = None
         with self._progress(total, f"Epoch {states['epoch']}", display_progress) as bar:
             show = not bar.disable
             for _ in (range(total) if total is not None else itertools.count()):
@@ -213,7 +233,7 @@ class Trainer:
                     skips = counted
                 call_hook('after_train_iter', *result)
                 if show:
-                    self._show(bar, result[2])
+                    self._show(bar, result[2], training=True)
             else:
                 # Finish the iterator as a plain `for` loop would: torch's RandomSampler draws
                 # from its generator only once it is exhausted, so stopping one batch short would
@@ -221,6 +241,8 @@ class Trainer:
                 for _ in data_iter:
                     pass
                 position.end_epoch(exhausted=True)
+            if show and result is not None and result[2] is not None:
+                self._set_postfix(bar, result[2], training=True)  # ends on the last step's loss, read once
 
     def _nonfinite_error(self, exc: NonFiniteLossError) -> NonFiniteLossError:
         """The engine's error for a NaN/Inf loss, saying where in the run it happened (and logged)."""
@@ -253,9 +275,10 @@ class Trainer:
 
     def _progress(self, total: Optional[int], desc: str, display_progress: bool) -> tqdm:
         enabled = display_progress and get_context().is_logging_rank
+        self._postfix_time = float('-inf')  # a new bar shows its first step's loss at once
         return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
 
-    def _show(self, bar: tqdm, loss: Any) -> None:
+    def _show(self, bar: tqdm, loss: Any, training: bool = False) -> None:
         if bar.disable:
             return
         # The loss is read for the bar at most every bar.mininterval seconds, tqdm's own redraw
@@ -264,13 +287,17 @@ class Trainer:
         now = time.monotonic()
         if now - self._postfix_time >= bar.mininterval:
             self._postfix_time = now
-            postfix = {}
-            if loss is not None:
-                postfix['loss'] = f'{float(loss):.4g}'
-            if getattr(self.engine, 'optimizer', None) is not None:
-                postfix['lr'] = f'{self.engine.get_lr():.3g}'
-            bar.set_postfix(postfix, refresh=False)
+            self._set_postfix(bar, loss, training)
         bar.update(1)
+
+    def _set_postfix(self, bar: tqdm, loss: Any, training: bool) -> None:
+        """The step's loss, and while training the learning rate."""
+        postfix = {}
+        if loss is not None:
+            postfix['loss'] = f'{float(loss):.4g}'
+        if training and getattr(self.engine, 'optimizer', None) is not None:
+            postfix['lr'] = f'{self.engine.get_lr():.3g}'
+        bar.set_postfix(postfix, refresh=False)
 
     # ------------------------------------------------------------------ testing / inference
     def evaluate(self, test_dataloader: Iterable, display_progress: bool = False) -> Dict[str, float]:
@@ -280,23 +307,29 @@ class Trainer:
         """
         was_training = self.engine.training
         self.engine.eval()
-        self.call_hook('before_test')
-        self.call_hook('before_test_epoch')
-        data_iter = iter(test_dataloader)
-        total = _length(test_dataloader)
-        with self._progress(total, 'Test', display_progress) as bar:
-            for _ in (range(total) if total is not None else itertools.count()):
-                self.call_hook('before_test_iter')
-                result = self._next_step(self.engine.evaluate_step, data_iter, total is None)
-                if result is None:
-                    break
-                self.call_hook('after_test_iter', *result)
-                self._show(bar, result[2])
-        self.call_hook('after_test_epoch')
-        values = read_metrics(self, 'test')
-        self.call_hook('after_test')
-        if was_training:
-            self.engine.train()
+        try:
+            self.call_hook('before_test')
+            self.call_hook('before_test_epoch')
+            data_iter = iter(test_dataloader)
+            total = _length(test_dataloader)
+            last = None
+            with self._progress(total, 'Test', display_progress) as bar:
+                for _ in (range(total) if total is not None else itertools.count()):
+                    self.call_hook('before_test_iter')
+                    result = self._next_step(self.engine.evaluate_step, data_iter, total is None)
+                    if result is None:
+                        break
+                    self.call_hook('after_test_iter', *result)
+                    self._show(bar, result[2])
+                    last = result[2]
+                if not bar.disable and last is not None:
+                    self._set_postfix(bar, last, training=False)  # ends on the last step's loss
+            self.call_hook('after_test_epoch')
+            values = read_metrics(self, 'test')
+            self.call_hook('after_test')
+        finally:  # also when a hook or the data raises: a caller that goes on trains in train mode
+            if was_training:
+                self.engine.train()
         return values
 
     def predict(self, data: Any) -> Any:
@@ -318,7 +351,33 @@ class Trainer:
     def write_record(self, record: Mapping[str, Any]) -> None:
         """Append one record to ``<work_dir>/metrics.jsonl`` (logging rank, with a work_dir)."""
         if self.metric_writer is not None:
+            if self._check_metric_file:
+                self._prepare_metric_file()
             self.metric_writer.write(record)
+            self._wrote_records = True
+
+    def _prepare_metric_file(self) -> None:
+        """Before a fit's first record: a resumed run drops the records written after its
+        checkpoint (by the run it continues in place of), so no step or epoch is there twice; a
+        fresh run moves an earlier run's file to ``metrics.<n>.jsonl`` rather than add to it."""
+        if not self._check_metric_file:
+            return
+        self._check_metric_file = False
+        if self.metric_writer is None:
+            return
+        path = self.metric_writer.path
+        iteration, epochs_done = self.resume_point()
+        if iteration > 0:
+            dropped = drop_records_after(path, iteration, epochs_done)
+            if dropped:
+                self.logger.info(f'{path}: dropped {dropped} record(s) that an earlier run wrote after '
+                                 f'iteration {iteration} (epochs done: {epochs_done}), the point this run '
+                                 f'resumes from; it writes them again')
+        elif not self._wrote_records:
+            moved = set_aside(path)
+            if moved:
+                self.logger.info(f'{path} held the records of an earlier run: moved to {moved}; this run '
+                                 f'starts a new {os.path.basename(path)}')
 
     def _hook_keys(self) -> List[Tuple[str, BaseHook]]:
         """A stable key per hook: its class name, ``Name#2`` for a second one of the same class."""

@@ -382,7 +382,9 @@ def test_metrics_reduce_over_replicas_and_skip_non_last_stages(tmp_path):
     ck = sorted(os.listdir(tmp_path / 'ck'))
     assert ck == ['best_stage0.pt', 'best_stage1.pt', 'epoch_1_stage0.pt', 'epoch_1_stage1.pt',
                   'epoch_2_stage0.pt', 'epoch_2_stage1.pt', 'latest_stage0.pt', 'latest_stage1.pt']
-    assert len(os.listdir(tmp_path / 'tb')) == 1          # only the logging rank writes
+    # only the logging rank writes: one event file per step and per epoch scalars
+    assert sorted(os.listdir(tmp_path / 'tb'))[0] == 'epoch' and len(os.listdir(tmp_path / 'tb')) == 2
+    assert len(os.listdir(tmp_path / 'tb' / 'epoch')) == 1
     records = (tmp_path / 'work' / 'metrics.jsonl').read_text().splitlines()
     assert len([r for r in records if '"by": "step"' in r]) == 4   # 8 steps, every 2, one rank
 

@@ -7,7 +7,7 @@ from ...distributed import get_context
 from ...registry import HOOKS
 from ..priority import Priority
 from .base_hook import BaseHook
-from .metric_hook import read_metrics
+from .metric_hook import read_metrics, step_was_dropped
 from ...utils.checks import check_positive_int
 
 
@@ -58,7 +58,8 @@ class LogMetricByEpochHook(BaseHook):
 class LogMetricByStepHook(BaseHook):
     """Logs the latest step's value of every per-step train metric every ``interval`` iterations.
 
-    Reading forces a device sync, which is why ``interval`` exists.
+    Reading forces a device sync, which is why ``interval`` exists. A step dropped for a NaN/Inf
+    loss (``nonfinite_loss='skip'``) gets no record: it has no values of its own.
     """
 
     def __init__(self, interval: int = 10, priority: Union[int, str, Priority] = 'BELOW_NORMAL'):
@@ -66,6 +67,6 @@ class LogMetricByStepHook(BaseHook):
         self.interval = _check_interval(interval)
 
     def after_train_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
-        if runner.states['iteration'] % self.interval == 0:
+        if runner.states['iteration'] % self.interval == 0 and not step_was_dropped(loss):
             log_values(runner, 'train', 'step',
                        read_metrics(runner, 'train', accumulated=False, per_step=True))

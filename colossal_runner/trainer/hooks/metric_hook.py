@@ -28,6 +28,18 @@ def read_metrics(runner: Any, mode: str, accumulated: bool = True,
     return values
 
 
+def step_was_dropped(loss: Any) -> bool:
+    """Whether a training step has no values to log: the engine dropped it for a NaN/Inf loss
+    (``nonfinite_loss='skip'``), which gives ``loss=None`` on the last pipeline stage.
+
+    Metric hooks leave such a step out, so its "latest step" values would be the previous
+    step's. Other stages never see a loss, and this is False there: they read as before (and
+    write nothing). Data-parallel replicas of a stage drop steps together, so a collective read
+    skipped here is skipped on every rank of its group.
+    """
+    return loss is None and get_context().is_last_stage
+
+
 @HOOKS.register_module()
 class MetricHook(BaseHook):
     """Accumulates a metric during training and testing; subclass it, or give ``metric``.
@@ -78,9 +90,17 @@ class MetricHook(BaseHook):
             table = runner.states['metrics'][mode]
             if self.name in table:
                 raise ValueError(f'a {mode} metric named {self.name!r} already exists (from another hook); '
-                                 f'give this {type(self).__name__} another name=...')
+                                 f'{self._duplicate_fix()}')
             metric.to(runner.engine.device)
             table[self.name] = metric
+
+    def _duplicate_fix(self) -> str:
+        """How to fix a second metric of the same name: rename it, when this hook takes a name."""
+        hook = type(self).__name__
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        if any(p.name == 'name' or p.kind is p.VAR_KEYWORD for p in parameters):
+            return f'give this {hook} another name=...'
+        return f"{hook} takes no name=: remove the duplicate hook (a config's _base_ may already list one)"
 
     def update(self, metric: Metric, runner: Any, output: Any, label: Any, loss: Any) -> None:
         """Feed one iteration to ``metric``; override to pass other inputs."""
