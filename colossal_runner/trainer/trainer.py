@@ -163,10 +163,10 @@ class Trainer:
         on from the same checkpoint and is now replaced. An iteration checkpoint taken mid-epoch
         or at an epoch's last step has that epoch's end still to come.
         """
-        epoch, _ = self._resume_position()
+        epoch, _ = self._resume_position(check=False)  # fit itself says when the position cannot be resumed
         return self.states['iteration'], epoch - 1
 
-    def _resume_position(self) -> Tuple[int, int]:
+    def _resume_position(self, check: bool = True) -> Tuple[int, int]:
         """(epoch to run next, optimizer steps of it already done), from restored states.
 
         All of the epoch's steps done (``done == steps_per_epoch``) means that the checkpoint was
@@ -176,10 +176,19 @@ class Trainer:
         epoch, iteration = self.states['epoch'], self.states['iteration']
         steps = self.states['steps_per_epoch']
         if epoch > 0 and steps:
+            saved = self.data_position.pending
+            if (check and saved is not None and saved.get('epoch') == epoch and saved.get('finished') is False
+                    and saved.get('steps_done', 0) > steps):
+                # Replaying the saved part of the epoch would run past the end of this run's epoch.
+                raise ValueError(
+                    f'the checkpoint was taken {saved["steps_done"]} optimizer steps into epoch {epoch}, but '
+                    f'an epoch of this run has only {steps} steps: the batch size, the gradient accumulation '
+                    f'or the number of data-parallel replicas changed since. Resume from a checkpoint taken '
+                    f'at the end of an epoch (epoch_N.pt) to change them, or keep the saved run\'s settings '
+                    f'to resume in the middle of epoch {epoch}.')
             done = iteration - (epoch - 1) * steps
             if 0 < done < steps:  # a checkpoint taken in the middle of an epoch
                 return epoch, done
-            saved = self.data_position.pending
             if (done == steps and saved is not None and saved.get('epoch') == epoch
                     and saved.get('steps_done') == steps and saved.get('finished') is False):
                 return epoch, done

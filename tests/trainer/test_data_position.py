@@ -66,3 +66,25 @@ def test_resuming_mid_epoch_on_replicas_is_exact_and_warns_on_no_rank(tmp_path):
     trainer.resume(os.path.join(ckpt_dir, 'iter_3.pt'))
     with pytest.warns(UserWarning, match=r"different data sampler.*\{'num_replicas': \(2, 1\)\}.*epoch 1"):
         trainer.fit(_loader(), epochs=1)
+
+
+def test_a_mid_epoch_checkpoint_past_the_end_of_a_shorter_epoch_is_refused_with_the_fix(tmp_path):
+    """Resumed with a larger batch (or more replicas), the saved part of the epoch no longer fits
+    in an epoch: replaying it used to end in a bare StopIteration."""
+    dataset = SyntheticClassification(num_samples=32, num_features=4, num_classes=2, seed=0)
+    ckpt_dir = str(tmp_path / 'ck')
+    torch.manual_seed(0)
+    loader = build_dataloader(dict(batch_size=4), dataset, shuffle=True, seed=0)  # 8 steps per epoch
+    Trainer(_engine(_model()), hooks=[SaveCheckpointHook(6, ckpt_dir, by_epoch=False)]).fit(loader, epochs=1)
+    trainer = Trainer(_engine(_model()))
+    trainer.resume(os.path.join(ckpt_dir, 'iter_6.pt'))
+    wider = build_dataloader(dict(batch_size=8), dataset, shuffle=True, seed=0)  # 4 steps per epoch
+    expected = (r'taken 6 optimizer steps into epoch 1, but an epoch of this run has only 4 steps: the '
+                r'batch size.*at the end of an epoch \(epoch_N\.pt\)')
+    with pytest.raises(ValueError, match=expected):
+        trainer.fit(wider, epochs=2)
+    # the same checkpoint with the saved settings still resumes
+    trainer = Trainer(_engine(_model()))
+    trainer.resume(os.path.join(ckpt_dir, 'iter_6.pt'))
+    trainer.fit(loader, epochs=1)
+    assert trainer.states['iteration'] == 8
