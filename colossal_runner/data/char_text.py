@@ -1,12 +1,15 @@
 """Character-level language modelling over text that ships with every CPython install."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
+from ..utils.checks import check_positive_int
+from .dataloader import dataset_transform
+from .digits import check_ratio
 
 
 def default_corpus() -> str:
@@ -33,19 +36,30 @@ class CharText(Dataset):
         split: ``'train'`` or ``'test'``.
         block_size: characters per item.
         text / text_file: the corpus; the pydoc topics text by default.
+        test_ratio: the share of the text in the test split, in (0, 1).
         max_chars: use only the first ``max_chars`` characters (quick runs).
-        stride: distance between the starts of consecutive items.
+        stride: distance between the starts of consecutive items (a positive int; None:
+            ``block_size``).
+        transform / target_transform: applied to each item's input / target tensor: a
+            callable, or a config (or a list of configs, composed) from TRANSFORMS.
 
-    Items are ``(input int64[block_size], target int64[block_size])``.
+    Items are ``(input int64[block_size], target int64[block_size])`` (before the transforms).
     """
 
     def __init__(self, split: str = 'train', block_size: int = 64, text: Optional[str] = None,
                  text_file: Optional[str] = None, test_ratio: float = 0.1,
-                 max_chars: Optional[int] = None, stride: Optional[int] = None):
+                 max_chars: Optional[int] = None, stride: Optional[int] = None,
+                 transform: Any = None, target_transform: Any = None):
         if split not in ('train', 'test'):
             raise ValueError(f"CharText split must be 'train' or 'test', got {split!r}")
         if not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f'CharText block_size must be a positive int, got {block_size!r}')
+        check_ratio('CharText test_ratio', test_ratio)
+        if stride is not None:
+            check_positive_int('CharText stride', stride, ' (characters from one item to the next; None: '
+                                                          'block_size)')
+        self.transform = dataset_transform('CharText', 'transform', transform)
+        self.target_transform = dataset_transform('CharText', 'target_transform', target_transform)
         if text is not None and text_file is not None:
             raise ValueError('CharText takes text= or text_file=, not both')
         if text_file is not None:
@@ -98,4 +112,9 @@ class CharText(Dataset):
             raise IndexError(f'CharText index {index} out of range for {self._num} items')
         start = index * self.stride
         chunk = self.ids[start:start + self.block_size + 1]
-        return chunk[:-1], chunk[1:]
+        data, target = chunk[:-1], chunk[1:]
+        if self.transform is not None:
+            data = self.transform(data)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return data, target

@@ -4,11 +4,11 @@ from __future__ import annotations
 import inspect
 import random
 import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, SequentialSampler
 
 from ..registry import DATA_SAMPLERS, DATASETS, TRANSFORMS
 from ..utils.checks import check_positive_int
@@ -29,6 +29,18 @@ def _build_transform(cfg: Any) -> Any:
                            'install torchvision or pass a single transform')
         return compose([_build_transform(c) for c in cfg])
     return cfg
+
+
+def dataset_transform(owner: str, key: str, value: Any) -> Optional[Callable]:
+    """A bundled dataset's ``transform`` / ``target_transform``: None, a callable, or a config (or a
+    list of configs, composed) from TRANSFORMS, built as :func:`build_dataset` builds them."""
+    if value is None:
+        return None
+    transform = _build_transform(value)
+    if not callable(transform):
+        raise TypeError(f'{owner} {key} must be a callable, a dict(type=...) from TRANSFORMS or a list of '
+                        f'them; got {type(value).__name__} {value!r}')
+    return transform
 
 
 def build_dataset(cfg: Mapping, default_args: Optional[Mapping] = None) -> Dataset:
@@ -56,7 +68,10 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     the single-process case): its order depends only on ``(seed, epoch)`` through
     ``set_epoch``, which the Trainer calls, so a resumed run sees the same batches as an
     uninterrupted one, and data-parallel replicas (``rank = context.dp_rank``) see disjoint
-    parts. ``sampler=dict(type=...)`` (DATA_SAMPLERS, given the dataset first) replaces it.
+    parts. ``sampler=dict(type=...)`` (DATA_SAMPLERS, given the dataset first) replaces it; one
+    that takes a ``generator`` (RandomSampler) is given a ``torch.Generator`` seeded with ``seed``
+    unless the config sets one, so its order does not depend on the global RNG either.
+    ``drop_last=True`` on an unshuffled order warns when it leaves samples out.
     """
     cfg = dict(cfg_dataloader or {})
     unknown = sorted(set(cfg) - set(_LOADER_KEYS))
@@ -68,11 +83,16 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
             hints.append(f'{key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
         raise KeyError(f'unknown dataloader option(s) {", ".join(hints)}; '
                        f'expected some of {list(_LOADER_KEYS)}')
-    config_shuffle = bool(cfg.pop('shuffle', False))
+    for key in ('shuffle', 'drop_last', 'pin_memory', 'persistent_workers'):
+        # bool('no') is True: a string or a number here is a mistake, not a setting
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise TypeError(f'dataloader {key} must be True or False, got {type(cfg[key]).__name__} '
+                            f'{cfg[key]!r}; e.g. {key}=False in the dataloader config.')
+    config_shuffle = cfg.pop('shuffle', False)
     shuffle = config_shuffle if shuffle is None else bool(shuffle)
     batch_size = cfg.pop('batch_size', 1)
     check_positive_int('dataloader batch_size', batch_size)
-    drop_last = bool(cfg.pop('drop_last', False))
+    drop_last = cfg.pop('drop_last', False)
     sampler_cfg = cfg.pop('sampler', None)
     data_size = getattr(context, 'data_size', 1) if context is not None else 1
     dp_rank = getattr(context, 'dp_rank', 0) if context is not None else 0
@@ -107,6 +127,10 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
         for key, value in (('shuffle', shuffle), ('seed', seed)):
             if key in params:
                 sampler_cfg.setdefault(key, value)
+        if 'generator' in params and sampler_cfg.get('generator') is None:
+            # Without one, RandomSampler draws from the global RNG, which dropout consumes differently
+            # on each pipeline stage: the stages would read different batches from epoch 2 on.
+            sampler_cfg['generator'] = torch.Generator().manual_seed(seed)
         if shuffle and 'shuffle' not in params:
             warnings.warn(f'dataloader shuffle=True is not passed to sampler {name}, which takes no shuffle '
                           f'argument: the order is the sampler\'s own.', UserWarning, stacklevel=2)
@@ -116,6 +140,8 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
                                      seed=seed, drop_last=drop_last)
     else:
         sampler = None
+    if drop_last:
+        _warn_fixed_samples_left_out(dataset, sampler, shuffle, batch_size, data_size)
     generator = torch.Generator()
     generator.manual_seed(seed)
     num_workers = cfg.get('num_workers', 0)
@@ -124,3 +150,37 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
         cfg.pop('prefetch_factor', None)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
                       worker_init_fn=seed_worker, generator=generator, **cfg)
+
+
+def _warn_fixed_samples_left_out(dataset: Dataset, sampler: Any, shuffle: bool, batch_size: int,
+                                 data_size: int) -> None:
+    """Warn when drop_last leaves out the same samples on every pass (an unshuffled order): a test
+    loader then never evaluates them, and a train loader never trains on them."""
+    fixed = sampler is None or isinstance(sampler, SequentialSampler) or (
+        isinstance(sampler, DistributedSampler) and not sampler.shuffle)
+    if shuffle or not fixed or isinstance(dataset, IterableDataset):
+        return
+    try:
+        total = len(dataset)
+        per_replica = len(sampler) if sampler is not None else total
+    except TypeError:  # no length: nothing to count
+        return
+    left_out = total - (per_replica // batch_size) * batch_size * data_size
+    if left_out <= 0:
+        return
+    where = f' of each of the {data_size} data-parallel replicas' if data_size > 1 else ''
+    warnings.warn(f'dataloader drop_last=True with batch_size={batch_size} leaves out the same {left_out} of '
+                  f'{total} samples on every pass (the last, incomplete batch{where}; the order is not '
+                  f'shuffled): a test loader never evaluates them, a train loader never trains on them. To '
+                  f'use every sample, choose a batch_size that divides {per_replica}, or drop_last=False '
+                  f'where the batch size allows it.', UserWarning, stacklevel=3)
+
+
+def order_depends_on_global_rng(loader: Any) -> bool:
+    """Whether ``loader``'s sample order is drawn from the global torch RNG: its sampler (or its batch
+    sampler's sampler) has a ``generator`` attribute that is None, as torch's RandomSampler has in
+    ``DataLoader(shuffle=True)`` without ``generator=``. Processes that consume the global RNG
+    differently (pipeline stages running different layers, dropout) then read different orders."""
+    batch_sampler = getattr(loader, 'batch_sampler', None)
+    samplers = (getattr(loader, 'sampler', None), getattr(batch_sampler, 'sampler', None))
+    return any(s is not None and hasattr(s, 'generator') and s.generator is None for s in samplers)

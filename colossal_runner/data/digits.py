@@ -1,17 +1,26 @@
 """The 8x8 handwritten digits that ship with scikit-learn: real data with no download."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
+from .dataloader import dataset_transform
 
 # The split must never change between runs or machines, so it is fixed here rather than
 # taken from the user's seed: a checkpoint trained on "train" is always tested on "test".
 _SPLIT_SEED = 0
+
+
+def check_ratio(name: str, value: Any) -> float:
+    """``value`` when it is a number strictly between 0 and 1 (a share of the data), else a ValueError."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value < 1.0:
+        raise ValueError(f'{name} must be a number in (0, 1), the share of the data in the test split; '
+                         f'got {value!r}')
+    return value
 
 
 def _load_digits():
@@ -32,18 +41,22 @@ class Digits(Dataset):
             stratified and fixed, the same on every machine.
         flatten: ``True`` gives 64-float vectors (for MLP), ``False`` 1x8x8 images (for CNNs).
         normalize: standardise with the mean/std of the training split (pixels are 0..16).
+        test_ratio: the share of the images in the test split, in (0, 1).
+        transform / target_transform: applied to each item's image / label tensor: a callable,
+            or a config (or a list of configs, composed) from TRANSFORMS.
 
-    Items are ``(float32 tensor, int64 label)``.
+    Items are ``(float32 tensor, int64 label)`` (before the transforms).
     """
 
     SPLITS = ('train', 'test')
 
     def __init__(self, split: str = 'train', flatten: bool = True, normalize: bool = True,
-                 test_ratio: float = 0.2):
+                 test_ratio: float = 0.2, transform: Any = None, target_transform: Any = None):
         if split not in self.SPLITS:
             raise ValueError(f"Digits split must be one of {self.SPLITS}, got {split!r}")
-        if not 0.0 < test_ratio < 1.0:
-            raise ValueError(f'Digits test_ratio must be in (0, 1), got {test_ratio!r}')
+        check_ratio('Digits test_ratio', test_ratio)
+        self.transform = dataset_transform('Digits', 'transform', transform)
+        self.target_transform = dataset_transform('Digits', 'target_transform', target_transform)
         from sklearn.model_selection import train_test_split
 
         raw = _load_digits()
@@ -67,8 +80,13 @@ class Digits(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.data[index], self.targets[index]
+    def __getitem__(self, index: int) -> Tuple[Any, Any]:
+        data, target = self.data[index], self.targets[index]
+        if self.transform is not None:
+            data = self.transform(data)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return data, target
 
     def __repr__(self) -> str:
         return f'Digits(split={self.split!r}, flatten={self.flatten}, size={len(self)})'

@@ -1,13 +1,14 @@
 """A generated classification set: learnable, seeded, any size; for tests and benchmarks."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import torch
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
 from ..utils.checks import check_positive_int
+from .dataloader import dataset_transform
 
 
 @DATASETS.register_module()
@@ -25,10 +26,13 @@ class SyntheticClassification(Dataset):
         noise: standard deviation of the samples around their centre; smaller is easier.
         split: ``'train'`` or ``'test'``.
         shape: optional input shape (e.g. ``(1, 8, 8)``) whose product is ``num_features``.
+        transform / target_transform: applied to each item's input / label tensor: a callable,
+            or a config (or a list of configs, composed) from TRANSFORMS.
     """
 
     def __init__(self, num_samples: int = 1024, num_features: int = 16, num_classes: int = 4,
-                 seed: int = 0, noise: float = 0.5, split: str = 'train', shape=None):
+                 seed: int = 0, noise: float = 0.5, split: str = 'train', shape=None,
+                 transform: Any = None, target_transform: Any = None):
         for name, value in (('num_samples', num_samples), ('num_features', num_features),
                             ('num_classes', num_classes)):
             check_positive_int(f'SyntheticClassification {name}', value)
@@ -48,9 +52,17 @@ class SyntheticClassification(Dataset):
         if shape is not None:
             self.data = self.data.reshape(num_samples, *shape)
         self.num_classes = num_classes
+        self.transform = dataset_transform('SyntheticClassification', 'transform', transform)
+        self.target_transform = dataset_transform('SyntheticClassification', 'target_transform',
+                                                  target_transform)
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        return self.data[index], self.targets[index]
+    def __getitem__(self, index: int) -> Tuple[Any, Any]:
+        data, target = self.data[index], self.targets[index]
+        if self.transform is not None:
+            data = self.transform(data)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return data, target

@@ -63,3 +63,22 @@ def test_text_file(tmp_path):
     path.write_text('hello world ' * 20, encoding='utf-8')
     ds = CharText('train', block_size=4, text_file=str(path))
     assert ds.decode(ds[0][0]) == 'hell'
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(test_ratio=1.5), r'CharText test_ratio must be a number in \(0, 1\).*got 1\.5'),
+    (dict(test_ratio=-0.5), r'CharText test_ratio must be a number in \(0, 1\).*got -0\.5'),
+    (dict(test_ratio=0), r'CharText test_ratio must be a number in \(0, 1\).*got 0'),
+    (dict(test_ratio='0.1'), r"CharText test_ratio must be a number in \(0, 1\).*got '0\.1'"),
+    (dict(stride=0), r'CharText stride must be a positive int \(.*None: block_size\), got 0'),
+    (dict(stride=-4), r'CharText stride must be a positive int .*got -4'),
+    (dict(stride=2.0), r'CharText stride must be a positive int .*got 2\.0'),
+])
+def test_bad_ratio_and_stride_say_what_is_expected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CharText('train', block_size=4, text='abcdefghij' * 10, **kwargs)
+
+
+def test_stride_none_means_block_size():
+    ds = CharText('train', block_size=4, text='abcdefghij' * 10, stride=None, test_ratio=0.5)
+    assert ds.stride == 4 and torch.equal(ds[1][0], ds.ids[4:8])

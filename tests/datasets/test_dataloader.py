@@ -28,7 +28,8 @@ def test_no_shuffle_keeps_dataset_order_and_shuffle_argument_overrides_config():
     loader = build_dataloader(dict(batch_size=4, shuffle=True), ds, shuffle=False)
     assert _order(loader) == ds.data[:, 0].tolist()
     assert [len(y) for _, y in loader] == [4, 4, 2]
-    dropped = build_dataloader(dict(batch_size=4, drop_last=True), ds)
+    with pytest.warns(UserWarning, match='leaves out the same 2 of 10 samples'):
+        dropped = build_dataloader(dict(batch_size=4, drop_last=True), ds)
     assert [len(y) for _, y in dropped] == [4, 4]
 
 
@@ -119,3 +120,79 @@ def test_an_iterable_dataset_cannot_be_shuffled_or_split_by_the_loader():
     with pytest.raises(ValueError, match=r'no indices for 2 data-parallel replicas'):
         build_dataloader(dict(batch_size=2), Stream(),
                          context=ParallelContext(pipeline=1, rank=0, world_size=2))
+
+
+@pytest.mark.parametrize('key', ['shuffle', 'drop_last', 'pin_memory', 'persistent_workers'])
+@pytest.mark.parametrize('value', ['no', 0, 1, None])
+def test_loader_switches_must_be_bools(key, value):
+    """bool('no') is True: a string or number would have switched the option on."""
+    ds = SyntheticClassification(8, 4, 2)
+    with pytest.raises(TypeError, match=rf'dataloader {key} must be True or False, got '
+                                        rf'{type(value).__name__} {value!r}; e\.g\. {key}=False'):
+        build_dataloader(dict(batch_size=4, **{key: value}), ds)
+
+
+def test_shuffle_false_and_drop_last_false_keep_every_item_in_order():
+    ds = SyntheticClassification(10, 4, 2)
+    loader = build_dataloader(dict(batch_size=4, shuffle=False, drop_last=False), ds)
+    assert _order(loader) == ds.data[:, 0].tolist()
+
+
+def test_a_configured_random_sampler_ignores_the_global_rng():
+    """Pipeline stages consume the global RNG differently (dropout): a configured RandomSampler
+    must draw its order from a generator seeded with the run's seed, or the first stage (inputs)
+    and the last (labels) read different batches."""
+    ds = SyntheticClassification(40, 4, 2)
+    cfg = dict(batch_size=8, sampler=dict(type='RandomSampler'))
+    stages = []
+    for draws in (0, 7):  # e.g. one stage ran dropout, the other did not
+        torch.manual_seed(123)
+        loader = build_dataloader(cfg, ds, seed=5)
+        epochs = []
+        for _ in range(2):
+            torch.rand(draws)
+            epochs.append(_order(loader))
+        stages.append(epochs)
+    assert stages[0] == stages[1]
+    assert stages[0][0] != stages[0][1]  # still a new order each epoch
+    assert sorted(stages[0][1]) == sorted(ds.data[:, 0].tolist())
+    other_seed = build_dataloader(cfg, ds, seed=6)
+    assert _order(other_seed) != stages[0][0]
+    given = torch.Generator().manual_seed(0)
+    kept = build_dataloader(dict(batch_size=8, sampler=dict(type='RandomSampler', generator=given)), ds)
+    assert kept.sampler.generator is given
+
+
+def test_order_depends_on_global_rng():
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    from colossal_runner.data import order_depends_on_global_rng
+    ds = SyntheticClassification(8, 4, 2)
+    assert order_depends_on_global_rng(DataLoader(ds, shuffle=True))
+    assert not order_depends_on_global_rng(DataLoader(ds, shuffle=True, generator=torch.Generator()))
+    assert not order_depends_on_global_rng(DataLoader(ds))
+    batches = BatchSampler(RandomSampler(ds), 2, False)
+    assert order_depends_on_global_rng(DataLoader(ds, batch_sampler=batches))
+    assert not order_depends_on_global_rng(build_dataloader(dict(batch_size=4, shuffle=True), ds))
+    configured = build_dataloader(dict(batch_size=4, sampler=dict(type='RandomSampler')), ds)
+    assert not order_depends_on_global_rng(configured)
+    assert not order_depends_on_global_rng([(torch.zeros(2), 0)])
+
+
+def test_drop_last_warns_when_it_leaves_out_the_same_samples_every_pass():
+    import warnings
+    ds = SyntheticClassification(26, 4, 2)
+    with pytest.warns(UserWarning, match=r'drop_last=True with batch_size=8 leaves out the same 2 of 26 '
+                                         r'samples on every pass .*a test loader never evaluates them'
+                                         r'.*a batch_size that divides 26'):
+        loader = build_dataloader(dict(batch_size=8, drop_last=True), ds)
+    assert len(_order(loader)) == 24
+    with pytest.warns(UserWarning, match=r'leaves out the same 10 of 26 samples on every pass \(the last, '
+                                         r'incomplete batch of each of the 2 data-parallel replicas'):
+        build_dataloader(dict(batch_size=8, drop_last=True), ds,
+                         context=ParallelContext(pipeline=1, rank=0, world_size=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        build_dataloader(dict(batch_size=13, drop_last=True), ds)  # nothing left out
+        build_dataloader(dict(batch_size=8, drop_last=True, shuffle=True), ds)  # other samples each epoch
+        build_dataloader(dict(batch_size=8, drop_last=True, sampler=dict(type='RandomSampler')), ds)

@@ -80,3 +80,9 @@ def test_synthetic_is_learnable_and_generalises():
 def test_synthetic_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticClassification(**kwargs)
+
+
+@pytest.mark.parametrize('ratio', [0, 1, 1.5, '0.2', True])
+def test_digits_test_ratio_is_a_share(ratio):
+    with pytest.raises(ValueError, match=rf"Digits test_ratio must be a number in \(0, 1\).*got {ratio!r}"):
+        Digits('train', test_ratio=ratio)
