@@ -25,7 +25,8 @@ c10d TCPStore the ranks already rendezvoused on (no extra transport):
 The store lives in rank 0's process (unless torchrun's agent hosts it): when it vanishes
 in the middle of a run, rank 0 is the one that died. The process-group timeout stays the
 backstop for a rank that hangs with its watcher alive; the rank that times out reports,
-which stops the rest.
+which stops the rest, and they say it timed out waiting for a peer (the rank, when a
+pipeline transfer names it) rather than that it failed.
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ DEFAULT_HEARTBEAT_TIMEOUT = 10.0  # seconds without a heartbeat before a rank is
 _WATCHER: Optional['FaultWatcher'] = None
 # What gloo / nccl / the store say when a peer vanished or a collective timed out.
 _COMM_ERROR = re.compile(r'connection (closed|reset|refused)|broken pipe|timed out|gloo|nccl', re.IGNORECASE)
+_TIMED_OUT = re.compile(r'timed out|timing out', re.IGNORECASE)
+_PEER = re.compile(r'\b(?:to|from) rank (\d+)\b')  # as p2p names the rank a transfer waited for
 
 
 class Failure(NamedTuple):
@@ -273,6 +276,14 @@ class FaultWatcher:
     def _say_stopping(self, root: Failure) -> None:
         sys.stdout.flush()
         reason = root.error if root.lost else f'rank {root.rank} failed: {root.error}'
+        if not root.lost and _TIMED_OUT.search(root.error):
+            # A timeout is the waiting rank's report, not its fault: the rank it waited for is the
+            # one to look at (hung, or much slower).
+            peer = _PEER.search(root.error)
+            waited = 'a peer' if peer is None else f'rank {peer.group(1)}'
+            if peer is not None and int(peer.group(1)) == self.rank:
+                waited += ' (this rank)'
+            reason = f'rank {root.rank} timed out waiting for {waited}: {root.error}'
         sys.stderr.write(f'colossal_runner: rank {self.rank} is stopping because {reason}\n')
         sys.stderr.flush()
 

@@ -229,7 +229,8 @@ def setup_parallel(cfg: ConfigLike, launcher: str = 'none', timeout: Optional[fl
     """Set up this process for ``cfg`` with the given launcher and return its ParallelContext.
 
     ``launcher='none'`` runs a single process, or uses a process group somebody already
-    initialized (tests, notebooks). ``torch`` reads torchrun's variables; ``slurm`` and
+    initialized (tests, notebooks); under torchrun with several processes it is refused
+    (each would train alone). ``torch`` reads torchrun's variables; ``slurm`` and
     ``openmpi`` read theirs and rendezvous at ``cfg.dist_host``/``MASTER_ADDR`` (default
     127.0.0.1) and ``cfg.dist_port``/``MASTER_PORT`` (default 29500). The seed is
     ``cfg.seed`` when set, else 1024.
@@ -253,8 +254,14 @@ def setup_parallel(cfg: ConfigLike, launcher: str = 'none', timeout: Optional[fl
     if dist.is_available() and dist.is_initialized():  # somebody else initialized the group
         return _finish_setup(cfg, os.environ.get('MASTER_ADDR'), os.environ.get('MASTER_PORT'), seed,
                              seconds, verbose=False)
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
-        warnings.warn(f'WORLD_SIZE={os.environ["WORLD_SIZE"]} is set but launcher is "none": every process '
+    world_size = int(os.environ.get('WORLD_SIZE', 1))
+    if world_size > 1 and 'TORCHELASTIC_RUN_ID' in os.environ:  # torchrun started several processes
+        raise ValueError(f'started by torchrun with WORLD_SIZE={world_size} but without --launcher torch '
+                         f'(launcher "none"): each of the {world_size} processes would train alone, all '
+                         f'writing one work directory. Add --launcher torch (launcher="torch" in '
+                         f'setup_parallel), or start a single process.')
+    if world_size > 1:
+        warnings.warn(f'WORLD_SIZE={world_size} is set but launcher is "none": every process '
                       f'will train alone. Pass --launcher torch when starting with torchrun.')
     settings = _parallel_settings(cfg)
     try:

@@ -85,15 +85,25 @@ def _decode(values: List[int]) -> Meta:
     return Meta((is_tuple, tuple(specs)))
 
 
+def _wait(work: Any, action: str) -> None:
+    """``work.wait()``; its error names the peer (``send to rank 1``): gloo's timeout does not, and
+    the fault watcher's message can then say which rank this one waited for."""
+    try:
+        work.wait()
+    except RuntimeError as exc:
+        exc.args = (f'{exc} ({action})',) + exc.args[1:]
+        raise
+
+
 class Received:
     """Buffers being filled by ``irecv``; :meth:`wait` returns them in the sent structure."""
 
-    def __init__(self, meta: Meta, buffers: List[torch.Tensor], works: List[Any]):
-        self.meta, self.buffers, self._works = meta, buffers, works
+    def __init__(self, meta: Meta, buffers: List[torch.Tensor], works: List[Any], src: int):
+        self.meta, self.buffers, self._works, self.src = meta, buffers, works, src
 
     def wait(self) -> List[torch.Tensor]:
         for work in self._works:
-            work.wait()
+            _wait(work, f'receive from rank {self.src}')
         self._works = []
         return self.buffers
 
@@ -153,7 +163,7 @@ class P2PCommunicator:
         if any(pending == lane for pending, _, _ in self._sends):
             for pending, work, _ in self._sends:
                 if pending == lane:
-                    work.wait()
+                    _wait(work, f'send to rank {lane[0]}')
             self._sends = [entry for entry in self._sends if entry[0] != lane]
 
     def wait_sends(self, only_completed: bool = False) -> None:
@@ -161,8 +171,8 @@ class P2PCommunicator:
         if only_completed:
             self._sends = [entry for entry in self._sends if not entry[1].is_completed()]
             return
-        for _, work, _ in self._sends:
-            work.wait()
+        for lane, work, _ in self._sends:
+            _wait(work, f'send to rank {lane[0]}')
         self._sends = []
 
     def drop_sends(self) -> None:
@@ -184,7 +194,7 @@ class P2PCommunicator:
                 self._recv_meta[key] = meta
         buffers = [torch.empty(shape, dtype=dtype, device=self.device) for dtype, shape in meta.specs]
         works = [dist.irecv(buf, src, tag=DATA_TAG) for buf in buffers]
-        return Received(meta, buffers, works)
+        return Received(meta, buffers, works, src)
 
 
 def _describe(meta: Meta) -> str:

@@ -21,6 +21,13 @@ TRAIN_SCRIPT = textwrap.dedent('''
     torch.set_num_threads(1)
     cfg = dict(dist_timeout=timeout, fault_watch=dict(heartbeat_timeout=HEARTBEAT))
     context = launch(cfg, rank, world, '127.0.0.1', port)
+    if mode == 'hangp2p':  # pipeline stages: rank 0 sends to rank 1, which hangs and never receives
+        from colossal_runner.distributed.p2p import P2PCommunicator
+        if rank == 1:
+            time.sleep(600)
+        comm = P2PCommunicator([0, 1], torch.device('cpu'))
+        comm.send(torch.ones(4), peer=1, key=None)
+        comm.wait_sends()
     model = wrap_data_parallel(torch.nn.Linear(4, 2), context)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     victim = 0 if mode in ('kill0', 'late1') else 1
@@ -60,10 +67,11 @@ def fault_runs(tmp_path_factory):
     script.write_text(TRAIN_SCRIPT.replace('HEARTBEAT', str(HEARTBEAT)))
     # 'raise': the process-group timeout is long (120 s), so only the fault watcher can end rank 0
     # in time. 'hang': rank 1 hangs without raising; rank 0's collective times out after 3 s.
+    # 'hangp2p': the same with a pipeline send from rank 0 to rank 1 instead of a collective.
     # 'caught': rank 1 catches its error and exits with sys.exit after report_failure.
     # 'kill' / 'kill0': rank 1 / rank 0 (which hosts the store) is SIGKILLed mid-training.
     # 'late0' / 'late1': a normal end where rank 0 / rank 1 finishes long after the other one.
-    scenarios = {'raise': 120, 'hang': 3, 'caught': 120, 'kill': 120, 'kill0': 120,
+    scenarios = {'raise': 120, 'hang': 3, 'hangp2p': 3, 'caught': 120, 'kill': 120, 'kill0': 120,
                  'late0': 120, 'late1': 120}
     ports = {mode: str(free_port()) for mode in scenarios}  # one rendezvous port per job
     args = {mode: [[str(r), '2', ports[mode], mode, str(t)] for r in range(2)]
@@ -90,8 +98,18 @@ def test_hanging_rank_hits_the_timeout_and_the_rest_stop(fault_runs):
     results = fault_runs['hang']
     info = describe(results)
     assert all(r.returncode not in (0, None) for r in results), info
-    assert 'rank 1 is stopping because rank 0 failed' in results[1].stderr, info
+    # rank 0's timeout is not rank 0's fault: the message says what it waited for
+    assert 'rank 1 is stopping because rank 0 timed out waiting for a peer: ' in results[1].stderr, info
     assert 'Timed out' in results[0].stderr or 'timeout' in results[0].stderr.lower(), info
+
+
+def test_a_pipeline_transfer_timeout_names_the_rank_it_waited_for(fault_runs):
+    results = fault_runs['hangp2p']
+    info = describe(results)
+    assert all(r.returncode not in (0, None) for r in results), info
+    assert 'send operation to complete (send to rank 1)' in results[0].stderr, info
+    assert ('rank 1 is stopping because rank 0 timed out waiting for rank 1 (this rank): '
+            in results[1].stderr), info
 
 
 def test_caught_error_reported_by_hand_stops_the_others(fault_runs):

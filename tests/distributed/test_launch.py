@@ -100,6 +100,24 @@ def test_single_process_setup_and_its_errors(monkeypatch):
     assert get_device(0) == (torch.device('cuda', 0) if torch.cuda.is_available() else torch.device('cpu'))
 
 
+def test_launcher_none_under_torchrun_with_several_processes_is_refused(monkeypatch):
+    """torchrun sets WORLD_SIZE and TORCHELASTIC_RUN_ID: without --launcher torch each process would
+    train alone and all of them would write one work directory."""
+    monkeypatch.setenv('TORCHELASTIC_RUN_ID', 'none')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    with pytest.raises(ValueError, match=r'started by torchrun with WORLD_SIZE=2 but without --launcher '
+                                         r'torch \(launcher "none"\): each of the 2 processes would train '
+                                         r'alone.*'
+                                         r'Add --launcher torch'):
+        setup_parallel(dict(seed=3))
+    monkeypatch.setenv('WORLD_SIZE', '1')  # torchrun --nproc_per_node=1: one process, nothing to share
+    assert setup_parallel(dict(seed=3)).world_size == 1
+    monkeypatch.delenv('TORCHELASTIC_RUN_ID')
+    monkeypatch.setenv('WORLD_SIZE', '2')  # set by something else: a warning, as before
+    with pytest.warns(UserWarning, match='WORLD_SIZE=2 is set but launcher is "none"'):
+        assert setup_parallel(dict(seed=3)).world_size == 1
+
+
 def test_config_from_a_file_path(tmp_path):
     path = tmp_path / 'cfg.py'
     path.write_text('parallel = dict(pipeline=1)\nseed = 5\n')

@@ -45,3 +45,22 @@ def test_torchrun_two_ranks_train_log_once_and_resume(tmp_path):
     assert 'Epoch 1/2 train' not in out and out.count('Epoch 2/2 train') == 1, out[-4000:]
     checkpoints = sorted(p.name for p in work_dir.rglob('*.pt'))
     assert [n for n in checkpoints if n.startswith('epoch_')] == ['epoch_1.pt', 'epoch_2.pt'], checkpoints
+
+
+@pytest.mark.timeout(200)
+def test_torchrun_without_launcher_torch(tmp_path):
+    """Several processes: refused before anything is written, with the fix; one process runs."""
+    def run(nproc, work_dir):
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
+               str(ROOT / 'tools' / 'train.py'), str(ROOT / 'tests' / 'data' / 'e2e' / 'tiny.py'),
+               '--work-dir', str(work_dir), '--no-progress']
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90)
+
+    two = run(2, tmp_path / 'two')
+    out = two.stdout + two.stderr
+    assert two.returncode != 0, out[-4000:]
+    assert out.count('but without --launcher torch') == 2 and 'Add --launcher torch' in out, out[-4000:]
+    assert not list((tmp_path / 'two').rglob('*.pt')), out[-4000:]
+    one = run(1, tmp_path / 'one')
+    assert one.returncode == 0, (one.stdout + one.stderr)[-4000:]
+    assert (tmp_path / 'one' / 'final_metrics.json').is_file()
