@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..checkpoint import FORMAT, get_rng_state, resume, set_rng_state
+from ..data import order_depends_on_global_rng
 from ..distributed import get_context
 from ..engine.batch import call_model, to_device
 from ..engine.engine import NonFiniteLossError
@@ -116,6 +117,7 @@ class Trainer:
         ``after_train_epoch``, so that checkpoints and loggers see that epoch's test metrics.
         """
         self._start_fit(train_dataloader, epochs, max_steps, test_interval)
+        _check_same_order_on_stages(train=train_dataloader, test=test_dataloader)
         self.call_hook('before_train')
         self._prepare_metric_file()  # unless a record written in before_train did already
         epoch, skip = self._resume_position()
@@ -502,3 +504,22 @@ def _length(loader: Iterable) -> Optional[int]:
 def _few(keys: List[str], n: int = 10) -> str:
     shown = keys[:n]
     return str(shown) + (f' and {len(keys) - n} more' if len(keys) > n else '')
+
+
+def _check_same_order_on_stages(**loaders: Optional[Iterable]) -> None:
+    """Every pipeline stage must read the same batches: the first stage's inputs and the last
+    stage's labels come from separate loaders. A sampler that draws its order from the global RNG
+    breaks that silently, since each stage consumes that RNG differently (its own layers' dropout)."""
+    stages = get_context().pipeline_size
+    if stages <= 1:
+        return
+    for name, loader in loaders.items():
+        if loader is not None and order_depends_on_global_rng(loader):
+            raise ValueError(
+                f'the {name} dataloader draws its sample order from the global torch RNG (its '
+                f'{type(getattr(loader, "sampler", None)).__name__} has no generator, as in '
+                f'DataLoader(shuffle=True) without generator=). The {stages} pipeline stages consume that '
+                f'RNG differently (their own layers, dropout), so the first stage would read other inputs '
+                f'than the last stage reads labels. Pass generator=torch.Generator().manual_seed(seed) to '
+                f'the DataLoader (or to its sampler), or build it with build_dataloader from '
+                f'colossal_runner.data.')

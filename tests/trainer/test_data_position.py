@@ -88,3 +88,26 @@ def test_a_mid_epoch_checkpoint_past_the_end_of_a_shorter_epoch_is_refused_with_
     trainer.resume(os.path.join(ckpt_dir, 'iter_6.pt'))
     trainer.fit(loader, epochs=1)
     assert trainer.states['iteration'] == 8
+
+
+def test_pipeline_stages_refuse_a_loader_whose_order_comes_from_the_global_rng():
+    """Each stage draws dropout from the global RNG differently, so such a loader would give the
+    first stage other inputs than the labels the last stage reads."""
+    from torch.utils.data import DataLoader
+
+    from colossal_runner.distributed import ParallelContext, set_context
+    from colossal_runner.trainer.trainer import _check_same_order_on_stages
+
+    dataset = SyntheticClassification(num_samples=8, num_features=4, num_classes=2, seed=0)
+    unseeded = DataLoader(dataset, batch_size=4, shuffle=True)
+    seeded = DataLoader(dataset, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+    _check_same_order_on_stages(train=unseeded)  # one process: nothing to agree with
+    set_context(ParallelContext(pipeline=2, rank=0, world_size=2))
+    try:
+        expected = (r'the train dataloader draws its sample order from the global torch RNG '
+                    r'\(its RandomSampler has no generator.*generator=torch')
+        with pytest.raises(ValueError, match=expected):
+            Trainer(_engine(_model())).fit(unseeded, epochs=1)
+        _check_same_order_on_stages(train=seeded, test=DataLoader(dataset, batch_size=4))
+    finally:
+        set_context(None)
