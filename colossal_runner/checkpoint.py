@@ -239,6 +239,7 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
 
     ``stage`` (the current pipeline stage when several exist) selects ``*_stage{s}.pt``.
     """
+    path = os.path.expanduser(path)
     if os.path.isdir(path):
         found = find_latest(path, stage)
         if found is None:
@@ -284,8 +285,10 @@ def load_checkpoint(path: str, map_location: Any = 'cpu', stage: Optional[int] =
     ``path`` may be a file, a directory (its newest checkpoint) or ``.../latest.pt``; with
     several pipeline stages the current stage's file is read unless ``stage`` is given. For a
     directory or ``latest``, a newest file that cannot be read (torn by a crash of the disk,
-    corrupt) is skipped for the one before it, with a warning naming it.
+    corrupt) is skipped for the one before it, with a warning naming it. The returned dict's
+    ``meta['path']`` is the file that was read.
     """
+    path = os.path.expanduser(path)
     if stage is None:
         from .distributed import get_context
         context = get_context()
@@ -306,6 +309,11 @@ def _read(path: str, map_location: Any) -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        not_one = _not_a_checkpoint(path)
+        if not_one:
+            raise ValueError(f'cannot read checkpoint {path!r}: it is not a checkpoint file ({not_one}); '
+                             f'torch.save writes a zip archive. Give a .pt file written by colossal_runner '
+                             f'(e.g. work_dirs/<name>/checkpoints/latest.pt) or its directory.') from exc
         refused = re.search(r'[Uu]nsupported GLOBAL (\S+)|Unsupported global: GLOBAL (\S+)', str(exc))
         if refused or 'Weights only load failed' in str(exc):
             what = next((g for g in (refused.groups() if refused else ()) if g), 'an object other than '
@@ -320,7 +328,22 @@ def _read(path: str, map_location: Any) -> Dict[str, Any]:
                          f'earlier checkpoint from {os.path.dirname(path) or "."!r}.') from exc
     if not isinstance(state, dict):
         raise ValueError(f'checkpoint {path!r} holds a {type(state).__name__}, expected a dict')
+    if isinstance(state.get('meta', {}), dict):  # which file a directory or latest.pt stood for
+        state['meta'] = dict(state.get('meta', {}), path=path)
     return state
+
+
+def _not_a_checkpoint(path: str) -> str:
+    """Why ``path`` is not a file ``torch.save`` wrote (a zip archive, or a pickle in the legacy
+    format), or '' when it may be one (an empty file is a damaged checkpoint, most likely)."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+    except OSError:
+        return ''
+    if not head or head.startswith(b'PK') or head.startswith(b'\x80'):  # zip; pickle protocol 2+
+        return ''
+    return f'it starts with {head!r}, neither a zip archive nor a pickle'
 
 
 # ------------------------------------------------------------------ random number generators

@@ -36,7 +36,7 @@ from .utils.logging import detach_log_file, get_logger
 KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 'parallel', 'amp',
               'gradient_accumulation', 'clip_grad_norm', 'hooks', 'max_epochs', 'max_steps', 'test_interval',
               'seed', 'work_dir', 'custom_imports', 'logging', 'dist_timeout', 'dist_host', 'dist_port',
-              'fault_watch', 'nonfinite_loss')
+              'fault_watch', 'nonfinite_loss', 'deterministic')
 DEFAULT_SEED = 1024
 
 
@@ -139,6 +139,32 @@ def check_seed(cfg: Config, seed: Optional[int]) -> int:
     return value
 
 
+def check_deterministic(cfg: Config, deterministic: Optional[bool]) -> bool:
+    """Whether the run uses deterministic algorithms only: ``deterministic`` (``--deterministic``)
+    if given, else ``cfg.deterministic``, else False."""
+    value = cfg.get('deterministic', False) if deterministic is None else deterministic
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f'expected True or False, got {type(value).__name__} {value!r}; e.g. '
+                          f'deterministic = True (or --deterministic)', cfg.filename, 'deterministic')
+    return value
+
+
+def use_deterministic_algorithms() -> None:
+    """Make torch pick deterministic kernels, and fail on an operation that has none.
+
+    What torch's reproducibility notes ask for: ``torch.use_deterministic_algorithms(True)``,
+    cuDNN's deterministic convolutions without benchmarking (which may pick another algorithm
+    each run), and a fixed cuBLAS workspace (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS
+    starts: set here unless the user set it, before anything has run on the GPU).
+    """
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def check_steps_per_epoch(cfg: Config, loader: Optional[DataLoader], grad_acc: int) -> Optional[int]:
     """Optimizer steps per epoch, ``len(train dataloader) // gradient_accumulation`` (``None``
     when the dataloader has no length); more accumulation than an epoch has batches is a ConfigError."""
@@ -217,7 +243,8 @@ def build_data(cfg: Config, context: ParallelContext, seed: int):
         if extra or 'dataset' not in part:
             raise ConfigError(f'expected the keys dataset (required) and dataloader, got {sorted(part)}',
                               cfg.filename, f'data.{split}')
-        dataset = _build(cfg, f'data.{split}.dataset', build_dataset, part['dataset'])
+        dataset_cfg = _require_dict(cfg, part['dataset'], f'data.{split}.dataset', "dict(type='Digits')")
+        dataset = _build(cfg, f'data.{split}.dataset', build_dataset, dataset_cfg)
         loaders[split] = _build(cfg, f'data.{split}.dataloader', build_dataloader, part.get('dataloader'),
                                 dataset, context=context, seed=seed, shuffle=None)
     return loaders['train'], loaders['test']
@@ -379,7 +406,8 @@ def build_hooks(cfg: Config, trainer: Trainer) -> None:
 def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: str = 'none',
                work_dir: Optional[str] = None, cfg_options: Optional[Mapping[str, Any]] = None,
                seed: Optional[int] = None, logger: Optional[logging.Logger] = None,
-               log_file: Union[bool, str] = True, read_only: bool = False) -> Initialized:
+               log_file: Union[bool, str] = True, read_only: bool = False,
+               deterministic: Optional[bool] = None) -> Initialized:
     """Build the engine, trainer and dataloaders a config describes.
 
     Args:
@@ -393,6 +421,8 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
             unless ``log_file=False``, to ``<work_dir>/<time>.log`` (or the path ``log_file``).
         read_only: build for evaluation: no log file and a Trainer without a work directory,
             so nothing is written (``tools/test.py``).
+        deterministic: overrides ``cfg.deterministic`` (default False): True makes torch use
+            deterministic algorithms only (see :func:`use_deterministic_algorithms`).
 
     Returns:
         ``Initialized(engine, trainer, train_dataloader, test_dataloader, config, context)``;
@@ -401,7 +431,10 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     cfg = load_config(cfg_or_path, cfg_options)
     check_top_level_keys(cfg)
     cfg.seed = check_seed(cfg, seed)
-    cfg.work_dir = work_dir or cfg.get('work_dir', None) or default_work_dir(cfg)
+    if check_deterministic(cfg, deterministic):
+        cfg.deterministic = True  # written into the dumped config, as the seed is
+        use_deterministic_algorithms()
+    cfg.work_dir = osp.expanduser(work_dir or cfg.get('work_dir', None) or default_work_dir(cfg))
     context = setup_parallel(cfg, launcher, seed=cfg.seed)
     if not read_only:
         check_writable(cfg)
@@ -449,14 +482,19 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
                          'written: leave file-writing hooks (TensorboardHook, SaveCheckpointHook) out of '
                          'cfg.hooks, as tools/test.py does (colossal_runner.test.metric_hooks_only)')
         raise
-    logger.info(f'initialized {type(_unwrap(model)).__name__} on {get_device()} ({context}); '
+    logger.info(f'initialized {_model_name(cfg, model)} on {get_device()} ({context}); '
                 f'seed {cfg.seed}; work_dir {cfg.work_dir}')
     return Initialized(engine, trainer, train_loader, test_loader, cfg, context)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, 'module', model)
+def _model_name(cfg: Config, model: nn.Module) -> str:
+    """The config's model type (``MLP``; a pipeline stage is an ``nn.Sequential`` of its layers)."""
+    kind = cfg.model.get('type')
+    if isinstance(kind, str):
+        return kind
+    return getattr(kind, '__name__', None) or type(getattr(model, 'module', model)).__name__
 
 
 __all__ = ['initialize', 'Initialized', 'load_config', 'check_top_level_keys', 'KNOWN_KEYS', 'build_data',
-           'build_model', 'build_lr_scheduler', 'build_hooks', 'default_work_dir']
+           'build_model', 'build_lr_scheduler', 'build_hooks', 'default_work_dir', 'check_deterministic',
+           'use_deterministic_algorithms']

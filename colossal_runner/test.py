@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os.path as osp
 from typing import Any, Dict, List, Optional
 
@@ -49,9 +50,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     with report_errors(prog, args.debug, EXIT_CONFIG):
         cfg = load_user_config(args.config, args.cfg_options)
         args.checkpoint = locate_checkpoint(args.checkpoint)
-        if not _checkpoint_exists(args.checkpoint):
-            raise UsageError(f'checkpoint not found: {args.checkpoint} (give a .pt file written by train.py, '
-                             f'or its work directory)')
+        missing = _missing_checkpoint(args.checkpoint)
+        if missing:
+            raise UsageError(f'checkpoint not found: {missing} (give a .pt file written by train.py, or its '
+                             f'work directory)')
         from .checkpoint import load_checkpoint
         from .initialize import initialize
         cfg.hooks = metric_hooks_only(cfg)
@@ -65,26 +67,33 @@ def main(argv: Optional[List[str]] = None) -> None:
         metrics = run.trainer.evaluate(run.test_dataloader)
         metrics = {name: float(value) for name, value in metrics.items()}
         if run.context.is_logging_rank:
-            if args.json:
-                print(json.dumps(metrics))
+            if args.json:  # JSON has no NaN (a diverged model's loss): null
+                print(json.dumps({k: v if math.isfinite(v) else None for k, v in metrics.items()},
+                                 allow_nan=False))
             else:
                 print('Test metrics: ' + ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()), flush=True)
     from .distributed import teardown
     teardown()
 
 
-def _checkpoint_exists(path: str) -> bool:
-    """``path`` exists, or names a checkpoint a pipeline run saved per stage (``epoch_3.pt`` for
-    ``epoch_3_stage0.pt`` ..., ``latest.pt`` in a directory of stage files): the first stage's
-    file of it, as the stages will resolve it."""
+def _missing_checkpoint(path: str) -> str:
+    """'' when ``path`` exists, or names a checkpoint a pipeline run saved per stage (``epoch_3.pt``
+    for ``epoch_3_stage0.pt`` ..., ``latest.pt`` in a directory of stage files: the first stage's
+    file of it, as the stages will resolve it); else what is missing and which checkpoints exist
+    there, as ``train.py --resume`` says it."""
     if osp.exists(path):
-        return True
-    from .checkpoint import resolve_checkpoint_path  # torch: only for a path that is not there
-    try:
-        resolve_checkpoint_path(path, stage=0)
-    except FileNotFoundError:
-        return False
-    return True
+        return ''
+    from .checkpoint import list_checkpoints, resolve_checkpoint_path  # torch: only for a missing path
+    messages = []
+    for stage in (0, None):
+        try:
+            resolve_checkpoint_path(path, stage=stage)
+            return ''
+        except FileNotFoundError as exc:
+            messages.append(str(exc))
+    directory = osp.dirname(path) or '.'
+    only_stages = not list_checkpoints(directory) and list_checkpoints(directory, 0)
+    return messages[0] if only_stages else messages[1]  # the names that are there
 
 
 if __name__ == '__main__':

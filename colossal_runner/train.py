@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import os.path as osp
 import sys
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Collection, Dict, Iterator, List, Optional
 
 from .config import ConfigError, DictAction, format_config_error
 
@@ -42,6 +43,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='resume from CKPT (a file or a directory), or with no value from the newest '
                              'checkpoint in the work directory')
     parser.add_argument('--seed', type=int, default=None, help='random seed (default: cfg.seed or 1024)')
+    parser.add_argument('--deterministic', action='store_true',
+                        help='use deterministic algorithms only (cfg.deterministic = True): slower, but a '
+                             'rerun on the same machine gives the same numbers, on a GPU too')
     parser.add_argument('--launcher', choices=['none', 'torch', 'slurm', 'openmpi'], default='none',
                         help='how processes of a distributed run are started (torch = torchrun)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -50,21 +54,43 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def report_errors(prog: str, debug: bool, status: int) -> Iterator[None]:
-    """One line on stderr and ``SystemExit(status)`` for any exception, unless ``debug``."""
+def report_errors(prog: str, debug: bool, status: int,
+                  logs_before: Optional[Collection[logging.Handler]] = None) -> Iterator[None]:
+    """One line on stderr and ``SystemExit(status)`` for any exception, unless ``debug``.
+
+    With ``logs_before`` (what :func:`log_files` returned when the run started), the line also
+    goes into the log file the run has opened since, so that a batch job's log says why it stopped.
+    """
     try:
         yield
     except KeyboardInterrupt:
+        _log_error(f'{prog}: interrupted', logs_before)
         print(f'{prog}: interrupted', file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as exc:  # noqa: BLE001 - the user gets one clear line, --debug the traceback
         from .distributed import report_failure
         report_failure(exc)  # other ranks of a distributed run stop now instead of at the timeout
+        _log_error(f'{prog}: error: {format_config_error(exc)}', logs_before)
         if debug:
             raise
         print(f'{prog}: error: {format_config_error(exc)} (rerun with --debug for the traceback)',
               file=sys.stderr)
         raise SystemExit(status) from None
+
+
+def log_files() -> List[logging.Handler]:
+    """The log files (handlers) that colossal_runner's logger writes to now."""
+    handlers = logging.getLogger('colossal_runner').handlers
+    return [h for h in handlers if getattr(h, '_colossal_log_file', False)]
+
+
+def _log_error(line: str, logs_before: Optional[Collection[logging.Handler]]) -> None:
+    """Write ``line`` into the log files opened since ``logs_before``; the console has it already."""
+    if logs_before is None:
+        return
+    for handler in log_files():
+        if handler not in logs_before:
+            handler.handle(logging.LogRecord('colossal_runner', logging.ERROR, __file__, 0, line, None, None))
 
 
 def load_user_config(path: str, cfg_options: Dict[str, Any]) -> Any:
@@ -82,6 +108,7 @@ def locate_checkpoint(path: str) -> str:
     """``path``, or its ``checkpoints/`` counterpart when ``path`` names a work directory
     (``work_dirs/mlp``) or a file in one (``work_dirs/mlp/latest.pt``) that holds no checkpoint
     itself: checkpoints live in ``<work_dir>/checkpoints`` but people name the work dir."""
+    path = osp.expanduser(path)  # `--resume=~/x` reaches us unexpanded by the shell
     directory, name = (path, None) if osp.isdir(path) else osp.split(path)
     nested = osp.join(directory or '.', 'checkpoints')
     if osp.isdir(nested) and not osp.exists(osp.join(directory or '.', name or 'latest.pt')):
@@ -99,7 +126,11 @@ def checkpoint_dir_of(trainer: Any, default: str) -> str:
 
 
 def final_metrics(trainer: Any) -> Dict[str, Dict[str, float]]:
-    """``{'train': {...}, 'test': {...}}``: the metric values of the last epoch, as floats."""
+    """``{'train': {...}, 'test': {...}}``: the metric values last measured, as floats.
+
+    A metric without a value is NaN: one that saw no data this time (nothing left to train
+    after a resume), or a diverged loss.
+    """
     from .trainer.hooks.metric_hook import read_metrics
     out = {}
     for mode in ('train', 'test'):
@@ -107,62 +138,137 @@ def final_metrics(trainer: Any) -> Dict[str, Dict[str, float]]:
             values = read_metrics(trainer, mode)
         except Exception:  # noqa: BLE001 - a metric that never saw data has no value to print
             values = {}
-        # NaN: a metric that saw no data this time (nothing left to train after a resume)
-        out[mode] = {k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))}
+        out[mode] = {k: math.nan if v is None else float(v) for k, v in values.items()}
     return out
 
 
-def dump_config(cfg: Any, work_dir: str) -> str:
-    """Write the merged config as ``<work_dir>/<config file name>`` and return the path."""
+def watch_test_moment(trainer: Any) -> Dict[str, Any]:
+    """Add a hook that records the epoch and iteration of each evaluation during ``fit``; returns the
+    dict it fills (``{}`` until one runs). Evaluations run every ``test_interval`` epochs only, so the
+    test metrics may be older than the train metrics."""
+    from .trainer.hooks import BaseHook
+    moment: Dict[str, Any] = {}
+
+    class EvaluationMoment(BaseHook):
+        def after_test_epoch(self, runner: Any) -> None:
+            moment.update(epoch=runner.states['epoch'], iteration=runner.states['iteration'])
+
+    trainer.register_hook(EvaluationMoment(priority='LOWEST'))
+    return moment
+
+
+def write_final_metrics(metrics: Dict[str, Dict[str, float]], measured_at: Dict[str, Any], path: str) -> None:
+    """``final_metrics.json``: the metrics (NaN as null) and when each mode's were measured."""
+    data: Dict[str, Any] = {mode: {k: v if math.isfinite(v) else None for k, v in values.items()}
+                            for mode, values in metrics.items()}
+    data['measured_at'] = measured_at
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=2, allow_nan=False)
+
+
+def format_final_metrics(metrics: Dict[str, Dict[str, float]], measured_at: Dict[str, Any]) -> str:
+    """``train Loss=0.0213, ..., test Loss=0.031 (epoch 2)``: six significant digits; the epoch of
+    a mode's values when it is not the last one."""
+    last = (measured_at.get('train') or {}).get('epoch')
+    parts = []
+    for mode, values in metrics.items():
+        text = ', '.join(f'{mode} {name}={value:.6g}' for name, value in values.items())
+        epoch = (measured_at.get(mode) or {}).get('epoch')
+        if text and epoch is not None and last is not None and epoch != last:
+            text += f' (epoch {epoch})'
+        if text:
+            parts.append(text)
+    return ', '.join(parts) or '(none)'
+
+
+def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None) -> str:
+    """Write the merged config as ``<work_dir>/<config file name>`` and return the path.
+
+    A config holding values that have no config text (``loss = dict(type=nn.CrossEntropyLoss)``,
+    a ``collate_fn`` defined in the config) is written anyway, as ``.py``, with those values as
+    strings naming them, a header saying so and the config files' own text at the end; a warning
+    names the keys. The run goes on: the dump is a record of the run, not an input of it.
+    """
+    from .config.pretty import describe, pretty_text
     name = osp.basename(cfg.filename) if cfg.filename else 'config.py'
     path = osp.join(work_dir, name)
     os.makedirs(work_dir, exist_ok=True)
-    cfg.dump(path)
+    try:
+        cfg.dump(path)
+        return path
+    except ConfigError:
+        pass
+    unwritable: List[Any] = []
+    text = pretty_text(cfg, unwritable=unwritable)
+    found = [f'{key} = {describe(value)}' for key, value in unwritable]
+    lines = ['# The merged config of this run. These values have no config text, so they are written as',
+             '# strings naming them, and this file does not rerun as it is:']
+    lines += [f'#   {item}' for item in found] + ['', text.rstrip('\n')]
+    if cfg.text.strip():
+        lines += ['', '# ---- the config files as they were read ----']
+        lines += [f'# {line}'.rstrip() for line in cfg.text.rstrip('\n').split('\n')]
+    path = osp.splitext(path)[0] + '.py'
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+    (logger or logging.getLogger('colossal_runner')).warning(
+        f'the merged config holds values that have no config text ({"; ".join(found)}); wrote {path} with '
+        f'them as strings, so it does not rerun as it is (the config files as read are at its end). Name '
+        f'classes and functions by their registered names for a config that can be written.')
     return path
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     prog = 'train.py'
-    with report_errors(prog, args.debug, EXIT_CONFIG):
+    logs_before = log_files()  # the log file this run opens gets its error too
+    with report_errors(prog, args.debug, EXIT_CONFIG, logs_before):
         cfg = load_user_config(args.config, args.cfg_options)
         from .initialize import initialize  # after the config: a bad config fails fast, without torch
-        run = initialize(cfg, launcher=args.launcher, work_dir=args.work_dir, seed=args.seed)
+        run = initialize(cfg, launcher=args.launcher, work_dir=args.work_dir, seed=args.seed,
+                         deterministic=args.deterministic or None)
         cfg, trainer, context = run.config, run.trainer, run.context
         if args.resume is not None:
             from .checkpoint import resume
             where = checkpoint_dir_of(trainer, cfg.work_dir) if args.resume == 'auto' \
                 else locate_checkpoint(args.resume)
             if args.resume == 'auto' and not osp.isdir(where):
-                raise UsageError(f'--resume: no checkpoint to resume from, the work directory {where!r} '
-                                 f'does not exist; train first or pass --resume PATH')
+                raise UsageError(f'--resume: no checkpoint to resume from, the checkpoint directory '
+                                 f'{where!r} does not exist; train first or pass --resume PATH')
             state = resume(trainer, where)
-            trainer.logger.info(f"resumed from {where} at epoch {state.get('states', {}).get('epoch')}")
+            read = (state.get('meta') or {}).get('path', where)  # the file a directory stood for
+            trainer.logger.info(f"resumed from {read} at epoch {state.get('states', {}).get('epoch')}")
         if context.is_main_process:  # only once the run has started well: a bad resume keeps the old one
-            dump_config(cfg, cfg.work_dir)
-    with report_errors(prog, args.debug, EXIT_RUNTIME):
+            dump_config(cfg, cfg.work_dir, trainer.logger)
+    with report_errors(prog, args.debug, EXIT_RUNTIME, logs_before):
         log_cfg = dict(cfg.get('logging', None) or {})
         progress = bool(log_cfg.get('progress', True)) and not args.no_progress
         start = trainer.states['epoch'], trainer.states['iteration']
+        test_moment = watch_test_moment(trainer)
         trainer.fit(run.train_dataloader, epochs=cfg.get('max_epochs', 1),
                     max_steps=cfg.get('max_steps', None),
                     test_dataloader=run.test_dataloader, test_interval=cfg.get('test_interval', 1),
                     display_progress=progress)
         metrics = final_metrics(trainer)
-        if (trainer.states['epoch'], trainer.states['iteration']) == start and not any(metrics.values()):
+        trained = (trainer.states['epoch'], trainer.states['iteration']) != start
+        if not trained and all(math.isnan(v) for values in metrics.values() for v in values.values()):
             # A resumed run that had already reached max_epochs / max_steps: say so, and keep
             # the finished run's final_metrics.json rather than overwrite it with nothing.
             limits = f"max_epochs={cfg.get('max_epochs', 1)}, max_steps={cfg.get('max_steps', None)}"
+            final = osp.join(cfg.work_dir, 'final_metrics.json')
+            kept = ('final_metrics.json is kept' if osp.exists(final) else
+                    f'no final_metrics.json is written in {cfg.work_dir} (the run that reached the '
+                    f'checkpoint wrote its own in its work directory)')
             trainer.logger.warning(
                 f'nothing to train: the checkpoint is at epoch {start[0]}, iteration {start[1]}, and this '
                 f'run stops at {limits}. Raise max_epochs (--cfg-options max_epochs=N) to train longer. '
-                f'final_metrics.json is kept.')
+                f'{kept}.')
         elif context.is_logging_rank:
-            text = ', '.join(f'{mode} {name}={value:.4f}' for mode, values in metrics.items()
-                             for name, value in values.items())
-            print(f'Final metrics: {text or "(none)"}', flush=True)
-            with open(osp.join(cfg.work_dir, 'final_metrics.json'), 'w', encoding='utf-8') as f:
-                json.dump(metrics, f, indent=2)
+            measured_at = {
+                'train': dict(epoch=trainer.states['epoch'], iteration=trainer.states['iteration'])
+                if trained else None,
+                'test': dict(test_moment) or None}
+            print(f'Final metrics: {format_final_metrics(metrics, measured_at)}', flush=True)
+            write_final_metrics(metrics, measured_at, osp.join(cfg.work_dir, 'final_metrics.json'))
     from .distributed import teardown
     teardown()
 

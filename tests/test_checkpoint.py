@@ -75,6 +75,27 @@ def test_truncated_or_unsafe_files_give_clear_errors(tmp_path):
         ckpt.load_checkpoint(str(tmp_path / 'empty'))
 
 
+def test_a_file_that_is_no_checkpoint_is_called_that_not_refused(tmp_path):
+    """Before, a config file given as a checkpoint was 'refused, its pickle would import or call ...'."""
+    config = tmp_path / 'config.py'
+    config.write_text("model = dict(type='MLP')\n")
+    with pytest.raises(ValueError) as info:
+        ckpt.load_checkpoint(str(config))
+    assert str(info.value).startswith(f"cannot read checkpoint {str(config)!r}: it is not a checkpoint file "
+                                      f"(it starts with b'mode', neither a zip archive nor a pickle)")
+    assert 'refused' not in str(info.value)
+
+
+def test_a_path_under_the_home_directory_is_expanded_and_the_file_read_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    ckpt.save_checkpoint(_state(4), str(tmp_path / 'ckpts' / 'epoch_4.pt'))
+    for given in ('~/ckpts', '~/ckpts/latest.pt', '~/ckpts/epoch_4.pt'):
+        loaded = ckpt.load_checkpoint(given)
+        assert loaded['states']['epoch'] == 4
+        assert loaded['meta']['path'] == str(tmp_path / 'ckpts' / 'epoch_4.pt')
+    assert ckpt.resolve_checkpoint_path('~/ckpts') == str(tmp_path / 'ckpts' / 'epoch_4.pt')
+
+
 def test_values_a_weights_only_load_refuses_fail_the_save(tmp_path):
     with pytest.raises(TypeError, match=r"state\['meta'\]\['v'\] is a .*TorchVersion"):
         ckpt.save_checkpoint({'meta': {'v': torch.__version__}}, str(tmp_path / 'epoch_1.pt'))

@@ -155,6 +155,10 @@ def test_unwritable_work_dir_is_a_config_error(tmp_path):
     (dict(data=dict(train=dict(dataset=dict(type='SyntheticClassification'), dataloader=dict(batchsize=2)))),
      KeyError, "'batchsize' \\(did you mean 'batch_size'\\?\\)"),
     (dict(model=dict(type='MLP', in_features=0)), ValueError, 'MLP in_features must be a positive int'),
+    (dict(data=dict(train=dict(dataset=None))), ConfigError,  # --cfg-options data.train.dataset=None
+     r"key data.train.dataset: expected a dict like dict\(type='Digits'\), got NoneType: None"),
+    (dict(deterministic='yes'), ConfigError,
+     r"key deterministic: expected True or False, got str 'yes'; e.g. deterministic = True"),
 ])
 def test_config_errors_name_the_key(tmp_path, overrides, error, message):
     with pytest.raises(error, match=message) as info:
@@ -344,3 +348,43 @@ def test_read_only_with_a_file_writing_hook_says_what_to_leave_out(tmp_path):
     assert any('initialize(read_only=True) builds a Trainer without a work_dir' in note for note in notes)
     run = initialize(_cfg(hooks=[dict(type='LossHook')]), work_dir=str(tmp_path), read_only=True)
     assert run.trainer.work_dir is None
+
+
+def test_a_work_dir_under_the_home_directory_is_expanded(tmp_path, monkeypatch):
+    """Before, work_dir='~/runs/x' made a folder literally named '~' in the working directory."""
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    monkeypatch.chdir(tmp_path)
+    run = initialize(_cfg(work_dir='~/runs/x'), log_file=False)
+    assert run.config.work_dir == str(tmp_path / 'home' / 'runs' / 'x')
+    assert (tmp_path / 'home' / 'runs' / 'x').is_dir() and not (tmp_path / '~').exists()
+
+
+def test_the_log_names_the_configs_model_type_for_a_model_built_in_stages(tmp_path):
+    """A pipeline (or chunked) model is a container of stages: the log names the config's MLP."""
+    import logging
+    records = []
+    logger = logging.getLogger(f'test_model_name_{uuid.uuid4().hex}')
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    run = initialize(_cfg(schedule=dict(type='InterleavedPipelineSchedule', num_microbatches=2),
+                          hooks=[]), work_dir=str(tmp_path), logger=logger)
+    assert isinstance(run.engine.model, torch.nn.ModuleList)
+    assert any(r.getMessage().startswith('initialized MLP on cpu') for r in records)
+
+
+def test_deterministic_from_the_config_turns_on_deterministic_algorithms(tmp_path, monkeypatch):
+    monkeypatch.delenv('CUBLAS_WORKSPACE_CONFIG', raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', True)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        initialize(_cfg(hooks=[]), work_dir=str(tmp_path), log_file=False)
+        assert torch.are_deterministic_algorithms_enabled() == before  # off unless asked for
+        run = initialize(_cfg(hooks=[], deterministic=True), work_dir=str(tmp_path), log_file=False)
+        assert torch.are_deterministic_algorithms_enabled() and run.config.deterministic is True
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'
+    finally:
+        torch.use_deterministic_algorithms(before)
+        torch.backends.cudnn.deterministic = False

@@ -36,7 +36,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'error: --chunks applies to --schedule interleaved only, got --schedule {args.schedule}',
               file=sys.stderr)
         return 2
-    chunks = args.chunks or (2 if args.schedule == 'interleaved' else 1)
+    chunks = (2 if args.schedule == 'interleaved' else 1) if args.chunks is None else args.chunks
+    if chunks < 1:
+        print(f'error: --chunks must be a positive int (model chunks per stage), got {chunks}',
+              file=sys.stderr)
+        return 2
     # imported here so that argument errors come back without the cost of importing torch
     from colossal_runner.engine.schedule.plan import (PlanError, build_plan, format_plan, format_timeline,
                                                       peak_in_flight, simulate, validate_plan)

@@ -111,8 +111,11 @@ class Config:
 
     @property
     def pretty_text(self) -> str:
-        """The merged config as formatted ``.py`` source that ``fromfile`` loads back to an equal config."""
-        return _pretty_text(self._cfg_dict)
+        """The merged config as formatted ``.py`` source that ``fromfile`` loads back to an equal config.
+
+        A value that is not plain data (a class, a function, a tensor) is a ConfigError naming its key.
+        """
+        return _pretty_text(self._cfg_dict, self.filename)
 
     def to_dict(self) -> Dict[str, Any]:
         """The values as plain nested dicts (a copy)."""

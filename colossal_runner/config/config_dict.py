@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, List
+from typing import Any, List, Optional
 
 from addict import Dict
+
+from .errors import KeyPart, format_key_path
+
+# Where a ConfigDict was last reached from (``cfg.optimizer`` -> ['optimizer']), so that a missing
+# key is named by its full path. An instance attribute, set when a parent hands the dict out.
+_PATH_ATTR = '__colossal_key_path'
 
 
 def closest_keys(name: Any, keys: List[Any], n: int = 3) -> List[str]:
@@ -13,15 +19,21 @@ def closest_keys(name: Any, keys: List[Any], n: int = 3) -> List[str]:
     return difflib.get_close_matches(str(name), list(by_text), n=n, cutoff=0.6)
 
 
-def _missing_message(name: Any, keys: List[Any]) -> str:
-    msg = f'no key {name!r} in this config'
+def _missing_message(name: Any, keys: List[Any], parent: Optional[List[KeyPart]] = None) -> str:
+    """``parent``: the key path of the dict that lacks ``name``, when known (``None`` at the top)."""
+    def full(key: Any) -> str:
+        return format_key_path(list(parent or []) + [key])
+    msg = f'no key {full(name)!r} in this config'
     close = closest_keys(name, keys)
     if close:
-        msg += f"; did you mean {' or '.join(repr(k) for k in close)}?"
+        msg += f"; did you mean {' or '.join(repr(full(k)) for k in close)}?"
+    else:
+        msg += '.'
     shown = sorted(map(str, keys))
     if len(shown) > 20:
         shown = shown[:20] + ['...']
-    return msg + f" Available keys: {', '.join(shown) if shown else '(none)'}."
+    where = f' in {format_key_path(parent)}' if parent else ''
+    return msg + f" Available keys{where}: {', '.join(shown) if shown else '(none)'}."
 
 
 class ConfigDict(Dict):
@@ -39,7 +51,10 @@ class ConfigDict(Dict):
     """
 
     def __missing__(self, name: Any) -> Any:
-        raise KeyError(_missing_message(name, list(self.keys())))
+        raise KeyError(_missing_message(name, list(self.keys()), self.__dict__.get(_PATH_ATTR)))
+
+    def __getitem__(self, name: Any) -> Any:
+        return self._handed_out(name, super().__getitem__(name))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith('__') and name.endswith('__'):
@@ -47,9 +62,22 @@ class ConfigDict(Dict):
             # answer fast and plainly.
             raise AttributeError(name)
         try:
-            return dict.__getitem__(self, name)
+            value = dict.__getitem__(self, name)
         except KeyError:
-            raise AttributeError(_missing_message(name, list(self.keys()))) from None
+            message = _missing_message(name, list(self.keys()), self.__dict__.get(_PATH_ATTR))
+            raise AttributeError(message) from None
+        return self._handed_out(name, value)
+
+    def _handed_out(self, name: Any, value: Any) -> Any:
+        """``value``, which a read of ``name`` returns; a ConfigDict learns its key path from it."""
+        path = list(self.__dict__.get(_PATH_ATTR) or []) + [name]
+        if isinstance(value, ConfigDict):
+            object.__setattr__(value, _PATH_ATTR, path)
+        elif type(value) in (list, tuple):  # hooks[2]: the dicts of a list, a level down
+            for i, item in enumerate(value):
+                if isinstance(item, ConfigDict):
+                    object.__setattr__(item, _PATH_ATTR, path + [i])
+        return value
 
     def __setitem__(self, name: Any, value: Any) -> None:
         super().__setitem__(name, _to_config_dict(value))

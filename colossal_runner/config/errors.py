@@ -73,8 +73,21 @@ def format_config_error(exc: BaseException) -> str:
         text = f'{type(exc).__name__}: {exc}'
     notes = getattr(exc, '__notes__', None) or []
     if notes:
-        text += ' (' + '; '.join(str(n).strip() for n in notes) + ')'
+        text += ' (' + '; '.join(_unwrapped(str(n).strip()) for n in notes) + ')'
     return ' '.join(text.split('\n'))
+
+
+def _unwrapped(note: str) -> str:
+    """``note`` without the parentheses around all of it, if it has them: the notes are put in
+    one pair together (``(a) and (b)`` keeps its own)."""
+    if not (note.startswith('(') and note.endswith(')')):
+        return note
+    depth = 0
+    for i, char in enumerate(note):
+        depth += {'(': 1, ')': -1}.get(char, 0)
+        if depth == 0 and i < len(note) - 1:
+            return note  # the first parenthesis closes before the end
+    return note[1:-1]
 
 
 @contextlib.contextmanager

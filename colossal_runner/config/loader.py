@@ -142,8 +142,13 @@ def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables:
     merged: Dict[str, Any] = {}
     owner: Dict[str, str] = {}
     texts: List[str] = []
+    seen: List[str] = []
     for base in bases:
         path = osp.abspath(osp.join(base_dir, osp.expanduser(base)))
+        if path in seen:  # else its keys would be reported as defined in two bases
+            raise ConfigError(f'_base_ lists the file {path} twice ({base!r}); list each base file once.',
+                              label, [BASE_KEY])
+        seen.append(path)
         if path in chain:
             cycle = ' -> '.join(chain[chain.index(path):] + [path])
             raise ConfigError(f'_base_ files form a cycle: {cycle}. Remove one of these _base_ entries.',

@@ -7,12 +7,16 @@ every key can be a keyword argument and as ``{...}`` otherwise; yapf lays the re
 """
 from __future__ import annotations
 
+import enum
+import inspect
 import keyword
 import math
 import unicodedata
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from yapf.yapflib.yapf_api import FormatCode
+
+from .errors import ConfigError, KeyPart, format_key_path
 
 _YAPF_STYLE = dict(based_on_style='pep8', column_limit=100, blank_line_before_nested_class_or_def=True,
                    split_before_expression_after_opening_paren=True)
@@ -29,49 +33,94 @@ def _is_kwarg(key: Any) -> bool:
             and not keyword.iskeyword(key) and unicodedata.normalize('NFKC', key) == key)
 
 
-def format_value(value: Any, literal_dicts: bool = False) -> str:
-    """Python source for ``value``. ``literal_dicts`` forces ``{...}`` (no ``dict`` calls)."""
+def format_value(value: Any, literal_dicts: bool = False, path: Optional[List[KeyPart]] = None,
+                 unwritable: Optional[List[Tuple[str, Any]]] = None) -> str:
+    """Python source for ``value``. ``literal_dicts`` forces ``{...}`` (no ``dict`` calls).
+
+    A value that is not plain data (a class, a function, a tensor, ``torch.float32``) has no
+    source that loads back, so it is a :class:`ConfigError` naming ``path``; with a list as
+    ``unwritable`` it is written as a string naming it instead, and ``(key path, value)`` is
+    appended to the list.
+    """
+    path = list(path or [])
     if isinstance(value, dict):
         items = list(value.items())
         if not literal_dicts and all(_is_kwarg(k) for k, _ in items):
-            return 'dict(' + ', '.join(f'{k}={format_value(v)}' for k, v in items) + ')'
-        return '{' + ', '.join(f'{format_value(k, literal_dicts)}: {format_value(v, literal_dicts)}'
+            return 'dict(' + ', '.join(f'{k}={format_value(v, False, path + [k], unwritable)}'
+                                       for k, v in items) + ')'
+        return '{' + ', '.join(f'{format_value(k, literal_dicts, path + [k], unwritable)}: '
+                               f'{format_value(v, literal_dicts, path + [k], unwritable)}'
                                for k, v in items) + '}'
-    if isinstance(value, list):
-        return '[' + ', '.join(format_value(v, literal_dicts) for v in value) + ']'
-    if isinstance(value, tuple) and type(value) is tuple:
-        inner = ', '.join(format_value(v, literal_dicts) for v in value)
-        return f'({inner},)' if len(value) == 1 else f'({inner})'
-    if isinstance(value, (set, frozenset)):
-        try:
-            ordered = sorted(value)
-        except TypeError:
+    if isinstance(value, (list, set, frozenset)) or type(value) is tuple:  # not a namedtuple
+        if isinstance(value, (set, frozenset)):
+            try:
+                ordered = sorted(value)
+            except TypeError:
+                ordered = list(value)
+        else:
             ordered = list(value)
-        inner = ', '.join(format_value(v, literal_dicts) for v in ordered)
+        inner = ', '.join(format_value(v, literal_dicts, path + [i], unwritable)
+                          for i, v in enumerate(ordered))
+        if isinstance(value, list):
+            return f'[{inner}]'
+        if isinstance(value, tuple):
+            return f'({inner},)' if len(value) == 1 else f'({inner})'
         text = '{' + inner + '}' if inner else 'set()'
         return f'frozenset({text})' if isinstance(value, frozenset) else text
     if isinstance(value, str):
         # Escape the second brace of '{{' so that reloading cannot take the text for a
         # {{ _base_.x }} or {{ fileDirname }} substitution (\x7b is '{' to Python).
-        return repr(value).replace('{{', '{\\x7b')
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"float('{value}')"
-    # str, bytes, int, float, bool, None: repr is valid source. Other objects (classes,
-    # functions, tensors) fall back to repr too and cannot load back; configs hold plain data.
+        return repr(str(value)).replace('{{', '{\\x7b')
+    if value is None or type(value) in (bool, bytes):
+        return repr(value)
+    if isinstance(value, (int, float)) and not isinstance(value, (bool, enum.Enum)):
+        # subclasses too (numpy's float64), written as the plain number they equal
+        if isinstance(value, int):
+            return int.__repr__(value)
+        return float.__repr__(value) if math.isfinite(value) else f"float('{float(value)}')"
+    if unwritable is None:
+        raise ConfigError(_unwritable_message(value), None, path)
+    unwritable.append((format_key_path(path), value))
+    return repr(describe(value))
+
+
+def describe(value: Any) -> str:
+    """``torch.nn.modules.loss.CrossEntropyLoss`` for a class or function, the repr otherwise."""
+    name, module = getattr(value, '__qualname__', None), getattr(value, '__module__', None)
+    if isinstance(name, str) and isinstance(module, str) and (inspect.isclass(value) or callable(value)):
+        return f'{module}.{name}'
     return repr(value)
 
 
-def pretty_text(cfg: Dict[str, Any]) -> str:
-    """The config as a formatted ``.py`` file: one ``name = value`` line per top-level key."""
+def _unwritable_message(value: Any) -> str:
+    kind = 'class' if inspect.isclass(value) else 'function' if callable(value) else type(value).__name__
+    name = getattr(value, '__name__', None)
+    fix = (f'name it by the string a registry knows it by instead of the object (e.g. {name!r})'
+           if callable(value) and isinstance(name, str) else 'replace it with plain data (e.g. a string)')
+    return (f'a {kind} ({describe(value)}) has no config text: a written config holds plain data only '
+            f'(str, numbers, bool, None, and lists, tuples, sets and dicts of them), and Python source for '
+            f'it would not load back. To write the config, {fix}.')
+
+
+def pretty_text(cfg: Dict[str, Any], filename: Optional[str] = None,
+                unwritable: Optional[List[Tuple[str, Any]]] = None) -> str:
+    """The config as a formatted ``.py`` file: one ``name = value`` line per top-level key.
+
+    A value that is not plain data is a :class:`ConfigError` naming ``filename`` and its key
+    path, unless ``unwritable`` is a list (see :func:`format_value`).
+    """
     plain: List[str] = []
     special: Dict[Any, Any] = {}
-    for key, value in cfg.items():
-        if _is_kwarg(key) and key not in _NAMES_USED and not key.startswith('__'):
-            plain.append(f'{key} = {format_value(value)}')
-        else:
-            special[key] = value
-    if special:
-        plain.append(f'globals().update({format_value(special, literal_dicts=True)})')
+    try:
+        for key, value in cfg.items():
+            if _is_kwarg(key) and key not in _NAMES_USED and not key.startswith('__'):
+                plain.append(f'{key} = {format_value(value, path=[key], unwritable=unwritable)}')
+            else:
+                special[key] = value
+        if special:
+            plain.append(f'globals().update({format_value(special, True, unwritable=unwritable)})')
+    except ConfigError as exc:
+        raise ConfigError(exc.message, filename, exc.key_path) from None
     text = '\n'.join(plain) + '\n' if plain else ''
     formatted, _ = FormatCode(text, style_config=_YAPF_STYLE)
     return formatted

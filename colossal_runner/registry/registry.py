@@ -12,7 +12,7 @@ import enum
 import importlib
 import inspect
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 
 def _closest(name: str, candidates: Iterable[str], n: int = 3) -> List[str]:
@@ -59,8 +59,27 @@ def build_from_cfg(cfg: Mapping, registry: 'Registry', default_args: Optional[Ma
     except Exception as exc:  # keep the original type and traceback, add what was being built
         name = getattr(obj_cls, '__name__', repr(obj_cls))
         if hasattr(exc, 'add_note'):
-            exc.add_note(f'(raised while building {name!r} from registry {registry.name!r})')
+            hint = _argument_hint(obj_cls, args) if isinstance(exc, TypeError) else ''
+            exc.add_note(f'(raised while building {name!r} from registry {registry.name!r}{hint})')
         raise
+
+
+def _argument_hint(obj_cls: Any, args: Mapping) -> str:
+    """``; did you mean 'hidden' for 'hiden'?`` for arguments the signature does not take."""
+    try:
+        params = inspect.signature(obj_cls).parameters
+    except (TypeError, ValueError):  # a builtin or extension type without a readable signature
+        return ''
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return ''
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    hints = []
+    for key in args:
+        if isinstance(key, str) and key not in params:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            if close:
+                hints.append(f'{close[0]!r} for {key!r}')
+    return f'; did you mean {", ".join(hints)}? It takes: {", ".join(names)}' if hints else ''
 
 
 def _buildable(obj: Any) -> bool:
@@ -91,6 +110,8 @@ class Registry:
         fallback: a module (or a dotted path to one, imported on first use) whose
             public attributes are found by name when nothing is registered under it,
             e.g. ``torch.optim`` for OPTIMIZERS.
+        fallback_filter: ``filter(name, obj) -> bool``, which fall-back attributes belong in this
+            registry (LOSSES takes torch.nn's losses, not its layers); all buildable ones by default.
         builtins: dotted paths of the modules that register this registry's built-in
             entries. They are imported before the first registration from anywhere else and
             before the first lookup, so built-ins are always registered first: a user's
@@ -101,8 +122,10 @@ class Registry:
     def __init__(self, name: str, build_func: Optional[Callable] = None,
                  parent: Optional['Registry'] = None, scope: Optional[str] = None,
                  fallback: Union[str, Iterable[str], None] = None,
-                 builtins: Union[str, Iterable[str], None] = None):
+                 builtins: Union[str, Iterable[str], None] = None,
+                 fallback_filter: Optional[Callable[[str, Any], bool]] = None):
         self._name = name
+        self._fallback_filter = fallback_filter
         self._builtins = [builtins] if isinstance(builtins, str) else list(builtins or [])
         self._builtins_imported = not self._builtins
         self._module_dict: Dict[str, Any] = {}
@@ -151,7 +174,7 @@ class Registry:
         return self.get(key) is not None
 
     def __repr__(self) -> str:
-        return f'{self.__class__.__name__}(name={self._name}, items={self._module_dict})'
+        return f'{self.__class__.__name__}(name={self._name}, items={self.module_dict})'
 
     @staticmethod
     def infer_scope() -> str:
@@ -191,9 +214,12 @@ class Registry:
             except ImportError:  # e.g. torchvision not installed: the fall-back is simply absent
                 continue
             obj = getattr(module, key, None)
-            if obj is not None and not key.startswith('_') and callable(obj):
+            if obj is not None and not key.startswith('_') and callable(obj) and self._offers(key, obj):
                 return obj
         return None
+
+    def _offers(self, name: str, obj: Any) -> bool:
+        return self._fallback_filter is None or bool(self._fallback_filter(name, obj))
 
     def get(self, key: str):
         """The class or function registered as ``key``, or ``None``.
@@ -231,25 +257,32 @@ class Registry:
             except ImportError:
                 continue
             out[getattr(module, '__name__', str(path))] = sorted(
-                n for n in dir(module) if not n.startswith('_') and _buildable(getattr(module, n, None)))
+                n for n in dir(module) if not n.startswith('_') and _buildable(getattr(module, n, None))
+                and self._offers(n, getattr(module, n)))
         return out
 
-    def _all_names(self) -> List[str]:
-        self._import_builtins()
-        names = list(self._module_dict)
-        registry = self._parent
+    def _sources(self) -> List[Tuple[str, List[str]]]:
+        """``(where, names)`` for every place a plain name is looked up, in lookup order: this
+        registry and its fall-backs, then each parent and its fall-backs."""
+        sources = []
+        registry: Optional[Registry] = self
         while registry is not None:
-            names.extend(registry._module_dict)
+            registry._import_builtins()
+            here = ('registered here' if registry is self
+                    else f'registered in the parent registry {registry.name!r} (scope {registry.scope})')
+            sources.append((here, sorted(registry._module_dict)))
+            sources += [(f'from {path}', names) for path, names in registry._fallback_names().items()]
             registry = registry._parent
-        for fallback_names in self._fallback_names().values():
-            names.extend(fallback_names)
-        return names
+        return sources
+
+    def _all_names(self) -> List[str]:
+        return [name for _, names in self._sources() for name in names]
 
     def _unknown_message(self, key: str) -> str:
-        close = _closest(self.split_scope_key(key)[1], self._all_names())
+        sources = self._sources()
+        close = _closest(self.split_scope_key(key)[1], [name for _, names in sources for name in names])
         hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''
-        available = [f'registered here: {_shown(sorted(self._module_dict))}']
-        available += [f'from {path}: {_shown(names)}' for path, names in self._fallback_names().items()]
+        available = [f'{where}: {_shown(names)}' for where, names in sources]
         return (f'{key!r} is not in the {self._name} registry.{hint} Available names, '
                 f'{"; ".join(available)}. To use your own class, decorate it with '
                 f'.register_module() of the {self._name} registry in a module that is imported, '
@@ -288,10 +321,15 @@ class Registry:
         """Register a class or function, as a decorator or a call.
 
         ``name`` is a string or a list of aliases (the object's ``__name__`` by default);
-        ``force=True`` replaces an existing entry.
+        ``force=True`` replaces an existing entry. As in mmcv 1.x, ``@REG.register_module``
+        (no parentheses) and ``REG.register_module(Cls)`` register ``Cls`` under its own name.
         """
         if not isinstance(force, bool):
             raise TypeError(f'force must be a bool, got {type(force).__name__}')
+        if module is None and (inspect.isclass(name) or inspect.isfunction(name)):
+            # mmcv 1.x habits: @REG.register_module without parentheses, REG.register_module(Cls)
+            self._register_module(name, None, force)
+            return name
         if name is not None and not isinstance(name, (str, list, tuple)):
             raise TypeError(f'name must be None, a str or a list of str, got {type(name).__name__}')
         if module is not None:

@@ -58,9 +58,10 @@ def test_missing_attribute_names_the_key_and_the_closest_ones():
     with pytest.raises(AttributeError, match=r"no key 'optimiser'.*did you mean 'optimizer'.*Available keys: "
                                              r"model, optimizer"):
         cfg.optimiser
-    with pytest.raises(AttributeError, match=r"no key 'lrr'.*did you mean 'lr'"):
+    with pytest.raises(AttributeError, match=r"no key 'optimizer\.lrr'.*did you mean 'optimizer\.lr'\? "
+                                             r"Available keys in optimizer: lr"):
         cfg.optimizer.lrr
-    with pytest.raises(KeyError, match=r"no key 'tpye'.*did you mean 'type'"):
+    with pytest.raises(KeyError, match=r"no key 'model\.tpye'.*did you mean 'model\.type'"):
         cfg.model['tpye']
     assert not hasattr(cfg.model, 'nope')
     assert getattr(cfg.optimizer, 'momentum', 0.9) == 0.9
@@ -99,3 +100,14 @@ def test_constructor_checks_its_input_and_repr_names_the_file():
     cfg = Config(dict(a=1), filename='/x/cfg.py')
     assert repr(cfg) == "Config (path: /x/cfg.py): {'a': 1}"
     assert Config().to_dict() == {}
+
+
+def test_missing_key_without_a_close_one_ends_its_sentence_and_names_the_full_path():
+    cfg = Config(dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9), hooks=[dict(type='LossHook')]))
+    with pytest.raises(KeyError) as info:
+        cfg['optimizer']['xyz']
+    assert info.value.args[0] == ("no key 'optimizer.xyz' in this config. Available keys in optimizer: lr, "
+                                  'momentum, type.')
+    with pytest.raises(AttributeError, match=r"no key 'hooks\[0\]\.typ' in this config; did you mean "
+                                             r"'hooks\[0\]\.type'\? Available keys in hooks\[0\]: type\."):
+        cfg.hooks[0].typ

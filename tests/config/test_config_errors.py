@@ -37,6 +37,15 @@ def test_format_config_error_is_one_line():
     assert '\n' not in format_config_error(ConfigError('two\nlines', 'f.py'))
 
 
+def test_notes_in_their_own_parentheses_are_not_wrapped_twice():
+    exc = RuntimeError('boom')
+    exc.add_note('(raised in FailingHook.after_train_iter)')
+    exc.add_note('config a.py, key hooks[1]')
+    exc.add_note('(one) and (two)')  # parentheses of its own, not around all of it
+    assert format_config_error(exc) == ('RuntimeError: boom (raised in FailingHook.after_train_iter; '
+                                        'config a.py, key hooks[1]; (one) and (two))')
+
+
 def test_config_error_exit_prints_one_line_and_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         with config_error_exit(prog='tool.py'):

@@ -207,6 +207,16 @@ def test_same_key_in_two_bases_is_an_error_naming_both():
     assert info.value.key_path == 'shared'
 
 
+def test_a_base_listed_twice_is_named_as_such(tmp_path):
+    (tmp_path / 'base.py').write_text('model = dict(type="MLP")\n', encoding='utf-8')
+    (tmp_path / 'child.py').write_text("_base_ = ['base.py', './base.py']\n", encoding='utf-8')
+    with pytest.raises(ConfigError) as info:
+        Config.fromfile(tmp_path / 'child.py')
+    assert info.value.message == (f"_base_ lists the file {tmp_path / 'base.py'} twice ('./base.py'); list "
+                                  f'each base file once.')
+    assert info.value.key_path == '_base_'
+
+
 def test_unknown_base_reference_names_it_and_suggests():
     with pytest.raises(ConfigError, match=r"_base_\.optimizer\.lrr.*Did you mean 'lr'") as info:
         Config.fromfile(path('bad_base_ref.py'))

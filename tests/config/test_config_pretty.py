@@ -121,3 +121,48 @@ def test_non_ascii_identifier_keys_round_trip(key, tmp_path):
     path.write_text(cfg.pretty_text, encoding='utf-8')
     loaded = Config.fromfile(str(path))
     assert loaded.to_dict() == cfg.to_dict()
+
+
+def test_values_without_config_text_are_an_error_naming_the_key(tmp_path):
+    """Before, a class fell back to its repr and yapf failed on it ('invalid syntax'); torch.float32
+    was written as torch.float32, which does not load back."""
+    import torch
+
+    def my_collate(batch):
+        return batch
+
+    cases = [
+        (dict(loss=dict(type=torch.nn.CrossEntropyLoss)), 'loss.type',
+         r"a class \(torch\.nn\.modules\.loss\.CrossEntropyLoss\) has no config text.*'CrossEntropyLoss'"),
+        (dict(data=dict(train=dict(dataloader=dict(collate_fn=my_collate)))),
+         'data.train.dataloader.collate_fn',
+         r"a function \(.*my_collate\) has no config text.*'my_collate'"),
+        (dict(amp=dict(dtypes=[torch.float32])), 'amp.dtypes[0]',
+         r'a dtype \(torch\.float32\) has no config'),
+        ({'odd-key': {'w': torch.tensor([1.0])}}, "['odd-key'].w", r'a Tensor \(tensor\(\[1\.\]\)\)'),
+    ]
+    for data, key, message in cases:
+        cfg = Config(data, filename=str(tmp_path / 'c.py'))
+        for write in (lambda: cfg.pretty_text, lambda: cfg.dump(tmp_path / 'out.py')):
+            with pytest.raises(ConfigError, match=message) as info:
+                write()
+            assert info.value.key_path == key and info.value.filename == str(tmp_path / 'c.py')
+
+
+def test_numbers_of_number_subclasses_are_written_as_the_plain_numbers_they_equal():
+    np = pytest.importorskip('numpy')
+    cfg = Config(dict(lr=np.float64(0.25), steps=[np.float64('inf')], flag=True, n=3))
+    loaded = Config.fromstring(cfg.pretty_text, '.py')
+    assert loaded.to_dict() == dict(lr=0.25, steps=[math.inf], flag=True, n=3)
+    assert type(loaded.lr) is float
+
+
+def test_unwritable_values_can_be_written_as_strings_naming_them():
+    import torch
+
+    from colossal_runner.config.pretty import pretty_text
+    found = []
+    text = pretty_text(dict(loss=dict(type=torch.nn.MSELoss), lr=0.1), unwritable=found)
+    assert found == [('loss.type', torch.nn.MSELoss)]
+    assert Config.fromstring(text, '.py').to_dict() == dict(
+        loss=dict(type='torch.nn.modules.loss.MSELoss'), lr=0.1)

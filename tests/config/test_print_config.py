@@ -51,3 +51,13 @@ def test_bad_option_token_is_an_argparse_error():
     proc = run(osp.join(DATA, 'child.py'), '--cfg-options', 'oops')
     assert proc.returncode == 2
     assert "invalid token 'oops': expected KEY=VALUE" in proc.stderr
+
+
+def test_a_value_without_config_text_is_one_clear_line(tmp_path):
+    config = tmp_path / 'with_class.py'
+    config.write_text('from torch import nn\nloss = dict(type=nn.CrossEntropyLoss)\n', encoding='utf-8')
+    proc = run(str(config))
+    assert proc.returncode == 2 and proc.stdout == ''
+    assert 'YapfError' not in proc.stderr and 'Traceback' not in proc.stderr
+    assert (f'config {config}, key loss.type: a class (torch.nn.modules.loss.CrossEntropyLoss) has no config '
+            f'text') in proc.stderr

@@ -212,3 +212,68 @@ def test_builtins_are_there_for_a_lookup_and_a_clash_names_them(builtins_module)
     with pytest.raises(KeyError, match=r"'Widget' is already registered.*cr_reg_builtins\.Widget.*"
                                        r"force=True"):
         reg.register_module(name='Widget', module=dict)
+
+
+def test_register_module_without_parentheses_and_with_the_class_as_argument():
+    """mmcv 1.x habits: @REG.register_module and REG.register_module(Cls)."""
+    reg = Registry('widget', scope='test')
+
+    @reg.register_module
+    class Bare:
+        pass
+
+    def make(size=1):
+        return size
+
+    assert reg.register_module(make) is make
+    assert reg.get('Bare') is Bare and reg.get('make') is make
+    assert reg.build(dict(type='make', size=3)) == 3
+    with pytest.raises(KeyError, match="'Bare' is already registered"):
+        reg.register_module(Bare)
+    reg.register_module(Bare, force=True)  # force still applies
+
+
+def test_repr_shows_the_built_in_entries_before_any_lookup(builtins_module):
+    assert 'cr_reg_builtins' not in sys.modules
+    assert "items={'Widget': <class 'cr_reg_builtins.Widget'>}" in repr(builtins_module)
+
+
+def test_a_child_registrys_unknown_name_lists_its_parents_names_too():
+    child = Registry('model', parent=MODELS, scope='childtest')
+    try:
+        with pytest.raises(KeyError) as info:
+            child.build(dict(type='MPL'))
+        msg = info.value.args[0]
+        assert "Did you mean 'MLP'?" in msg and 'registered here: (none)' in msg
+        parents = "registered in the parent registry 'model' (scope colossal_runner): MLP, SimpleCNN, TinyGPT"
+        assert parents in msg
+        assert 'from torchvision.models: ' in msg  # the parent's fall-back is searched too
+    finally:
+        del MODELS._children['childtest']
+
+
+def test_a_misspelled_constructor_argument_suggests_the_one_it_takes():
+    reg, Gear = make_registry()
+    with pytest.raises(TypeError) as info:
+        reg.build(dict(type='Gear', teth=3))
+    assert info.value.__notes__ == ["(raised while building 'Gear' from registry 'widget'; did you mean "
+                                    "'teeth' for 'teth'? It takes: teeth, size)"]
+    with pytest.raises(TypeError) as info:  # nothing close: no guess
+        reg.build(dict(type='Gear', colour=3))
+    assert info.value.__notes__ == ["(raised while building 'Gear' from registry 'widget')"]
+
+
+def test_loss_and_optimizer_fallbacks_offer_losses_and_optimizers_only():
+    with pytest.raises(KeyError) as info:
+        LOSSES.build(dict(type='MSELos'))
+    msg = info.value.args[0]
+    assert "Did you mean 'MSELoss'" in msg and 'SELU' not in msg
+    listed = msg.split('from torch.nn: ')[1].split('. To use')[0].split(', ')
+    assert 'CrossEntropyLoss' in listed and 'MaxPool2d' not in listed and 'ReLU' not in listed
+    assert LOSSES.get('ReLU') is None and LOSSES.get('L1Loss') is torch.nn.L1Loss
+    with pytest.raises(KeyError) as info:
+        OPTIMIZERS.build(dict(type='Optimzer'))
+    listed = info.value.args[0].split('from torch.optim: ')[1].split('. To use')[0].split(', ')
+    assert 'SGD' in listed and 'Optimizer' not in listed
+    assert 'swap_in_optimizer_params_and_state' not in listed
+    assert OPTIMIZERS.get('Optimizer') is None and OPTIMIZERS.get('AdamW') is torch.optim.AdamW

@@ -1,0 +1,64 @@
+"""The end of a training run: the "Final metrics" line, final_metrics.json, and test.py --json."""
+import json
+import math
+import os
+import shutil
+
+from colossal_runner import test as test_cli
+from colossal_runner import train as train_cli
+
+from .conftest import E2E
+from .test_cli_messages import fresh_logger  # noqa: F401 - autouse: a clean logger per test
+
+TINY = os.path.join(E2E, 'tiny.py')
+
+
+def test_a_diverged_runs_nan_loss_is_kept_and_test_json_stays_valid(capsys, tmp_path):
+    """Before, NaN metrics were left out of the line and the file, and test.py --json printed NaN."""
+    train_cli.main([TINY, '--work-dir', str(tmp_path), '--no-progress', '--cfg-options', 'max_epochs=1',
+                    'nonfinite_loss=off', 'optimizer.lr=1e30'])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith('Final metrics: train Loss=nan, train Accuracy=') and 'test Loss=nan' in line
+    final = json.loads((tmp_path / 'final_metrics.json').read_text(encoding='utf-8'))
+    assert final['train']['Loss'] is None and final['test']['Loss'] is None
+    assert 0 <= final['test']['Accuracy'] <= 1
+    test_cli.main([TINY, str(tmp_path), '--json'])
+    printed = capsys.readouterr().out.strip()
+    assert 'NaN' not in printed and json.loads(printed) == dict(Loss=None, Accuracy=final['test']['Accuracy'])
+
+
+def test_final_metrics_say_when_each_modes_values_were_measured(capsys, tmp_path):
+    """With test_interval=2 and 3 epochs the test metrics are epoch 2's: the file and the line say so."""
+    train_cli.main([TINY, '--work-dir', str(tmp_path), '--no-progress', '--cfg-options', 'max_epochs=3',
+                    'test_interval=2'])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    final = json.loads((tmp_path / 'final_metrics.json').read_text(encoding='utf-8'))
+    assert final['measured_at'] == dict(train=dict(epoch=3, iteration=12), test=dict(epoch=2, iteration=8))
+    records = [json.loads(r) for r in (tmp_path / 'metrics.jsonl').read_text(encoding='utf-8').splitlines()]
+    test_record = [r for r in records if r['mode'] == 'test'][-1]
+    assert test_record['epoch'] == 2 and final['test']['Loss'] == test_record['Loss']
+    assert line.endswith(f"test Loss={final['test']['Loss']:.6g}, "
+                         f"test Accuracy={final['test']['Accuracy']:.6g} (epoch 2)")
+
+
+def test_the_line_has_six_significant_digits():
+    metrics = dict(train=dict(Loss=123456.789, LearningRate=1.36e-5), test=dict(Loss=math.nan))
+    at = dict(train=dict(epoch=3, iteration=9), test=dict(epoch=3, iteration=9))
+    assert train_cli.format_final_metrics(metrics, at) == ('train Loss=123457, train LearningRate=1.36e-05, '
+                                                           'test Loss=nan')
+
+
+def test_nothing_to_train_in_a_new_work_directory_does_not_claim_to_keep_a_file(capsys, tmp_path):
+    first = tmp_path / 'first'
+    train_cli.main([TINY, '--work-dir', str(first), '--no-progress', '--cfg-options', 'max_epochs=1'])
+    capsys.readouterr()
+    train_cli.main([TINY, '--work-dir', str(tmp_path / 'second'), '--no-progress', '--resume',
+                    str(first / 'checkpoints'), '--cfg-options', 'max_epochs=1'])
+    err = capsys.readouterr().err
+    assert 'nothing to train' in err and 'final_metrics.json is kept' not in err
+    assert f"no final_metrics.json is written in {tmp_path / 'second'}" in err
+    assert not (tmp_path / 'second' / 'final_metrics.json').exists()
+    shutil.copy(first / 'final_metrics.json', tmp_path / 'second')
+    train_cli.main([TINY, '--work-dir', str(tmp_path / 'second'), '--no-progress', '--resume',
+                    str(first / 'checkpoints'), '--cfg-options', 'max_epochs=1'])
+    assert 'final_metrics.json is kept.' in capsys.readouterr().err
