@@ -57,5 +57,6 @@ def test_torchrun_without_launcher_torch(tmp_path):
     two = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=90)
     out = two.stdout + two.stderr
     assert two.returncode != 0, out[-4000:]
-    assert out.count('but without --launcher torch') == 2 and 'Add --launcher torch' in out, out[-4000:]
+    # Both ranks refuse; torchrun may stop the second before it prints, once the first has exited.
+    assert 'but without --launcher torch' in out and 'Add --launcher torch' in out, out[-4000:]
     assert not list((tmp_path / 'two').rglob('*.pt')), out[-4000:]
