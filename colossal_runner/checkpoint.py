@@ -10,7 +10,7 @@ reads it without executing pickled code. The layout written by ``Trainer.state_d
          hooks={'SaveCheckpointHook': {...}},   # each stateful hook's state_dict()
          rng=get_rng_state(),                   # python, numpy, torch, cuda
          config='...config text...' or None,
-         meta=dict(torch='2.x', time='...', stage=s, pipeline_size=P))
+         meta=dict(torch='2.x', time='...', stage=s, pipeline_size=P, model_chunks=C))
 
 File names are ``epoch_{E}.pt`` / ``iter_{N}.pt`` (``epoch_{E}_stage{s}.pt`` with several
 stages). ``latest.pt`` (``latest_stage{s}.pt``) is a symbolic link, replaced atomically after a
@@ -259,6 +259,15 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
     if not os.path.isfile(path):
         where = directory or '.'
         existing = list_checkpoints(where, stage) if os.path.isdir(where) else []
+        staged = []
+        if stage is None and name.endswith('.pt') and os.path.isdir(where):  # one pipeline stage's files?
+            pattern = re.compile(re.escape(name[:-3]) + r'_stage[0-9]+\.pt')
+            staged = sorted(n for n in os.listdir(where) if pattern.fullmatch(n))
+        if staged:
+            raise FileNotFoundError(f'checkpoint {path!r} does not exist as one file: a pipeline run wrote '
+                                    f'it per stage ({", ".join(staged)}). Load it with the config it was '
+                                    f'trained with (parallel.pipeline={len(staged)}), where each stage reads '
+                                    f'its own.')
         raise FileNotFoundError(f'checkpoint {path!r} does not exist; checkpoints in {where!r}: '
                                 f'{existing or "none"}')
     return path

@@ -186,3 +186,15 @@ def test_pipeline_stages_resuming_from_different_iterations_all_stop(tmp_path):
         assert f'(--resume {tmp_path}/iter_3.pt)' in message  # the newest one both stages have
     first, second = run_distributed(_positions, 2, [5, None], str(tmp_path / 'missing'), timeout=60)
     assert second.startswith('FileNotFoundError') and first.startswith('RuntimeError: stage 1 could not read')
+
+
+def test_a_pipeline_checkpoint_named_without_a_pipeline_says_it_was_written_per_stage(tmp_path):
+    from colossal_runner.checkpoint import resolve_checkpoint_path
+    for stage in (0, 1):
+        (tmp_path / f'iter_88_stage{stage}.pt').write_bytes(b'x')
+    expected = (r"does not exist as one file: a pipeline run wrote it per stage "
+                r"\(iter_88_stage0.pt, iter_88_stage1.pt\).*parallel.pipeline=2")
+    with pytest.raises(FileNotFoundError, match=expected):
+        resolve_checkpoint_path(str(tmp_path / 'iter_88.pt'))
+    with pytest.raises(FileNotFoundError, match=r"does not exist; checkpoints in .*: none"):
+        resolve_checkpoint_path(str(tmp_path / 'iter_90.pt'))

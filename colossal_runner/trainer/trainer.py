@@ -423,7 +423,8 @@ class Trainer:
                     data=self.data_position.state_dict(),
                     config=self._config_text(),
                     meta=dict(torch=str(torch.__version__), time=datetime.datetime.now().isoformat(),
-                              stage=context.stage, pipeline_size=context.pipeline_size))
+                              stage=context.stage, pipeline_size=context.pipeline_size,
+                              model_chunks=getattr(self.engine.schedule, 'num_model_chunks', 1)))
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, finetune: bool = False) -> None:
         """Restore a :meth:`state_dict`; the next ``fit`` continues after the saved epoch/iteration.
@@ -436,6 +437,7 @@ class Trainer:
             raise KeyError(f"not a colossal_runner training checkpoint: expected the keys 'engine', "
                            f"'states', 'hooks', 'rng'; got {got}. For bare weights use "
                            f'engine.model.load_state_dict(...).')
+        self._check_layout(state.get('meta'))
         matched = self._load_engine(state['engine'], strict, finetune)
         if finetune:
             return
@@ -453,6 +455,22 @@ class Trainer:
                 hook.load_state_dict(saved_hooks[key])
         if state.get('rng'):
             set_rng_state(state['rng'])
+
+    def _check_layout(self, meta: Any) -> None:
+        """Refuse a checkpoint of another pipeline layout: its files hold other layers per stage, so
+        the model keys would not match, and the message would blame the model config."""
+        if not isinstance(meta, Mapping):
+            return
+        saved_stages, saved_chunks = meta.get('pipeline_size'), meta.get('model_chunks')
+        stages, chunks = get_context().pipeline_size, getattr(self.engine.schedule, 'num_model_chunks', 1)
+        if saved_chunks is None:  # written before model_chunks was recorded
+            saved_chunks = chunks
+        if isinstance(saved_stages, int) and (saved_stages, saved_chunks) != (stages, chunks):
+            raise ValueError(f'the checkpoint was written by a run with '
+                             f'{_layout(saved_stages, saved_chunks)}; this run has '
+                             f'{_layout(stages, chunks)}, so its stages hold other layers. Resume or '
+                             f'test with the layout it was trained with (parallel.pipeline={saved_stages} '
+                             f'and the same schedule).')
 
     def _load_engine(self, engine_state: Mapping[str, Any], strict: bool, finetune: bool) -> bool:
         """Load the engine's state; returns whether the model keys matched exactly."""
@@ -523,3 +541,8 @@ def _check_same_order_on_stages(**loaders: Optional[Iterable]) -> None:
                 f'than the last stage reads labels. Pass generator=torch.Generator().manual_seed(seed) to '
                 f'the DataLoader (or to its sampler), or build it with build_dataloader from '
                 f'colossal_runner.data.')
+
+
+def _layout(stages: int, chunks: int) -> str:
+    chunked = f' x {chunks} model chunks' if chunks > 1 else ''
+    return f'{stages} pipeline stage{"s" if stages > 1 else ""}{chunked}'

@@ -111,3 +111,16 @@ def test_pipeline_stages_refuse_a_loader_whose_order_comes_from_the_global_rng()
         _check_same_order_on_stages(train=seeded, test=DataLoader(dataset, batch_size=4))
     finally:
         set_context(None)
+
+
+def test_a_checkpoint_of_another_pipeline_layout_is_refused_naming_both_layouts():
+    trainer = Trainer(_engine(_model()))
+    state = trainer.state_dict()
+    assert state['meta']['pipeline_size'] == 1 and state['meta']['model_chunks'] == 1
+    for meta, saved in ((dict(pipeline_size=4, model_chunks=1), '4 pipeline stages'),
+                        (dict(pipeline_size=1, model_chunks=2), '1 pipeline stage x 2 model chunks')):
+        expected = f'written by a run with {saved}; this run has 1 pipeline stage, so its stages hold other'
+        with pytest.raises(ValueError, match=expected + ' layers.*parallel.pipeline='):
+            Trainer(_engine(_model())).load_state_dict(dict(state, meta=dict(state['meta'], **meta)))
+    older = dict(state, meta={k: v for k, v in state['meta'].items() if k != 'model_chunks'})
+    Trainer(_engine(_model())).load_state_dict(older)  # checkpoints from before model_chunks was recorded
