@@ -85,13 +85,14 @@ def _decode(values: List[int]) -> Meta:
     return Meta((is_tuple, tuple(specs)))
 
 
-def _wait(work: Any, action: str) -> None:
+def _wait(work: Any, action: str, peer: int) -> None:
     """``work.wait()``; its error names the peer (``send to rank 1``): gloo's timeout does not, and
-    the fault watcher's message can then say which rank this one waited for."""
+    the fault watcher's message can then say which rank this one waited for. (The text is made
+    only on failure: this runs for every transfer.)"""
     try:
         work.wait()
     except RuntimeError as exc:
-        exc.args = (f'{exc} ({action})',) + exc.args[1:]
+        exc.args = (f'{exc} ({action} rank {peer})',) + exc.args[1:]
         raise
 
 
@@ -103,7 +104,7 @@ class Received:
 
     def wait(self) -> List[torch.Tensor]:
         for work in self._works:
-            _wait(work, f'receive from rank {self.src}')
+            _wait(work, 'receive from', self.src)
         self._works = []
         return self.buffers
 
@@ -163,7 +164,7 @@ class P2PCommunicator:
         if any(pending == lane for pending, _, _ in self._sends):
             for pending, work, _ in self._sends:
                 if pending == lane:
-                    _wait(work, f'send to rank {lane[0]}')
+                    _wait(work, 'send to', lane[0])
             self._sends = [entry for entry in self._sends if entry[0] != lane]
 
     def wait_sends(self, only_completed: bool = False) -> None:
@@ -172,7 +173,7 @@ class P2PCommunicator:
             self._sends = [entry for entry in self._sends if not entry[1].is_completed()]
             return
         for lane, work, _ in self._sends:
-            _wait(work, f'send to rank {lane[0]}')
+            _wait(work, 'send to', lane[0])
         self._sends = []
 
     def drop_sends(self) -> None:
