@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from ..registry import DATASETS
 from ..utils.checks import check_positive_int
-from .dataloader import dataset_transform
+from .dataloader import ItemTransforms
 from .digits import check_ratio
 
 
@@ -24,7 +24,7 @@ def default_corpus() -> str:
 
 
 @DATASETS.register_module()
-class CharText(Dataset):
+class CharText(ItemTransforms, Dataset):
     """Sequences of ``block_size`` characters and the same sequence shifted by one.
 
     The vocabulary is the sorted set of characters of the whole corpus, so train and test
@@ -58,8 +58,7 @@ class CharText(Dataset):
         if stride is not None:
             check_positive_int('CharText stride', stride, ' (characters from one item to the next; None: '
                                                           'block_size)')
-        self.transform = dataset_transform('CharText', 'transform', transform)
-        self.target_transform = dataset_transform('CharText', 'target_transform', target_transform)
+        self.set_transforms(transform, target_transform)
         if text is not None and text_file is not None:
             raise ValueError('CharText takes text= or text_file=, not both')
         if text_file is not None:
@@ -113,8 +112,4 @@ class CharText(Dataset):
         start = index * self.stride
         chunk = self.ids[start:start + self.block_size + 1]
         data, target = chunk[:-1], chunk[1:]
-        if self.transform is not None:
-            data = self.transform(data)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return data, target
+        return self.transformed(data, target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import random
 import warnings
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -41,6 +41,26 @@ def dataset_transform(owner: str, key: str, value: Any) -> Optional[Callable]:
         raise TypeError(f'{owner} {key} must be a callable, a dict(type=...) from TRANSFORMS or a list of '
                         f'them; got {type(value).__name__} {value!r}')
     return transform
+
+
+class ItemTransforms:
+    """For the bundled datasets: ``transform`` / ``target_transform`` (see :func:`dataset_transform`),
+    applied to each item's input and target."""
+
+    transform: Optional[Callable] = None
+    target_transform: Optional[Callable] = None
+
+    def set_transforms(self, transform: Any, target_transform: Any) -> None:
+        name = type(self).__name__
+        self.transform = dataset_transform(name, 'transform', transform)
+        self.target_transform = dataset_transform(name, 'target_transform', target_transform)
+
+    def transformed(self, data: Any, target: Any) -> Tuple[Any, Any]:
+        if self.transform is not None:
+            data = self.transform(data)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return data, target
 
 
 def build_dataset(cfg: Mapping, default_args: Optional[Mapping] = None) -> Dataset:

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
-from .dataloader import dataset_transform
+from .dataloader import ItemTransforms
 
 # The split must never change between runs or machines, so it is fixed here rather than
 # taken from the user's seed: a checkpoint trained on "train" is always tested on "test".
@@ -33,7 +33,7 @@ def _load_digits():
 
 
 @DATASETS.register_module()
-class Digits(Dataset):
+class Digits(ItemTransforms, Dataset):
     """1797 8x8 grey-scale digit images (0-9) bundled with scikit-learn.
 
     Args:
@@ -55,8 +55,7 @@ class Digits(Dataset):
         if split not in self.SPLITS:
             raise ValueError(f"Digits split must be one of {self.SPLITS}, got {split!r}")
         check_ratio('Digits test_ratio', test_ratio)
-        self.transform = dataset_transform('Digits', 'transform', transform)
-        self.target_transform = dataset_transform('Digits', 'target_transform', target_transform)
+        self.set_transforms(transform, target_transform)
         from sklearn.model_selection import train_test_split
 
         raw = _load_digits()
@@ -82,11 +81,7 @@ class Digits(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Any, Any]:
         data, target = self.data[index], self.targets[index]
-        if self.transform is not None:
-            data = self.transform(data)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return data, target
+        return self.transformed(data, target)
 
     def __repr__(self) -> str:
         return f'Digits(split={self.split!r}, flatten={self.flatten}, size={len(self)})'

@@ -8,11 +8,11 @@ from torch.utils.data import Dataset
 
 from ..registry import DATASETS
 from ..utils.checks import check_positive_int
-from .dataloader import dataset_transform
+from .dataloader import ItemTransforms
 
 
 @DATASETS.register_module()
-class SyntheticClassification(Dataset):
+class SyntheticClassification(ItemTransforms, Dataset):
     """Gaussian clusters around one random centre per class.
 
     The centres depend only on ``seed`` (so a train and a test set built with the same
@@ -52,17 +52,11 @@ class SyntheticClassification(Dataset):
         if shape is not None:
             self.data = self.data.reshape(num_samples, *shape)
         self.num_classes = num_classes
-        self.transform = dataset_transform('SyntheticClassification', 'transform', transform)
-        self.target_transform = dataset_transform('SyntheticClassification', 'target_transform',
-                                                  target_transform)
+        self.set_transforms(transform, target_transform)
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int) -> Tuple[Any, Any]:
         data, target = self.data[index], self.targets[index]
-        if self.transform is not None:
-            data = self.transform(data)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return data, target
+        return self.transformed(data, target)
