@@ -70,7 +70,8 @@ def report_errors(prog: str, debug: bool, status: int,
     except Exception as exc:  # noqa: BLE001 - the user gets one clear line, --debug the traceback
         from .distributed import report_failure
         report_failure(exc)  # other ranks of a distributed run stop now instead of at the timeout
-        _log_error(f'{prog}: error: {format_config_error(exc)}', logs_before)
+        if not getattr(exc, 'logged', False):  # an error the run has written into its log already
+            _log_error(f'{prog}: error: {format_config_error(exc)}', logs_before)
         if debug:
             raise
         print(f'{prog}: error: {format_config_error(exc)} (rerun with --debug for the traceback)',

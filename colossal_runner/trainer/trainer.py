@@ -265,7 +265,9 @@ class Trainer:
                    f'{iteration - 1}. Lower the learning rate, set clip_grad_norm, check the data for '
                    f"NaN/Inf, or set nonfinite_loss = 'skip' to drop such steps and count them.")
         self.logger.error(message)
-        return NonFiniteLossError(message, loss=exc.loss, lr=exc.lr, local=exc.local)
+        error = NonFiniteLossError(message, loss=exc.loss, lr=exc.lr, local=exc.local)
+        error.logged = True  # tools/train.py then does not write it into the log a second time
+        return error
 
     def _note_skipped(self, dropped: int) -> None:
         """Count and log steps the engine dropped for a NaN/Inf loss (``nonfinite_loss='skip'``)."""

@@ -149,6 +149,12 @@ def test_a_failed_run_writes_its_error_into_its_log(capsys, tmp_path):
     lines = log.read_text(encoding='utf-8').splitlines()
     assert lines[-1].endswith(f"ERROR - train.py: error: config {TINY}, key data.train.dataset: expected "
                               "a dict like dict(type='Digits'), got NoneType: None")
+    # a NaN loss, which the trainer logs itself, is in the log once
+    diverged = tmp_path / 'diverged'
+    _exit(train_cli.main, [TINY, '--work-dir', str(diverged), '--no-progress', '--cfg-options',
+                           'optimizer.lr=1e30'], capsys, status=1)
+    (nan_log,) = diverged.glob('*.log')
+    assert nan_log.read_text(encoding='utf-8').count('non-finite loss') == 1
     config = _write(tmp_path / 'failing_hook.py', f'''_base_ = {TINY!r}
 from colossal_runner.trainer.hooks import BaseHook
 class FailingHook(BaseHook):
