@@ -10,7 +10,6 @@ import inspect
 import logging
 import os
 import os.path as osp
-import time
 import tempfile
 import warnings
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
@@ -30,7 +29,7 @@ from .nn import lr_scheduler as _lr_scheduler  # noqa: F401  (registers the LR s
 from .registry import HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
 from .trainer import Trainer
 from .trainer.hooks import LRSchedulerHook
-from .utils.logging import detach_log_file, get_logger
+from .utils.logging import detach_log_file, get_logger, run_log_path
 
 # Every top-level key initialize() and the tools read; anything else is probably a typo.
 KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 'parallel', 'amp',
@@ -442,7 +441,7 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
         log_cfg = dict(cfg.get('logging', None) or {})
         level = log_cfg.get('level', 'INFO')
         path = log_file if isinstance(log_file, str) else \
-            (osp.join(cfg.work_dir, time.strftime('%Y%m%d_%H%M%S') + '.log') if log_file else None)
+            (run_log_path(cfg.work_dir) if log_file else None)
         path = None if read_only else path
         if path is None:  # one run, one log file: not the previous run's (a file given replaces it)
             detach_log_file(logging.getLogger('colossal_runner'))

@@ -18,7 +18,7 @@ from ..engine.batch import call_model, to_device
 from ..engine.engine import NonFiniteLossError
 from ..registry import HOOKS
 from ..utils.checks import check_positive_int
-from ..utils.logging import MetricWriter, get_logger
+from ..utils.logging import MetricWriter, get_logger, run_log_path
 from .data_position import DataPosition, set_sampler_epoch
 from .hooks.base_hook import BaseHook, note_hook_failure
 from .hooks.metric_hook import read_metrics
@@ -57,7 +57,7 @@ class Trainer:
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
-            log_file = os.path.join(work_dir, f'{datetime.datetime.now():%Y%m%d_%H%M%S}.log')
+            log_file = run_log_path(work_dir) if logger is None else None
             metric_file = os.path.join(work_dir, 'metrics.jsonl')
         self.logger = logger if logger is not None else get_logger('colossal_runner', log_file)
         self.metric_writer = MetricWriter(metric_file) if metric_file else None

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import sys
+import time
 from typing import Any, Mapping, Optional
 
 _FORMAT = '%(asctime)s - %(name)s - %(levelname)s - %(message)s'
@@ -18,6 +19,18 @@ _FORMAT = '%(asctime)s - %(name)s - %(levelname)s - %(message)s'
 def _is_logging_rank() -> bool:
     from ..distributed import get_context
     return get_context().is_logging_rank
+
+
+def run_log_path(work_dir: str) -> str:
+    """``<work_dir>/<YYYYmmdd_HHMMSS>.log`` for a new run, named by its start; ``_2``, ``_3``, ...
+    is added when a run that started in the same second already has that name (two Trainers
+    in one script), so that each run's file holds only its own lines."""
+    stamp = time.strftime('%Y%m%d_%H%M%S')
+    path, n = os.path.join(work_dir, f'{stamp}.log'), 1
+    while os.path.exists(path):
+        n += 1
+        path = os.path.join(work_dir, f'{stamp}_{n}.log')
+    return path
 
 
 def get_logger(name: str = 'colossal_runner', log_file: Optional[str] = None,

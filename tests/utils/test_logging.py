@@ -98,3 +98,25 @@ def test_two_initialize_runs_and_a_direct_trainer_each_log_to_their_own_file(tmp
         text = _log_text(tmp_path / name)
         assert f'{name} finished epoch 1' in text
         assert all(other not in text for other in ('first', 'second', 'direct') if other != name), name
+
+
+def test_two_runs_started_in_the_same_second_get_their_own_log_files(tmp_path, monkeypatch):
+    import time
+
+    import torch
+    from torch import nn
+
+    from colossal_runner.engine import Engine
+    from colossal_runner.trainer import Trainer
+    monkeypatch.setattr(time, 'strftime', lambda fmt, *args: '20261129_120000')
+
+    def run(message):
+        model = nn.Linear(2, 2)
+        engine = Engine(model, nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+        Trainer(engine, work_dir=str(tmp_path)).logger.info(message)
+
+    run('first run')
+    run('second run')
+    first, second = tmp_path / '20261129_120000.log', tmp_path / '20261129_120000_2.log'
+    assert 'first run' in first.read_text() and 'second run' not in first.read_text()
+    assert 'second run' in second.read_text()
