@@ -104,7 +104,9 @@ def _where(cfg: Config, exc: BaseException, key_path: str) -> BaseException:
 def _build(cfg: Config, key_path: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
-    except (KeyError, TypeError, ValueError, OSError) as exc:  # OSError: e.g. a missing data file
+    except ConfigError:
+        raise  # names its file and key already
+    except Exception as exc:  # e.g. a missing data file, or torchvision's failed download (RuntimeError)
         raise _where(cfg, exc, key_path)
 
 
@@ -290,7 +292,7 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
         params = {}
-    max_epochs, max_steps = cfg.get('max_epochs', None), cfg.get('max_steps', None)
+    max_epochs, max_steps = cfg.get('max_epochs', 1), cfg.get('max_steps', None)  # the run's defaults
     # LRSchedulerHook(by_epoch=True) steps the scheduler once per epoch: its lengths count epochs
     # (as mmcv's by_epoch schedules do), and max_steps is rounded up to whole epochs.
     by_epoch = _scheduler_steps_by_epoch(cfg)
@@ -341,6 +343,10 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
             logger.warning(f'lr_scheduler: warmup_epochs={epochs} is {sched_cfg["warmup_steps"]} steps, '
                            f'more than total_steps={total}; warming up for {total} steps instead')
             sched_cfg['warmup_steps'] = total
+        elif isinstance(total, int) and sched_cfg['warmup_steps'] == total:
+            logger.warning(f'lr_scheduler: warmup_epochs={epochs} is the whole run ({total} steps): the '
+                           f'learning rate rises until the last step and never decays. Train more epochs '
+                           f'(max_epochs) or shorten the warm-up (lr_scheduler.warmup_epochs).')
         logger.info(f'lr_scheduler warm-up: warmup_epochs={epochs} -> '
                     f'warmup_steps={sched_cfg["warmup_steps"]} {units} ({unit} per epoch)')
     elif 'warmup_steps' in sched_cfg:

@@ -54,6 +54,15 @@ def test_max_steps_bounds_total_steps_and_warmup_steps_kept(tmp_path):
     assert engine.lr_scheduler.total_steps == 3 and engine.lr_scheduler.warmup_steps == 1
 
 
+def test_a_scheduler_counts_the_default_single_epoch_when_max_epochs_is_left_out(tmp_path, project_log):
+    """max_epochs defaults to 1 for the run; the scheduler's length used to refuse the config."""
+    cfg = _cfg(lr_scheduler=dict(type='CosineAnnealingWarmupLR', warmup_epochs=1))
+    del cfg['max_epochs']
+    engine = initialize(cfg, work_dir=str(tmp_path), log_file=False).engine
+    assert engine.lr_scheduler.total_steps == 4 == engine.lr_scheduler.warmup_steps  # 4 batches, 1 epoch
+    assert 'warmup_epochs=1 is the whole run (4 steps)' in project_log.text  # and it says so
+
+
 def test_a_scheduler_stepped_per_epoch_counts_its_lengths_in_epochs(tmp_path):
     """With LRSchedulerHook(by_epoch=True) the scheduler steps once per epoch, so total_steps and
     warmup_epochs are counted in epochs, not in optimizer steps (which would leave the run in
@@ -157,6 +166,9 @@ def test_unwritable_work_dir_is_a_config_error(tmp_path):
     (dict(model=dict(type='MLP', in_features=0)), ValueError, 'MLP in_features must be a positive int'),
     (dict(data=dict(train=dict(dataset=None))), ConfigError,  # --cfg-options data.train.dataset=None
      r"key data.train.dataset: expected a dict like dict\(type='Digits'\), got NoneType: None"),
+    # torchvision's dataset classes raise RuntimeError for a dataset that is not there to load
+    (dict(data=dict(train=dict(dataset=dict(type='MNIST', root='/no/such/dir', download=False)))),
+     RuntimeError, 'Dataset not found'),
     (dict(deterministic='yes'), ConfigError,
      r"key deterministic: expected True or False, got str 'yes'; e.g. deterministic = True"),
 ])
