@@ -337,8 +337,10 @@ def _read(path: str, map_location: Any) -> Dict[str, Any]:
                          f'earlier checkpoint from {os.path.dirname(path) or "."!r}.') from exc
     if not isinstance(state, dict):
         raise ValueError(f'checkpoint {path!r} holds a {type(state).__name__}, expected a dict')
-    if isinstance(state.get('meta', {}), dict):  # which file a directory or latest.pt stood for
-        state['meta'] = dict(state.get('meta', {}), path=path)
+    if isinstance(state.get('meta'), dict) or ('engine' in state and 'states' in state):
+        # which file a directory or latest.pt stood for (training checkpoints only: bare weights
+        # must load into their module as they were saved)
+        state['meta'] = dict(state.get('meta') or {}, path=path)
     return state
 
 

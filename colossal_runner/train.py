@@ -251,7 +251,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                     display_progress=progress)
         metrics = final_metrics(trainer)
         trained = (trainer.states['epoch'], trainer.states['iteration']) != start
-        if not trained and all(math.isnan(v) for values in metrics.values() for v in values.values()):
+        if not trained:
             # A resumed run that had already reached max_epochs / max_steps: say so, and keep
             # the finished run's final_metrics.json rather than overwrite it with nothing.
             limits = f"max_epochs={cfg.get('max_epochs', 1)}, max_steps={cfg.get('max_steps', None)}"

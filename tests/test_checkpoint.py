@@ -198,3 +198,16 @@ def test_a_pipeline_checkpoint_named_without_a_pipeline_says_it_was_written_per_
         resolve_checkpoint_path(str(tmp_path / 'iter_88.pt'))
     with pytest.raises(FileNotFoundError, match=r"does not exist; checkpoints in .*: none"):
         resolve_checkpoint_path(str(tmp_path / 'iter_90.pt'))
+
+
+def test_bare_weights_read_back_as_they_were_saved(tmp_path):
+    """load_checkpoint names the file it read in a training checkpoint's meta, and adds nothing to
+    a file of bare weights, which then loads into its module as it is."""
+    from torch import nn
+
+    from colossal_runner.checkpoint import load_checkpoint
+    layer = nn.Linear(3, 2)
+    torch.save(layer.state_dict(), tmp_path / 'weights.pt')
+    weights = load_checkpoint(str(tmp_path / 'weights.pt'))
+    assert sorted(weights) == ['bias', 'weight']
+    nn.Linear(3, 2).load_state_dict(weights)

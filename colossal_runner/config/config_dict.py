@@ -73,7 +73,9 @@ class ConfigDict(Dict):
         path = list(self.__dict__.get(_PATH_ATTR) or []) + [name]
         if isinstance(value, ConfigDict):
             object.__setattr__(value, _PATH_ATTR, path)
-        elif type(value) in (list, tuple):  # hooks[2]: the dicts of a list, a level down
+        elif type(value) in (list, tuple) and value and isinstance(value[0], ConfigDict):
+            # hooks[2]: the dicts of a list of dicts, a level down (a list of other things is not
+            # walked: reading a long list item by item would cost its length each time)
             for i, item in enumerate(value):
                 if isinstance(item, ConfigDict):
                     object.__setattr__(item, _PATH_ATTR, path + [i])

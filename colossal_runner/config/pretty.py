@@ -11,6 +11,7 @@ import enum
 import inspect
 import keyword
 import math
+import numbers
 import unicodedata
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -73,11 +74,15 @@ def format_value(value: Any, literal_dicts: bool = False, path: Optional[List[Ke
         return repr(str(value)).replace('{{', '{\\x7b')
     if value is None or type(value) in (bool, bytes):
         return repr(value)
-    if isinstance(value, (int, float)) and not isinstance(value, (bool, enum.Enum)):
-        # subclasses too (numpy's float64), written as the plain number they equal
-        if isinstance(value, int):
-            return int.__repr__(value)
-        return float.__repr__(value) if math.isfinite(value) else f"float('{float(value)}')"
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, enum.Enum)):
+        # subclasses and registered types too (numpy's int64, float32), written as the plain
+        # number they equal
+        if isinstance(value, numbers.Integral):
+            return int.__repr__(int(value))
+        number = float(value)
+        return float.__repr__(number) if math.isfinite(number) else f"float('{number}')"
+    if type(value) in (complex, range):  # their repr is Python that loads back equal
+        return repr(value)
     if unwritable is None:
         raise ConfigError(_unwritable_message(value), None, path)
     unwritable.append((format_key_path(path), value))

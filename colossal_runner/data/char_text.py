@@ -36,7 +36,7 @@ class CharText(ItemTransforms, Dataset):
         split: ``'train'`` or ``'test'``.
         block_size: characters per item.
         text / text_file: the corpus; the pydoc topics text by default.
-        test_ratio: the share of the text in the test split, in (0, 1).
+        test_ratio: the share of the text in the test split, in [0, 1].
         max_chars: use only the first ``max_chars`` characters (quick runs).
         stride: distance between the starts of consecutive items (a positive int; None:
             ``block_size``).
@@ -54,7 +54,8 @@ class CharText(ItemTransforms, Dataset):
             raise ValueError(f"CharText split must be 'train' or 'test', got {split!r}")
         if not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f'CharText block_size must be a positive int, got {block_size!r}')
-        check_ratio('CharText test_ratio', test_ratio)
+        # 0 puts all the text in the train split (a split left empty is an error below)
+        check_ratio('CharText test_ratio', test_ratio, closed=True)
         if stride is not None:
             check_positive_int('CharText stride', stride, ' (characters from one item to the next; None: '
                                                           'block_size)')

@@ -15,11 +15,13 @@ from .dataloader import ItemTransforms
 _SPLIT_SEED = 0
 
 
-def check_ratio(name: str, value: Any) -> float:
-    """``value`` when it is a number strictly between 0 and 1 (a share of the data), else a ValueError."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value < 1.0:
-        raise ValueError(f'{name} must be a number in (0, 1), the share of the data in the test split; '
-                         f'got {value!r}')
+def check_ratio(name: str, value: Any, closed: bool = False) -> float:
+    """``value`` when it is a number between 0 and 1 (a share of the data; 0 and 1 themselves only
+    when ``closed``), else a ValueError."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not ((0.0 <= value <= 1.0) if closed else (0.0 < value < 1.0)):
+        raise ValueError(f'{name} must be a number in {"[0, 1]" if closed else "(0, 1)"}, the share of the '
+                         f'data in the test split; got {value!r}')
     return value
 
 

@@ -439,7 +439,8 @@ class Trainer:
             raise KeyError(f"not a colossal_runner training checkpoint: expected the keys 'engine', "
                            f"'states', 'hooks', 'rng'; got {got}. For bare weights use "
                            f'engine.model.load_state_dict(...).')
-        self._check_layout(state.get('meta'))
+        if strict and not finetune:  # a partial load (weights by name) may come from any layout
+            self._check_layout(state.get('meta'))
         matched = self._load_engine(state['engine'], strict, finetune)
         if finetune:
             return

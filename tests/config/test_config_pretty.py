@@ -151,10 +151,12 @@ def test_values_without_config_text_are_an_error_naming_the_key(tmp_path):
 
 def test_numbers_of_number_subclasses_are_written_as_the_plain_numbers_they_equal():
     np = pytest.importorskip('numpy')
-    cfg = Config(dict(lr=np.float64(0.25), steps=[np.float64('inf')], flag=True, n=3))
+    cfg = Config(dict(lr=np.float64(0.25), steps=[np.float64('inf')], flag=True, n=3, k=np.int64(7),
+                      half=np.float32(0.5), z=1 + 2j, r=range(3)))
     loaded = Config.fromstring(cfg.pretty_text, '.py')
-    assert loaded.to_dict() == dict(lr=0.25, steps=[math.inf], flag=True, n=3)
-    assert type(loaded.lr) is float
+    assert loaded.to_dict() == dict(lr=0.25, steps=[math.inf], flag=True, n=3, k=7, half=0.5, z=1 + 2j,
+                                    r=range(3))
+    assert type(loaded.lr) is float and type(loaded.k) is int
 
 
 def test_unwritable_values_can_be_written_as_strings_naming_them():

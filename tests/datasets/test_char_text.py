@@ -66,10 +66,10 @@ def test_text_file(tmp_path):
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(test_ratio=1.5), r'CharText test_ratio must be a number in \(0, 1\).*got 1\.5'),
-    (dict(test_ratio=-0.5), r'CharText test_ratio must be a number in \(0, 1\).*got -0\.5'),
-    (dict(test_ratio=0), r'CharText test_ratio must be a number in \(0, 1\).*got 0'),
-    (dict(test_ratio='0.1'), r"CharText test_ratio must be a number in \(0, 1\).*got '0\.1'"),
+    (dict(test_ratio=1.5), r'CharText test_ratio must be a number in \[0, 1\].*got 1\.5'),
+    (dict(test_ratio=-0.5), r'CharText test_ratio must be a number in \[0, 1\].*got -0\.5'),
+    (dict(test_ratio=1), r'the train split has 0 characters'),
+    (dict(test_ratio='0.1'), r"CharText test_ratio must be a number in \[0, 1\].*got '0\.1'"),
     (dict(stride=0), r'CharText stride must be a positive int \(.*None: block_size\), got 0'),
     (dict(stride=-4), r'CharText stride must be a positive int .*got -4'),
     (dict(stride=2.0), r'CharText stride must be a positive int .*got 2\.0'),
@@ -82,3 +82,8 @@ def test_bad_ratio_and_stride_say_what_is_expected(kwargs, message):
 def test_stride_none_means_block_size():
     ds = CharText('train', block_size=4, text='abcdefghij' * 10, stride=None, test_ratio=0.5)
     assert ds.stride == 4 and torch.equal(ds[1][0], ds.ids[4:8])
+
+
+def test_a_test_ratio_of_0_trains_on_all_the_text():
+    ds = CharText('train', block_size=4, text='abcdefghij' * 10, test_ratio=0)
+    assert len(ds.ids) == 100 and ds.decode(ds.ids[-4:]) == 'ghij'

@@ -62,3 +62,19 @@ def test_nothing_to_train_in_a_new_work_directory_does_not_claim_to_keep_a_file(
     train_cli.main([TINY, '--work-dir', str(tmp_path / 'second'), '--no-progress', '--resume',
                     str(first / 'checkpoints'), '--cfg-options', 'max_epochs=1'])
     assert 'final_metrics.json is kept.' in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_keeps_its_final_metrics_even_with_a_metric_that_follows_state(
+        capsys, tmp_path):
+    """LearningRate has a value right after a resume (the engine saves step_lr); the finished
+    run's final_metrics.json must still not be replaced by a run that trained nothing."""
+    config = tmp_path / 'with_lr_hook.py'
+    config.write_text(f"_base_ = {TINY!r}\nhooks = [dict(type='LossHook'), dict(type='LRSchedulerHook'), "
+                      f"dict(type='SaveCheckpointHook')]\nmax_epochs = 1\n", encoding='utf-8')
+    train_cli.main([str(config), '--work-dir', str(tmp_path), '--no-progress'])
+    before = (tmp_path / 'final_metrics.json').read_text(encoding='utf-8')
+    assert 'LearningRate' in before
+    capsys.readouterr()
+    train_cli.main([str(config), '--work-dir', str(tmp_path), '--no-progress', '--resume'])
+    assert 'nothing to train' in capsys.readouterr().err
+    assert (tmp_path / 'final_metrics.json').read_text(encoding='utf-8') == before

@@ -124,3 +124,8 @@ def test_a_checkpoint_of_another_pipeline_layout_is_refused_naming_both_layouts(
             Trainer(_engine(_model())).load_state_dict(dict(state, meta=dict(state['meta'], **meta)))
     older = dict(state, meta={k: v for k, v in state['meta'].items() if k != 'model_chunks'})
     Trainer(_engine(_model())).load_state_dict(older)  # checkpoints from before model_chunks was recorded
+    # Weights by name (fine-tuning, strict=False) may come from any layout: a whole model's
+    # checkpoint gives each pipeline stage its own layers, whose names keep the whole model's indices.
+    other = dict(state, meta=dict(state['meta'], pipeline_size=4))
+    Trainer(_engine(_model())).load_state_dict(other, finetune=True)
+    Trainer(_engine(_model())).load_state_dict(other, strict=False)
