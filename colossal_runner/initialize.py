@@ -259,6 +259,13 @@ def build_model(cfg: Config, context: ParallelContext, train_loader: Optional[Da
     if 'vocab_size' in model_cfg and model_cfg['vocab_size'] is None and hasattr(dataset, 'vocab_size'):
         model_cfg['vocab_size'] = dataset.vocab_size  # a text model sized by its corpus
         cfg.model.vocab_size = dataset.vocab_size
+    needed = getattr(dataset, 'vocab_size', None)
+    given = model_cfg.get('vocab_size')
+    if isinstance(given, int) and isinstance(needed, int) and given < needed:
+        # torch would only say "index out of range in self" at the first step
+        raise ConfigError(f'the model has vocab_size={given}, but the training text has {needed} distinct '
+                          f'tokens: set model.vocab_size to at least {needed}, or to None to take it from '
+                          f'the dataset', cfg.filename, 'model.vocab_size')
     set_seed(seed)  # the weights depend on the seed only, not on what was built before
     chunks = model_chunks(cfg)
     if context.pipeline_size > 1 or chunks > 1:  # one process runs an interleaved plan's chunks in turn

@@ -114,6 +114,17 @@ def test_text_model_gets_vocab_size_from_dataset_and_partition_is_dropped(tmp_pa
     assert output.shape == (4, 8, vocab) and loss.dim() == 0
 
 
+def test_a_vocabulary_smaller_than_the_texts_is_a_config_error(tmp_path):
+    cfg = _cfg(model=dict(type='TinyGPT', vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8),
+               data=dict(train=dict(dataset=dict(type='CharText', block_size=8, text='abcdefghij' * 20),
+                                    dataloader=dict(batch_size=4))),
+               lr_scheduler=None)
+    expected = (r'key model.vocab_size: the model has vocab_size=5, but the training text has 10 distinct '
+                r'tokens: set model.vocab_size to at least 10')
+    with pytest.raises(ConfigError, match=expected):
+        initialize(cfg, work_dir=str(tmp_path), log_file=False)
+
+
 def test_misspelled_top_level_key_is_an_error_naming_the_known_key(tmp_path):
     cfg = _cfg(optimzer=dict(type='SGD', lr=1.0), _helper=1)
     with pytest.raises(ConfigError, match=r"key optimzer: unknown top-level key 'optimzer'; did you mean "
