@@ -263,7 +263,8 @@ def test_a_utf8_bom_is_tolerated(tmp_path):
 
 def test_every_shipped_config_has_its_own_work_directory():
     """Two configs sharing a work directory (configs/digits/cnn.py and configs/mnist/cnn.py both
-    defaulted to work_dirs/cnn) make --resume and tools/test.py read the other run's checkpoints."""
+    defaulted to work_dirs/cnn) make --resume and tools/test.py read the other run's checkpoints.
+    File names are unique instead of work_dir pinned, which a config built on one would inherit."""
     import glob
     import os
 
@@ -275,7 +276,8 @@ def test_every_shipped_config_has_its_own_work_directory():
         if os.sep + '_base_' + os.sep in path:
             continue
         cfg = Config.fromfile(path)
-        work_dir = cfg.get('work_dir', None) or default_work_dir(cfg)
+        assert cfg.get('work_dir', None) is None, f'{path} pins work_dir (inherited by configs on it)'
+        work_dir = default_work_dir(cfg)
         assert work_dir not in seen, f'{path} and {seen[work_dir]} both write to {work_dir}'
         seen[work_dir] = path
     assert len(seen) >= 7

@@ -4,6 +4,3 @@ _base_ = ['../_base_/models/simple_cnn.py', '../_base_/datasets/mnist.py',
 model = dict(image_size=28, channels=[32, 64, 64], pool=[False, True, True])
 optimizer = dict(lr=1e-3)
 max_epochs = 5
-# its own work directory: the default, work_dirs/<file name>, is configs/digits/cnn.py's too, and
-# --resume or tools/test.py would then pick up the other run's checkpoints
-work_dir = 'work_dirs/mnist_cnn'
