@@ -70,16 +70,20 @@ class ConfigDict(Dict):
 
     def _handed_out(self, name: Any, value: Any) -> Any:
         """``value``, which a read of ``name`` returns; a ConfigDict learns its key path from it."""
-        path = list(self.__dict__.get(_PATH_ATTR) or []) + [name]
         if isinstance(value, ConfigDict):
-            object.__setattr__(value, _PATH_ATTR, path)
+            object.__setattr__(value, _PATH_ATTR, self._path_to(name))
         elif type(value) in (list, tuple) and value and isinstance(value[0], ConfigDict):
             # hooks[2]: the dicts of a list of dicts, a level down (a list of other things is not
             # walked: reading a long list item by item would cost its length each time)
+            path = self._path_to(name)
             for i, item in enumerate(value):
                 if isinstance(item, ConfigDict):
                     object.__setattr__(item, _PATH_ATTR, path + [i])
         return value
+
+    def _path_to(self, name: Any) -> List[KeyPart]:
+        """The key path of this dict's entry ``name`` (built only for a value that keeps it)."""
+        return list(self.__dict__.get(_PATH_ATTR) or []) + [name]
 
     def __setitem__(self, name: Any, value: Any) -> None:
         super().__setitem__(name, _to_config_dict(value))
