@@ -247,7 +247,8 @@ def build_data(cfg: Config, context: ParallelContext, seed: int):
         dataset_cfg = _require_dict(cfg, part['dataset'], f'data.{split}.dataset', "dict(type='Digits')")
         dataset = _build(cfg, f'data.{split}.dataset', build_dataset, dataset_cfg)
         loaders[split] = _build(cfg, f'data.{split}.dataloader', build_dataloader, part.get('dataloader'),
-                                dataset, context=context, seed=seed, shuffle=None)
+                                dataset, context=context, seed=seed, shuffle=None,
+                                pad_shards=split == 'train')
     return loaders['train'], loaders['test']
 
 

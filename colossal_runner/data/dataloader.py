@@ -79,8 +79,36 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+@DATA_SAMPLERS.register_module()
+class UnpaddedDistributedSampler(DistributedSampler):
+    """torch's DistributedSampler without its padding: replica ``r`` of ``n`` reads every ``n``-th
+    index from ``r``, so the shards differ by at most one sample and no sample is read twice.
+
+    torch's sampler repeats the first indices to give every replica as many samples, which
+    training needs (each DDP step all-reduces gradients over every replica) and evaluation must
+    not have: a repeated sample counts twice in the accuracy and the loss. torch has no option to
+    leave the padding out, hence this subclass (set_epoch and the shuffle are torch's).
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = False,
+                 seed: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=False)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self):
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.total_size, generator=generator).tolist()
+        else:
+            order = range(self.total_size)
+        return iter(order[self.rank::self.num_replicas])
+
+
 def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, context=None, seed: int = 0,
-                     shuffle: Optional[bool] = None) -> DataLoader:
+                     shuffle: Optional[bool] = None, pad_shards: bool = True) -> DataLoader:
     """A DataLoader for ``dataset`` from DataLoader keywords in ``cfg_dataloader``.
 
     ``shuffle`` overrides the config's ``shuffle`` (default False). When shuffling, or when
@@ -92,6 +120,10 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     that takes a ``generator`` (RandomSampler) is given a ``torch.Generator`` seeded with ``seed``
     unless the config sets one, so its order does not depend on the global RNG either.
     ``drop_last=True`` on an unshuffled order warns when it leaves samples out.
+
+    ``pad_shards=False`` (the test split, see :func:`colossal_runner.initialize.build_data`) splits
+    the data over the replicas without repeating samples (:class:`UnpaddedDistributedSampler`); the
+    replicas may then run one batch more or fewer, which evaluation allows and training does not.
     """
     cfg = dict(cfg_dataloader or {})
     unknown = sorted(set(cfg) - set(_LOADER_KEYS))
@@ -155,6 +187,9 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
             warnings.warn(f'dataloader shuffle=True is not passed to sampler {name}, which takes no shuffle '
                           f'argument: the order is the sampler\'s own.', UserWarning, stacklevel=2)
         sampler = sampler_cls(dataset, **sampler_cfg)
+    elif data_size > 1 and not pad_shards and not drop_last:
+        sampler = UnpaddedDistributedSampler(dataset, num_replicas=data_size, rank=dp_rank, shuffle=shuffle,
+                                             seed=seed)
     elif shuffle or data_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=data_size, rank=dp_rank, shuffle=shuffle,
                                      seed=seed, drop_last=drop_last)

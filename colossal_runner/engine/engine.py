@@ -162,6 +162,33 @@ class Engine:
         # the engine asks every step, so the answer is kept with the module.
         self._is_ddp = isinstance(module, DistributedDataParallel)
 
+    @property
+    def module(self) -> nn.Module:
+        """The model without its DDP wrapper: what evaluation and inference run (see
+        :meth:`sync_buffers`), since DDP's forward may start a collective every rank must join."""
+        return self._model.module if self._is_ddp else self._model
+
+    def sync_buffers(self) -> None:
+        """Give every data-parallel replica the first replica's buffers (BatchNorm's running
+        statistics, which each replica updates from its own batches), as DDP's next forward would.
+
+        Collective over the DDP group; a no-op without DDP or when DDP does not sync buffers.
+        Evaluation calls it once, then runs the unwrapped :attr:`module`: DDP's own forward would
+        broadcast the buffers at the first evaluation step, which hangs when a replica has no test
+        batch at all, and by itself (``Trainer.predict`` on one rank) right after training.
+        """
+        if not self._is_ddp or not dist.is_initialized():
+            return
+        ddp = self._model
+        if not getattr(ddp, 'forward_sync_buffers', getattr(ddp, 'broadcast_buffers', True)):
+            return
+        buffers = list(ddp.module.buffers())
+        if buffers:
+            src = dist.get_global_rank(ddp.process_group, 0)
+            with torch.no_grad():
+                for buffer in buffers:
+                    dist.broadcast(buffer, src=src, group=ddp.process_group)
+
     # ------------------------------------------------------------------ modes
     def train(self) -> None:
         """Put the model (and the criterion, if it is a module) in training mode."""

@@ -320,6 +320,7 @@ class Trainer:
         """
         was_training = self.engine.training
         self.engine.eval()
+        self.engine.sync_buffers()  # the replicas evaluate with the same running statistics
         try:
             self.call_hook('before_test')
             self.call_hook('before_test_epoch')
@@ -355,7 +356,8 @@ class Trainer:
         self.engine.eval()
         try:
             with torch.no_grad(), self.engine.autocast():
-                return call_model(self.engine.model, to_device(data, self.engine.device))
+                # unwrapped: DDP's forward could start a buffer broadcast the other ranks never join
+                return call_model(self.engine.module, to_device(data, self.engine.device))
         finally:
             if was_training:
                 self.engine.train()

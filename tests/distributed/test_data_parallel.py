@@ -111,3 +111,88 @@ def test_data_parallel_ranks_see_disjoint_reproducible_shuffles():
     assert sorted(r0 + r1) == list(range(40)) and not set(r0) & set(r1)
     assert order(0, 0) == r0  # reproducible
     assert order(0, 1) != r0  # a new shuffle every epoch
+
+
+def _samples(loader):
+    return [int(i) for _, label in loader for i in label]
+
+
+def test_test_split_shards_are_not_padded_but_train_shards_are():
+    """torch's DistributedSampler repeats samples to even out the shards; the test split must not
+    (a repeated sample would count twice in the accuracy), the train split must (DDP needs every
+    replica to run the same number of steps)."""
+    from colossal_runner.config import Config
+    from colossal_runner.initialize import build_data
+    part = dict(dataset=dict(type='SyntheticClassification', num_samples=9, num_features=4, num_classes=3),
+                dataloader=dict(batch_size=2))
+    cfg = Config(dict(data=dict(train=part, test=part)))
+    train, test = {}, {}
+    for dp_rank in (0, 1):
+        ctx = ParallelContext(pipeline=1, rank=dp_rank, world_size=2)  # no process group needed
+        train[dp_rank], test[dp_rank] = build_data(cfg, ctx, seed=0)
+    got = [_samples(_indexed(test[r])) for r in (0, 1)]
+    assert sorted(got[0] + got[1]) == list(range(9))  # every sample once
+    assert (len(test[0]), len(test[1])) == (3, 2)  # 5 and 4 samples in batches of 2
+    trained = [_samples(_indexed(train[r])) for r in (0, 1)]
+    assert len(trained[0]) == len(trained[1]) == 5 and len(set(trained[0] + trained[1])) == 9
+
+
+def _indexed(loader):
+    """The loader's batches with each sample's index as its label."""
+    indices = list(iter(loader.sampler)) if loader.sampler is not None else list(range(len(loader.dataset)))
+    size = loader.batch_size
+    return [(None, torch.tensor(indices[i:i + size])) for i in range(0, len(indices), size)]
+
+
+def _bn_model():
+    return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def _dp_evaluation(rank, world_size):
+    import torch.distributed as dist
+    from colossal_runner.trainer import Trainer
+    from colossal_runner.trainer.hooks import AccuracyHook, LossHook
+    ctx = setup_parallel(dict(parallel=dict(pipeline=1), seed=0))
+    x, y = _data()
+    model = _bn_model()
+    trainer = Trainer(_engine(wrap_data_parallel(model, ctx), 1), hooks=[LossHook(), AccuracyHook()])
+    trainer.engine.train()
+    half = slice(rank * 4, rank * 4 + 4)
+    trainer.engine.step(iter([(x[half], y[half])]))  # each replica's running statistics now differ
+    alone = trainer.predict(x[:2]) if rank == 0 else None  # one rank alone, right after training
+    want_alone = model.eval()(x[:2])
+    # What evaluation must compute: the trained weights with the first replica's running statistics
+    reference = _bn_model()
+    reference.load_state_dict(model.state_dict())
+    for buffer in reference.buffers():
+        dist.broadcast(buffer, src=0)
+    reference.eval()
+    results = {}
+    for size in (9, 1):  # 5 and 4 samples per replica (3 and 2 batches); 1 and none
+        with torch.no_grad():
+            out = reference(x[:size])
+        loader = build_dataloader(dict(batch_size=2), torch.utils.data.TensorDataset(x[:size], y[:size]),
+                                  context=ctx, pad_shards=False)
+        results[size] = dict(metrics=trainer.evaluate(loader), batches=len(loader),
+                             loss=float(nn.functional.cross_entropy(out, y[:size])),
+                             accuracy=float((out.argmax(1) == y[:size]).float().mean()))
+    dist.barrier()
+    return dict(results=results, alone=None if alone is None else alone.detach().clone(),
+                want_alone=want_alone.detach().clone(), training=trainer.engine.training,
+                buffers=[b.clone() for b in model.buffers()])
+
+
+def test_data_parallel_evaluation_counts_each_sample_once_with_uneven_shards():
+    """Each sample counts once, with the first replica's BatchNorm statistics on every replica, also
+    when the replicas run different numbers of test batches (none at all on one), and a rank may
+    call predict alone right after training (DDP's own forward would start a buffer broadcast)."""
+    results = run_distributed(_dp_evaluation, 2, timeout=60)
+    assert [[r['results'][size]['batches'] for r in results] for size in (9, 1)] == [[3, 2], [1, 0]]
+    for res in results:
+        for size in (9, 1):
+            got = res['results'][size]
+            assert got['metrics']['Accuracy'] == pytest.approx(got['accuracy'], abs=1e-6)
+            assert got['metrics']['Loss'] == pytest.approx(got['loss'], rel=1e-5)
+    torch.testing.assert_close(results[0]['alone'], results[0]['want_alone'])
+    for a, b in zip(results[0]['buffers'], results[1]['buffers']):
+        assert torch.equal(a, b)  # evaluation gave every replica the first one's statistics

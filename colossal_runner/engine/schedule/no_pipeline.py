@@ -24,7 +24,8 @@ class NoPipelineSchedule(BaseSchedule):
                               return_loss: bool = True) -> Tuple[Any, Any, Optional[torch.Tensor]]:
         # Plain training with one micro-step and nothing else takes Engine._plain_step instead.
         data, label = self.load_batch(engine, data_iter)
-        output = self.call_model(engine, data)
+        # Forward only: the unwrapped model (Engine.module); DDP matters for backward alone.
+        output = self.call_model(engine, data, model=engine.module if forward_only else None)
         loss = None
         if return_loss or not forward_only:
             loss = self.compute_loss(engine, output, label)
