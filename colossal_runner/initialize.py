@@ -267,6 +267,7 @@ def build_model(cfg: Config, context: ParallelContext, train_loader: Optional[Da
         raise ConfigError(f'the model has vocab_size={given}, but the training text has {needed} distinct '
                           f'tokens: set model.vocab_size to at least {needed}, or to None to take it from '
                           f'the dataset', cfg.filename, 'model.vocab_size')
+    _check_input_shape(cfg, model_cfg, dataset)
     set_seed(seed)  # the weights depend on the seed only, not on what was built before
     chunks = model_chunks(cfg)
     if context.pipeline_size > 1 or chunks > 1:  # one process runs an interleaved plan's chunks in turn
@@ -277,6 +278,60 @@ def build_model(cfg: Config, context: ParallelContext, train_loader: Optional[Da
         model = _build(cfg, 'model', MODELS.build, model_cfg)
     model = model.to(get_device())
     return wrap_data_parallel(model, context)
+
+
+def _check_input_shape(cfg: Config, model_cfg: Mapping, dataset: Any) -> None:
+    """For the shipped image models, the first training sample against the model's input sizes:
+    torch would only say "mat1 and mat2 shapes cannot be multiplied (32x1024 and 256x128)" or
+    "expected input to have 1 channels" at the first step, naming no config key."""
+    kind = model_cfg.get('type')
+    keys = {'SimpleCNN': ('in_channels', 'image_size'), 'MLP': ('in_features',)}.get(
+        kind if isinstance(kind, str) else getattr(kind, '__name__', None))
+    if keys is None or dataset is None or isinstance(dataset, torch.utils.data.IterableDataset):
+        return
+    try:
+        if len(dataset) == 0:
+            return
+        sample = dataset[0]
+    except Exception:  # the step will raise the dataset's own error where it belongs
+        return
+    data = sample[0] if isinstance(sample, (tuple, list)) and sample else sample
+    if not isinstance(data, torch.Tensor):
+        return
+    shape = tuple(data.shape)
+    problems = []
+    if 'in_features' in keys:
+        given = model_cfg.get('in_features', 64)
+        if _positive(given) and data.numel() != given:
+            problems.append(('in_features', f'in_features={given}, but each training sample has shape '
+                                            f'{shape}, {data.numel()} values once flattened: set '
+                                            f'model.in_features={data.numel()}'))
+    if 'in_channels' in keys and data.dim() != 3:
+        problems.append(('type', f'takes images shaped (channels, height, width), but each training sample '
+                                 f'has shape {shape}: give it unflattened images (for Digits, '
+                                 f'flatten=False in the dataset config), or use an MLP'))
+    if 'in_channels' in keys and data.dim() == 3:
+        given = model_cfg.get('in_channels', 1)
+        if _positive(given) and shape[0] != given:
+            problems.append(('in_channels', f'in_channels={given}, but each training sample has shape '
+                                            f'{shape} (channels, height, width): set model.in_channels='
+                                            f'{shape[0]}'))
+    if 'image_size' in keys and data.dim() == 3:
+        given = model_cfg.get('image_size', 8)
+        if _positive(given) and shape[1:] != (given, given):
+            fix = (f'set model.image_size={shape[1]}' if shape[1] == shape[2] else
+                   'SimpleCNN takes square images: resize them in the dataset transform')
+            problems.append(('image_size', f'image_size={given}, but each training sample has shape {shape} '
+                                           f'(channels, height, width): {fix}'))
+    if problems:
+        key, message = problems[0]
+        raise ConfigError(f'the model ({kind}) {"" if key == "type" else "has "}{message}', cfg.filename,
+                          f'model.{key}')
+
+
+def _positive(value: Any) -> bool:
+    """A setting to check against the data (the model reports any other value itself)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: Optional[int],

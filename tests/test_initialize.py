@@ -411,3 +411,31 @@ def test_deterministic_from_the_config_turns_on_deterministic_algorithms(tmp_pat
     finally:
         torch.use_deterministic_algorithms(before)
         torch.backends.cudnn.deterministic = False
+
+
+@pytest.mark.parametrize('model, flatten, key, expected', [
+    (dict(type='MLP', in_features=32, hidden=[16], num_classes=10), True, 'in_features',
+     r'has in_features=32, but each training sample has shape \(64,\), 64 values once flattened: '
+     r'set model.in_features=64'),
+    (dict(type='SimpleCNN', in_channels=3, image_size=8, channels=[4], hidden=8), False, 'in_channels',
+     r'has in_channels=3, but each training sample has shape \(1, 8, 8\) \(channels, height, width\): '
+     r'set model.in_channels=1'),
+    (dict(type='SimpleCNN', in_channels=1, image_size=28, channels=[4], hidden=8), False, 'image_size',
+     r'has image_size=28, but each training sample has shape \(1, 8, 8\) .*: set model.image_size=8'),
+    (dict(type='SimpleCNN', in_channels=1, image_size=8, channels=[4], hidden=8), True, 'type',
+     r'takes images shaped \(channels, height, width\), but each training sample has shape \(64,\): '
+     r'give it unflattened images \(for Digits, flatten=False'),
+])
+def test_an_image_model_sized_for_other_images_is_a_config_error_naming_its_key(tmp_path, model, flatten, key,
+                                                                                 expected):
+    """Before: torch's 'mat1 and mat2 shapes cannot be multiplied' at the first step, naming no key."""
+    dataset = dict(type='Digits', split='train', flatten=flatten)
+    cfg = _cfg(model=model, data=dict(train=dict(dataset=dataset, dataloader=dict(batch_size=8))),
+               lr_scheduler=None)
+    with pytest.raises(ConfigError, match=rf'key model.{key}: the model \({model["type"]}\) {expected}'):
+        initialize(cfg, work_dir=str(tmp_path), log_file=False)
+    if key == 'type':
+        dataset['flatten'] = False
+    else:
+        model[key] = {'in_features': 64, 'in_channels': 1, 'image_size': 8}[key]
+    initialize(cfg, work_dir=str(tmp_path), log_file=False)  # the suggested fix works
