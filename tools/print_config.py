@@ -11,6 +11,7 @@ import argparse
 from typing import List, Optional
 
 from colossal_runner.config import Config, DictAction, config_error_exit
+from colossal_runner.config.config import import_custom
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -28,8 +29,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     with config_error_exit(debug=args.debug, prog='print_config.py'):
-        cfg = Config.fromfile(args.config)
+        cfg = Config.fromfile(args.config, import_custom_modules=False)  # imported after the merge
         cfg.merge_from_dict(args.cfg_options)
+        if cfg.get('custom_imports', None):  # so that --cfg-options can change or drop them
+            import_custom(cfg.custom_imports, cfg.filename)
         text = cfg.pretty_text if args.format == 'py' else cfg._dump_text('.' + args.format)
     print(text, end='' if text.endswith('\n') else '\n')
 

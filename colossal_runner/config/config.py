@@ -57,6 +57,7 @@ class Config:
         super().__setattr__('_cfg_dict', ConfigDict(cfg_dict))
         super().__setattr__('_filename', filename)
         super().__setattr__('_text', cfg_text)
+        super().__setattr__('_format', None)  # the format given to fromstring: dump()'s without a file
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -96,7 +97,9 @@ class Config:
                           stacklevel=2)
         cfg_dict, _ = load_text(cfg_str, ext, None, use_predefined_variables=False)
         check_reserved_keys(cfg_dict, None)
-        return Config(cfg_dict, cfg_text=cfg_str)
+        cfg = Config(cfg_dict, cfg_text=cfg_str)
+        super(Config, cfg).__setattr__('_format', ext)
+        return cfg
 
     # ------------------------------------------------------------------ properties
     @property
@@ -118,18 +121,19 @@ class Config:
         return _pretty_text(self._cfg_dict, self.filename)
 
     def to_dict(self) -> Dict[str, Any]:
-        """The values as plain nested dicts (a copy)."""
-        return copy.deepcopy(self._cfg_dict.to_dict())
+        """The values as plain nested dicts (a copy), inside lists and tuples too."""
+        return copy.deepcopy(_plain_dicts(self._cfg_dict))
 
     # ------------------------------------------------------------------ writing
     def dump(self, file: Optional[Union[str, 'os.PathLike[str]']] = None) -> Optional[str]:
         """Write the config to ``file`` in the format its extension names, or return it as text.
 
-        Without ``file`` the text is in the format of :attr:`filename` (``.py`` when there is
-        none). ``.json`` and ``.yaml`` hold plain data only: tuples are written as lists.
+        Without ``file`` the text is in the format of :attr:`filename`, or the one given to
+        :meth:`fromstring` (``.py`` when there is neither). ``.json`` and ``.yaml`` hold plain
+        data only: tuples are written as lists.
         """
         if file is None:
-            ext = osp.splitext(self.filename)[1].lower() if self.filename else '.py'
+            ext = osp.splitext(self.filename)[1].lower() if self.filename else (self._format or '.py')
             return self._dump_text(ext if ext in ('.json', '.yaml', '.yml') else '.py')
         ext = check_extension(osp.splitext(str(file))[1], f'dump target {file}')
         text = self._dump_text(ext)
@@ -140,7 +144,7 @@ class Config:
     def _dump_text(self, ext: str) -> str:
         if ext == '.py':
             return self.pretty_text
-        data = _plain_data(self._cfg_dict, [], self.filename)
+        data = _plain_data(self._cfg_dict, [], self.filename, str_keys=ext == '.json')
         if ext == '.json':
             # '{{' only occurs inside JSON strings; escaping it keeps reloads from substituting it.
             return json.dumps(data, indent=4, ensure_ascii=False).replace('{{', '{\\u007b') + '\n'
@@ -179,7 +183,7 @@ class Config:
                                       f"{'.'.join(parts[:depth + 1])} to {node!r}, which {full_key!r} cannot "
                                       f'reach into. Give only one of them (or write the change into the '
                                       f'value of {other!r}).',
-                                      self.filename, parts)
+                                      self.filename, full_key)
             node[parts[-1]] = copy.deepcopy(options[full_key])
         check_reserved_keys(nested, self.filename)
         merged = merge_into(nested, self._cfg_dict, self.filename, allow_list_keys)
@@ -229,13 +233,14 @@ class Config:
 
     # ------------------------------------------------------------------ copy / pickle
     def __getstate__(self) -> tuple:
-        return self._cfg_dict, self._filename, self._text
+        return self._cfg_dict, self._filename, self._text, self._format
 
     def __setstate__(self, state: tuple) -> None:
-        cfg_dict, filename, text = state
+        cfg_dict, filename, text = state[:3]
         super().__setattr__('_cfg_dict', cfg_dict)
         super().__setattr__('_filename', filename)
         super().__setattr__('_text', text)
+        super().__setattr__('_format', state[3] if len(state) > 3 else None)  # 3 items: pickled before
 
     def __copy__(self) -> 'Config':
         other = self.__class__.__new__(self.__class__)
@@ -249,12 +254,31 @@ class Config:
         return other
 
 
-def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str]) -> Any:
-    """Plain JSON/YAML data for ``value``; say where a value is that these formats cannot hold."""
+def _plain_dicts(value: Any) -> Any:
+    """``value`` with every dict a plain dict, also inside lists and tuples (addict's
+    ``to_dict`` converts only the dicts directly in a list)."""
     if isinstance(value, dict):
-        return {k: _plain_data(v, path + [k], filename) for k, v in value.items()}
+        return {k: _plain_dicts(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_plain_dicts(v) for v in value)
+    return value
+
+
+def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str], str_keys: bool = False) -> Any:
+    """Plain JSON/YAML data for ``value``; say where a value is that these formats cannot hold.
+
+    ``str_keys``: JSON's keys are strings, and json would turn ``0`` or ``True`` into ``'0'`` or
+    ``'true'`` silently, so a config that loads back different; refuse other keys instead.
+    """
+    if isinstance(value, dict):
+        for k in value:
+            if str_keys and not isinstance(k, str):
+                raise ConfigError(f'the key {k!r} ({type(k).__name__}) cannot be written to JSON, whose '
+                                  f'keys are strings only (the dump would not load back the same); dump to a '
+                                  f'.py or .yaml file, or make the key a str.', filename, path + [k])
+        return {k: _plain_data(v, path + [k], filename, str_keys) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain_data(v, path + [i], filename) for i, v in enumerate(value)]
+        return [_plain_data(v, path + [i], filename, str_keys) for i, v in enumerate(value)]
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     raise ConfigError(f'a {type(value).__name__} ({value!r}) cannot be written to JSON/YAML; dump to a .py '

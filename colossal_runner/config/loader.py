@@ -10,7 +10,9 @@ import json
 import os
 import os.path as osp
 import re
+import traceback
 import types
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
@@ -70,7 +72,10 @@ def _parse_text(text: str, ext: str, filename: str, refs: BaseRefs) -> Dict[str,
         except BaseRefMisuse as exc:
             raise refs.misuse_error(exc, text) from None
         except Exception as exc:
-            exc.add_note(f'raised while executing config {filename}')
+            exc.add_note(f'raised while executing config {filename}{_config_line(exc, text, filename, refs)}')
+            hint = _mmengine_base_hint(exc, namespace)
+            if hint:
+                exc.add_note(hint)
             raise
         skip = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
         return {k: v for k, v in namespace.items() if not k.startswith('__') and not isinstance(v, skip)}
@@ -105,33 +110,67 @@ def _parse_text(text: str, ext: str, filename: str, refs: BaseRefs) -> Dict[str,
     return data
 
 
+def _config_line(exc: BaseException, text: str, filename: str, refs: BaseRefs) -> str:
+    """``, line 3: b = 1 / 0``: the config's own line that raised (the deepest, for a function the
+    config defines), so that an error from a call deep in a library still points into the file."""
+    linenos = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+               if frame.filename == filename]
+    lines = text.splitlines()
+    if not linenos or not linenos[-1] or linenos[-1] > len(lines):
+        return ''
+    return f', line {linenos[-1]}: {refs.restore(lines[linenos[-1] - 1]).strip()}'
+
+
+def _mmengine_base_hint(exc: BaseException, namespace: Dict[str, Any]) -> str:
+    """A hint for mmengine's ``model = _base_.model``: here ``_base_`` is only the list of paths."""
+    if not isinstance(exc, AttributeError) or BASE_KEY not in namespace:
+        return ''
+    if getattr(exc, 'obj', None) is not namespace[BASE_KEY]:  # AttributeError.obj: Python 3.10+
+        return ''
+    name = getattr(exc, 'name', None) or 'x'
+    return (f'{BASE_KEY} is the list of base files here, not their values (mmengine\'s '
+            f'`{BASE_KEY}.{name}` is not supported): write {{{{ {BASE_KEY}.{name} }}}} for a base value as '
+            f'a whole, or only the keys that change, e.g. {name} = dict(key=new_value), which merges '
+            f'into the base\'s {name}')
+
+
 def load_text(text: str, ext: str, filename: Optional[str], use_predefined_variables: bool,
-              chain: Sequence[str] = ()) -> Tuple[Dict[str, Any], str]:
+              chain: Sequence[str] = (),
+              origins: Optional[Dict[str, List[str]]] = None) -> Tuple[Dict[str, Any], str]:
     """Load a config from its text, resolving its ``_base_`` files.
 
     ``filename`` (absolute) locates relative bases and names the file in messages; ``None``
     for text that has no file (``Config.fromstring``), whose bases are relative to the
     working directory. ``chain`` is the files being loaded above this one (cycle check).
-    Returns the merged dict and the combined text of all files (bases first).
+    ``origins``, if given, receives for each key the files it comes through, from this one to
+    the one that defines it (for messages). Returns the merged dict and the combined text of
+    all files (bases first).
     """
     label = filename or '<string>'
     source = text
+    if re.search(r'\{\{\s*[\'"]?\s*\$\w', text):
+        warnings.warn(f'config {label}: mmengine\'s {{{{$NAME:default}}}} environment-variable syntax is '
+                      f'not supported and is left as written; in a .py config use '
+                      f"os.environ.get('NAME', 'default') instead.", stacklevel=3)
     if filename is not None and use_predefined_variables:
         text = substitute_predefined(text, filename)
     refs = BaseRefs(text, ext, label)  # `{{ _base_.a.b }}` -> placeholders, swapped once bases are loaded
     own = _parse_text(refs.text, ext, label, refs)
 
     base_dir = osp.dirname(filename) if filename else os.getcwd()
+    base_origins: Dict[str, List[str]] = {}
     base_dict, base_texts = _load_bases(own.pop(BASE_KEY, None), base_dir, label, use_predefined_variables,
-                                        list(chain) + [label])
+                                        list(chain) + [label], base_origins)
     own = refs.resolve(own, base_dict)
-    merged = merge_into(own, base_dict, label, allow_list_keys=False)
+    merged = merge_into(own, base_dict, label, allow_list_keys=False, in_file=True)
+    if origins is not None:
+        origins.update({key: [label] + ([] if key in own else base_origins.get(key, [])) for key in merged})
     header = f'# {label}\n'
     return merged, ''.join(base_texts) + header + source + ('' if source.endswith('\n') else '\n')
 
 
 def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables: bool,
-                chain: List[str]) -> Tuple[Dict[str, Any], List[str]]:
+                chain: List[str], origins: Dict[str, List[str]]) -> Tuple[Dict[str, Any], List[str]]:
     if bases is None:
         return {}, []
     if isinstance(bases, str):
@@ -140,7 +179,6 @@ def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables:
         raise ConfigError(f'_base_ must be a path or a list of paths (relative to the config), got '
                           f'{bases!r}.', label, [BASE_KEY])
     merged: Dict[str, Any] = {}
-    owner: Dict[str, str] = {}
     texts: List[str] = []
     seen: List[str] = []
     for base in bases:
@@ -158,15 +196,28 @@ def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables:
         ext = check_extension(osp.splitext(path)[1], f'_base_ file {path}')
         with open(path, encoding='utf-8-sig') as f:  # -sig: tolerate an editor's BOM
             base_text = f.read()
-        base_cfg, base_text = load_text(base_text, ext, path, use_predefined_variables, chain)
+        found: Dict[str, List[str]] = {}
+        base_cfg, base_text = load_text(base_text, ext, path, use_predefined_variables, chain, found)
         for key in base_cfg:
             if key in merged:
-                raise ConfigError(f'{key!r} is defined in two _base_ files, {owner[key]} and {path}; a key '
-                                  f'may come from only one base. Remove it from one of them.', label, [key])
-            owner[key] = path
+                raise _two_bases_error(key, origins[key], found[key], label)
+            origins[key] = found[key]
             merged[key] = base_cfg[key]
         texts.append(base_text)
     return merged, texts
+
+
+def _two_bases_error(key: str, first: List[str], second: List[str], label: str) -> ConfigError:
+    """A key that two bases bring; ``first``/``second``: the files it comes through, base first."""
+    if first[-1] == second[-1]:  # a diamond: both bases inherit the file that defines it
+        return ConfigError(f'{key!r} is defined in {first[-1]}, which two _base_ files bring in: '
+                           f'{" -> ".join(first)} and {" -> ".join(second)}; a key may come from only one '
+                           f'base. Let only one of {first[0]} and {second[0]} inherit {first[-1]}.',
+                           label, [key])
+    via = [f' (through {" -> ".join(p)})' if len(p) > 1 else '' for p in (first, second)]
+    return ConfigError(f'{key!r} is defined in two _base_ files, {first[-1]}{via[0]} and '
+                       f'{second[-1]}{via[1]}; a key may come from only one base. Remove it from one of '
+                       f'them.', label, [key])
 
 
 def _strip_delete(value: Any) -> Any:
@@ -179,12 +230,13 @@ def _strip_delete(value: Any) -> Any:
 
 
 def merge_into(child: Dict[str, Any], base: Any, label: Optional[str], allow_list_keys: bool,
-               path: Optional[List[KeyPart]] = None) -> Any:
+               path: Optional[List[KeyPart]] = None, in_file: bool = False) -> Any:
     """Merge ``child`` onto ``base`` and return the result (``base`` itself is left unchanged).
 
     Dicts merge key by key; anything else replaces the base value; ``_delete_=True`` in a
     child dict replaces the base dict instead of merging. With ``allow_list_keys``, digit
     keys index into a base list or tuple (``hooks.0.interval`` on the command line).
+    ``in_file``: ``child`` is a config file over its bases (for messages: a file cannot index).
     """
     path = list(path or [])
     if isinstance(base, (list, tuple)):
@@ -201,15 +253,18 @@ def merge_into(child: Dict[str, Any], base: Any, label: Optional[str], allow_lis
                                   f'{len(items)} items, so item {key} is {dotted!r} (indexes count from 0).',
                                   label, path + [key])
             if not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
-                dotted = '.'.join(map(str, path + [0, key]))
-                raise ConfigError(f'this is a {type(base).__name__}, so its items are addressed by index '
-                                  f'(e.g. {dotted!r}); got key {key!r}.',
-                                  label, path + [key])
+                index_like = isinstance(key, str) and re.fullmatch(r'\s*\+?\d+\s*', key)  # '+1', ' 1'
+                # an index written oddly is meant as that index; a name is meant inside an item
+                example = path + [int(key.strip())] if index_like else path + [0, key]
+                dotted = '.'.join(map(str, example))
+                how = 'an index is plain digits' if index_like else 'its items are addressed by index'
+                raise ConfigError(f'this is a {type(base).__name__}, so {how} (e.g. {dotted!r}); got key '
+                                  f'{key!r}.', label, path + [key])
             index = int(key)
             if index >= len(items):
                 raise ConfigError(f'index {index} is out of range: the {type(base).__name__} has '
                                   f'{len(items)} items.', label, path + [index])
-            items[index] = _merge_value(value, items[index], label, allow_list_keys, path + [index])
+            items[index] = _merge_value(value, items[index], label, allow_list_keys, path + [index], in_file)
         return type(base)(items) if type(base) in (list, tuple) else items
     out = ConfigDict()
     for key, value in base.items():
@@ -217,7 +272,8 @@ def merge_into(child: Dict[str, Any], base: Any, label: Optional[str], allow_lis
     for key, value in child.items():
         if key == DELETE_KEY:
             continue
-        out[key] = _merge_value(value, out.get(key, _MISSING), label, allow_list_keys, path + [key])
+        out[key] = _merge_value(value, out.get(key, _MISSING), label, allow_list_keys, path + [key],
+                                in_file)
     return out
 
 
@@ -225,12 +281,18 @@ _MISSING = object()
 
 
 def _merge_value(value: Any, old: Any, label: Optional[str], allow_list_keys: bool,
-                 path: List[KeyPart]) -> Any:
+                 path: List[KeyPart], in_file: bool = False) -> Any:
     if not isinstance(value, dict) or old is _MISSING or old is None or value.get(DELETE_KEY, False):
         return _strip_delete(value)
     mergeable = (dict, list, tuple) if allow_list_keys else (dict,)
     if not isinstance(old, mergeable):
+        kind = type(old).__name__
+        if in_file and isinstance(old, (list, tuple)):
+            # _delete_ would make it a dict, and a file has no list keys: the only fix is the whole list
+            raise ConfigError(f'a dict cannot be merged into the base {kind} {old!r}: a config file cannot '
+                              f'change single items of a base {kind}; write the whole {kind} here, with '
+                              f'the items changed.', label, path)
         hint = ' (or allow list keys to index into it)' if isinstance(old, (list, tuple)) else ''
-        raise ConfigError(f'a dict cannot be merged into the existing {type(old).__name__} value {old!r}; '
+        raise ConfigError(f'a dict cannot be merged into the existing {kind} value {old!r}; '
                           f'add {DELETE_KEY}=True to the dict to replace it{hint}.', label, path)
-    return merge_into(value, old, label, allow_list_keys, path)
+    return merge_into(value, old, label, allow_list_keys, path, in_file)

@@ -15,12 +15,15 @@ import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 
-def _closest(name: str, candidates: Iterable[str], n: int = 3) -> List[str]:
-    """Names from ``candidates`` that look like ``name`` (case-insensitive), best first."""
-    candidates = list(candidates)
-    lowered = {c.lower(): c for c in candidates}
+def _closest(name: str, candidates: Iterable[Union[str, Tuple[str, str]]], n: int = 3) -> List[str]:
+    """Names from ``candidates`` that look like ``name`` (case-insensitive), best first. A candidate
+    may be a pair ``(name, shown)``, matched by name and suggested as shown (``'scope.Name'``)."""
+    lowered: Dict[str, List[str]] = {}
+    for c in candidates:
+        bare, shown = (c, c) if isinstance(c, str) else c
+        lowered.setdefault(bare.lower(), []).append(shown)
     hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
-    return [lowered[h] for h in hits]
+    return list(dict.fromkeys(shown for h in hits for shown in lowered[h]))[:n]
 
 
 def build_from_cfg(cfg: Mapping, registry: 'Registry', default_args: Optional[Mapping] = None) -> Any:
@@ -261,16 +264,16 @@ class Registry:
                 and self._offers(n, getattr(module, n)))
         return out
 
-    def _sources(self) -> List[Tuple[str, List[str]]]:
+    def _sources(self, here: str = 'registered here') -> List[Tuple[str, List[str]]]:
         """``(where, names)`` for every place a plain name is looked up, in lookup order: this
         registry and its fall-backs, then each parent and its fall-backs."""
         sources = []
         registry: Optional[Registry] = self
         while registry is not None:
             registry._import_builtins()
-            here = ('registered here' if registry is self
-                    else f'registered in the parent registry {registry.name!r} (scope {registry.scope})')
-            sources.append((here, sorted(registry._module_dict)))
+            where = (here if registry is self
+                     else f'registered in the parent registry {registry.name!r} (scope {registry.scope})')
+            sources.append((where, sorted(registry._module_dict)))
             sources += [(f'from {path}', names) for path, names in registry._fallback_names().items()]
             registry = registry._parent
         return sources
@@ -278,12 +281,50 @@ class Registry:
     def _all_names(self) -> List[str]:
         return [name for _, names in self._sources() for name in names]
 
+    def _chain(self) -> List['Registry']:
+        """This registry and its parents, in lookup order."""
+        chain, registry = [], self
+        while registry is not None:
+            chain.append(registry)
+            registry = registry._parent
+        return chain
+
+    def _scoped(self) -> Dict[str, 'Registry']:
+        """``{scope: registry}`` that a ``'scope.Name'`` key reaches from here, as :meth:`get` looks."""
+        root = self._chain()[-1]
+        return {root.scope: root, **root._children, self._scope: self, **self._children}
+
     def _unknown_message(self, key: str) -> str:
-        sources = self._sources()
-        close = _closest(self.split_scope_key(key)[1], [name for _, names in sources for name in names])
+        """Why ``key`` is not found, the closest names (in any scope reachable from here) and
+        everything available."""
+        scope, name = self.split_scope_key(key)
+        scoped = self._scoped()
+        target = scoped.get(scope) if scope is not None else self
+        problem = ''
+        if target is not None:
+            here = f'registered in scope {scope!r}' if scope is not None else 'registered here'
+            sources = target._sources(here)
+            prefix = f'{scope}.' if scope is not None else ''
+            candidates = [(n, prefix + n) for _, names in sources for n in names]
+            if scope is None:  # a name registered only in another scope's registry needs 'scope.Name'
+                chain = self._chain()
+                for other, registry in scoped.items():
+                    if all(registry is not r for r in chain) and registry._module_dict:
+                        names = sorted(registry._module_dict)
+                        sources.append((f"in scope {other!r} (as '{other}.Name')", names))
+                        candidates += [(n, f'{other}.{n}') for n in names]
+            close = _closest(name, candidates)
+        else:  # no registry has this scope: a misspelled scope, or a dotted name that is not one
+            problem = (f' No registry of scope {scope!r} is reachable from it; the scopes are '
+                       f'{", ".join(repr(s) for s in sorted(scoped))}.')
+            sources = self._sources()
+            close = [f'{s}.{n}' for s in _closest(scope, scoped)
+                     for n in ([name] if scoped[s].get(name) is not None
+                               else _closest(name, scoped[s]._all_names()))]
+            close = (close + _closest(name, self._all_names()))[:3]
         hint = f' Did you mean {", ".join(repr(c) for c in close)}?' if close else ''
         available = [f'{where}: {_shown(names)}' for where, names in sources]
-        return (f'{key!r} is not in the {self._name} registry.{hint} Available names, '
+        return (f'{key!r} is not in the {self._name} registry.{problem}{hint} Available names, '
                 f'{"; ".join(available)}. To use your own class, decorate it with '
                 f'.register_module() of the {self._name} registry in a module that is imported, '
                 f"e.g. through custom_imports = dict(imports=['my_module']) in the config.")

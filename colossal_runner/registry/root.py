@@ -23,7 +23,29 @@ def _is_optimizer(name: str, obj: Any) -> bool:
     return inspect.isclass(obj) and issubclass(obj, Optimizer) and obj is not Optimizer
 
 
-MODELS = Registry('model', fallback='torchvision.models', builtins='colossal_runner.models')
+def _is_model(name: str, obj: Any) -> bool:
+    """torchvision's model classes (``ResNet``) and builders (``resnet18``), not its output tuples
+    (``GoogLeNetOutputs``), weight enums or helpers (``list_models``, ``get_weight``)."""
+    from torch import nn
+    if inspect.isclass(obj):
+        return issubclass(obj, nn.Module)
+    if not (inspect.isfunction(obj) and name.islower()):
+        return False
+    try:
+        returns = inspect.signature(obj).return_annotation  # torchvision annotates its builders
+    except (TypeError, ValueError):  # no readable signature: keep it, as before the filter
+        return True
+    return returns is inspect.Signature.empty or (inspect.isclass(returns) and issubclass(returns, nn.Module))
+
+
+def _is_sampler(name: str, obj: Any) -> bool:
+    """torch.utils.data's samplers, not its loaders, datasets or functions (``random_split``)."""
+    from torch.utils.data import Sampler
+    return inspect.isclass(obj) and issubclass(obj, Sampler) and obj is not Sampler
+
+
+MODELS = Registry('model', fallback='torchvision.models', builtins='colossal_runner.models',
+                  fallback_filter=_is_model)
 LAYERS = Registry('layer', fallback='torch.nn')
 LOSSES = Registry('loss', fallback='torch.nn', builtins='colossal_runner.models', fallback_filter=_is_loss)
 OPTIMIZERS = Registry('optimizer', fallback='torch.optim', fallback_filter=_is_optimizer)
@@ -33,7 +55,7 @@ HOOKS = Registry('hook', builtins='colossal_runner.trainer.hooks')
 METRICS = Registry('metric', builtins='colossal_runner.trainer.metrics')
 DATASETS = Registry('dataset', fallback='torchvision.datasets', builtins='colossal_runner.data')
 TRANSFORMS = Registry('transform', fallback='torchvision.transforms')
-DATA_SAMPLERS = Registry('data_sampler', fallback='torch.utils.data')
+DATA_SAMPLERS = Registry('data_sampler', fallback='torch.utils.data', fallback_filter=_is_sampler)
 
 __all__ = ['MODELS', 'LAYERS', 'LOSSES', 'OPTIMIZERS', 'LR_SCHEDULERS', 'SCHEDULES', 'HOOKS',
            'METRICS', 'DATASETS', 'TRANSFORMS', 'DATA_SAMPLERS']

@@ -281,3 +281,95 @@ def test_every_shipped_config_has_its_own_work_directory():
         assert work_dir not in seen, f'{path} and {seen[work_dir]} both write to {work_dir}'
         seen[work_dir] = path
     assert len(seen) >= 7
+
+
+def _write(tmp_path, files):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding='utf-8')
+    return str(tmp_path / next(iter(files)))
+
+
+@pytest.mark.parametrize('source, error, line', [
+    ('a = 1\nb = 1 / 0\n', ZeroDivisionError, 'line 2: b = 1 / 0'),
+    ('import cr_no_such_module_zz\n', ImportError, 'line 1: import cr_no_such_module_zz'),
+    ('def f():\n    return {}["k"]\n\nx = 1\ny = f()\n', KeyError, 'line 2: return {}["k"]'),
+])
+def test_a_runtime_error_in_a_py_config_names_the_line_that_raised(tmp_path, source, error, line):
+    cfg_file = _write(tmp_path, {'c.py': source})
+    with pytest.raises(error) as info:
+        Config.fromfile(cfg_file)
+    assert info.value.__notes__[0] == f'raised while executing config {cfg_file}, {line}'
+
+
+def test_a_runtime_error_line_shows_a_base_reference_as_written(tmp_path):
+    cfg_file = _write(tmp_path, {'c.py': "_base_ = './b.py'\nx = [{{ _base_.a }}][0] + 1 / 0\n",
+                                 'b.py': 'a = 1\n'})
+    with pytest.raises(ZeroDivisionError) as info:
+        Config.fromfile(cfg_file)
+    assert info.value.__notes__[0].endswith('line 2: x = [{{ _base_.a }}][0] + 1 / 0')
+
+
+@pytest.mark.parametrize('bases', ["['./b.py']", "'./b.py'"])
+def test_mmengine_base_attribute_access_gets_a_hint(tmp_path, bases):
+    cfg_file = _write(tmp_path, {'c.py': f'_base_ = {bases}\nmodel = _base_.model\n',
+                                 'b.py': "model = dict(type='MLP')\n"})
+    with pytest.raises(AttributeError) as info:
+        Config.fromfile(cfg_file)
+    notes = info.value.__notes__
+    assert notes[0].endswith('line 2: model = _base_.model')
+    assert "mmengine's `_base_.model` is not supported" in notes[1]
+    assert 'write {{ _base_.model }}' in notes[1] and 'model = dict(key=new_value)' in notes[1]
+
+
+def test_other_attribute_errors_get_no_base_hint(tmp_path):
+    cfg_file = _write(tmp_path, {'c.py': "_base_ = './b.py'\nx = (1).real.nope\n", 'b.py': 'a = 1\n'})
+    with pytest.raises(AttributeError) as info:
+        Config.fromfile(cfg_file)
+    assert len(info.value.__notes__) == 1
+
+
+@pytest.mark.parametrize('name, text', [('c.py', "data_root = '{{$DATA_ROOT:/data/x}}'\n"),
+                                        ('c.yaml', "data_root: '{{ $DATA_ROOT:/data/x }}'\n")])
+def test_mmengine_environment_variables_warn_that_they_are_not_supported(tmp_path, name, text):
+    cfg_file = _write(tmp_path, {name: text})
+    with pytest.warns(UserWarning, match=r"config .*c\.(py|yaml): mmengine's \{\{\$NAME:default\}\} "
+                                         r'environment-variable syntax is not supported'):
+        cfg = Config.fromfile(cfg_file)
+    assert '$DATA_ROOT' in cfg.data_root  # left as written
+
+
+def test_a_key_from_a_file_two_bases_share_names_that_file_and_both_paths(tmp_path):
+    cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
+                                 'b.py': "_base_ = './d.py'\nmodel = dict(a=1)\n",
+                                 'c.py': "_base_ = './d.py'\ndata = dict(a=1)\n",
+                                 'd.py': 'runtime = dict(seed=1)\n'})
+    with pytest.raises(ConfigError) as info:
+        Config.fromfile(cfg_file)
+    b, c, d = (str(tmp_path / n) for n in ('b.py', 'c.py', 'd.py'))
+    assert info.value.key_path == 'runtime'
+    assert info.value.message == (f"'runtime' is defined in {d}, which two _base_ files bring in: {b} -> {d} "
+                                  f'and {c} -> {d}; a key may come from only one base. Let only one of {b} '
+                                  f'and {c} inherit {d}.')
+
+
+def test_a_key_two_bases_inherit_from_different_files_names_the_defining_files(tmp_path):
+    cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
+                                 'b.py': "_base_ = './d.py'\n", 'c.py': 'runtime = 2\n',
+                                 'd.py': 'runtime = 1\n'})
+    with pytest.raises(ConfigError) as info:
+        Config.fromfile(cfg_file)
+    b, c, d = (str(tmp_path / n) for n in ('b.py', 'c.py', 'd.py'))
+    assert info.value.message.startswith(f"'runtime' is defined in two _base_ files, {d} (through {b} -> "
+                                         f'{d}) and {c};')
+
+
+def test_a_dict_over_a_base_list_in_a_file_says_to_write_the_whole_list(tmp_path):
+    cfg_file = _write(tmp_path, {'c.py': "_base_ = './b.py'\nhooks = {'0': dict(interval=5)}\n",
+                                 'b.py': "hooks = [dict(type='A', interval=1)]\n"})
+    with pytest.raises(ConfigError) as info:
+        Config.fromfile(cfg_file)
+    message = info.value.message
+    assert info.value.key_path == 'hooks'
+    assert 'a config file cannot change single items of a base list; write the whole list here' in message
+    assert '_delete_' not in message and 'allow list keys' not in message

@@ -99,3 +99,25 @@ def test_a_negative_list_index_says_which_index_to_write():
     assert 'hooks.0.-1' not in str(info.value)
     with pytest.raises(ConfigError, match=r"index -3 is out of range: the list has 2 items"):
         cfg.merge_from_dict({'hooks.-3.interval': 3})
+
+
+def test_a_conflict_under_a_list_names_the_option_as_given():
+    cfg = make()
+    with pytest.raises(ConfigError) as info:
+        cfg.merge_from_dict({'hooks': [dict(type='LossHook')], 'hooks.0.interval': 3})
+    assert info.value.key_path == 'hooks.0.interval'  # not hooks['0'].interval, a dict key '0'
+    assert "options 'hooks' and 'hooks.0.interval' conflict" in info.value.message
+
+
+@pytest.mark.parametrize('key', ['+1', ' 1', '1 '])
+def test_an_index_written_oddly_is_told_to_be_plain_digits(key):
+    with pytest.raises(ConfigError) as info:
+        make().merge_from_dict({f'hooks.{key}.interval': 3})
+    assert info.value.message == (f"this is a list, so an index is plain digits (e.g. 'hooks.1'); got key "
+                                  f'{key!r}.')
+
+
+def test_a_name_under_a_list_still_suggests_it_inside_an_item():
+    with pytest.raises(ConfigError) as info:
+        make().merge_from_dict({'hooks.interval': 3})
+    assert "its items are addressed by index (e.g. 'hooks.0.interval')" in info.value.message

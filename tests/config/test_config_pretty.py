@@ -168,3 +168,54 @@ def test_unwritable_values_can_be_written_as_strings_naming_them():
     assert found == [('loss.type', torch.nn.MSELoss)]
     assert Config.fromstring(text, '.py').to_dict() == dict(
         loss=dict(type='torch.nn.modules.loss.MSELoss'), lr=0.1)
+
+
+def test_to_dict_gives_plain_dicts_inside_nested_lists_and_tuples():
+    from colossal_runner.config import ConfigDict
+    values = Config(dict(a=[[dict(x=1)]], b=([dict(y=1)],), c=dict(d=[(dict(z=[dict(w=2)]),)]))).to_dict()
+
+    def dict_types(value):
+        if isinstance(value, dict):
+            return [type(value)] + [t for v in value.values() for t in dict_types(v)]
+        if isinstance(value, (list, tuple)):
+            return [t for v in value for t in dict_types(v)]
+        return []
+    assert set(dict_types(values)) == {dict}
+    assert not any(issubclass(t, ConfigDict) for t in dict_types(values))
+    assert values == dict(a=[[dict(x=1)]], b=([dict(y=1)],), c=dict(d=[(dict(z=[dict(w=2)]),)]))
+    assert isinstance(values['b'], tuple)  # only the dicts change
+    assert yaml.safe_load(yaml.safe_dump(values))['a'] == [[{'x': 1}]]
+
+
+@pytest.mark.parametrize('values, key_path, key', [
+    (dict(w={0: 1.0}), 'w[0]', '0 (int)'), (dict(b={True: 1}), 'b[True]', 'True (bool)'),
+    (dict(n=[{None: 1}]), 'n[0][None]', 'None (NoneType)'),
+    (dict(t={(1, 2): 1}), 't[(1, 2)]', '(1, 2) (tuple)'),
+])
+def test_a_json_dump_refuses_keys_that_are_not_strings(tmp_path, values, key_path, key):
+    cfg = Config(values)
+    with pytest.raises(ConfigError) as info:
+        cfg.dump(tmp_path / 'x.json')
+    assert info.value.key_path == key_path
+    assert info.value.message.startswith(f'the key {key} cannot be written to JSON, whose keys are strings '
+                                         f'only')
+    assert not (tmp_path / 'x.json').exists()
+    if not key_path.startswith('t'):  # YAML keeps such keys (a tuple key it cannot read back)
+        cfg.dump(tmp_path / 'x.yaml')
+        assert Config.fromfile(tmp_path / 'x.yaml').to_dict() == values
+
+
+@pytest.mark.parametrize('fmt, text', [('yaml', 'a: 1\n'), ('.yml', 'a: 1\n'), ('json', '{"a": 1}'),
+                                       ('py', 'a = 1\n')])
+def test_dump_without_a_file_uses_the_format_given_to_fromstring(fmt, text):
+    cfg = Config.fromstring(text, fmt)
+    out = cfg.dump()
+    ext = '.' + fmt.lstrip('.')
+    assert Config.fromstring(out, ext).to_dict() == {'a': 1}
+    if ext == '.json':
+        assert json.loads(out) == {'a': 1}
+    elif ext != '.py':
+        assert yaml.safe_load(out) == {'a': 1} and '=' not in out
+    import copy
+    import pickle
+    assert copy.deepcopy(cfg).dump() == out and pickle.loads(pickle.dumps(cfg)).dump() == out

@@ -61,3 +61,16 @@ def test_a_value_without_config_text_is_one_clear_line(tmp_path):
     assert 'YapfError' not in proc.stderr and 'Traceback' not in proc.stderr
     assert (f'config {config}, key loss.type: a class (torch.nn.modules.loss.CrossEntropyLoss) has no config '
             f'text') in proc.stderr
+
+
+def test_custom_imports_are_imported_after_the_cfg_options_are_merged(tmp_path):
+    config = tmp_path / 'needs_missing.py'
+    config.write_text("custom_imports = dict(imports=['cr_no_such_module_pc'])\nlr = 0.1\n", encoding='utf-8')
+    proc = run(str(config))  # the import is still made
+    assert proc.returncode == 2 and "No module named 'cr_no_such_module_pc'" in proc.stderr, proc.stderr
+    proc = run(str(config), '--cfg-options', 'custom_imports.imports=[]')
+    assert proc.returncode == 0, proc.stderr
+    assert Config.fromstring(proc.stdout, '.py').custom_imports.imports == []
+    proc = run(str(config), '--cfg-options', 'custom_imports.allow_failed_imports=True')
+    assert proc.returncode == 0, proc.stderr
+    assert "could not import 'cr_no_such_module_pc'" in proc.stderr  # a warning now

@@ -277,3 +277,70 @@ def test_loss_and_optimizer_fallbacks_offer_losses_and_optimizers_only():
     assert 'SGD' in listed and 'Optimizer' not in listed
     assert 'swap_in_optimizer_params_and_state' not in listed
     assert OPTIMIZERS.get('Optimizer') is None and OPTIMIZERS.get('AdamW') is torch.optim.AdamW
+
+
+def test_model_and_sampler_fallbacks_offer_models_and_samplers_only():
+    torchvision = pytest.importorskip('torchvision')
+    models = MODELS._fallback_names()['torchvision.models']
+    assert 'ResNet' in models and 'resnet18' in models and 'get_model' in models
+    for not_a_model in ('GoogLeNetOutputs', 'InceptionOutputs', 'Weights', 'list_models', 'get_weight',
+                        'get_model_weights', 'get_model_builder'):
+        assert not_a_model not in models and MODELS.get(not_a_model) is None, not_a_model
+    assert MODELS.get('resnet18') is torchvision.models.resnet18
+    assert MODELS.get('VGG') is torchvision.models.VGG
+    from colossal_runner.registry import DATA_SAMPLERS
+    samplers = DATA_SAMPLERS._fallback_names()['torch.utils.data']
+    assert 'WeightedRandomSampler' in samplers and 'BatchSampler' in samplers
+    for not_a_sampler in ('DataLoader', 'random_split', 'TensorDataset', 'default_collate', 'Sampler'):
+        assert not_a_sampler not in samplers and DATA_SAMPLERS.get(not_a_sampler) is None, not_a_sampler
+    assert DATA_SAMPLERS.get('RandomSampler') is torch.utils.data.RandomSampler
+    with pytest.raises(KeyError) as info:
+        DATA_SAMPLERS.build(dict(type='RandomSampeler'))
+    assert 'DataLoader' not in info.value.args[0] and "Did you mean 'RandomSampler'" in info.value.args[0]
+
+
+def make_scoped():
+    root, _ = make_registry()
+    child = Registry('widget', parent=root, scope='myproj')
+
+    @child.register_module()
+    class ScopedNet:
+        pass
+
+    return root, child
+
+
+def test_a_misspelled_scoped_name_is_looked_for_in_that_scopes_registry():
+    root, _ = make_scoped()
+    with pytest.raises(KeyError) as info:
+        root.build(dict(type='myproj.ScopedNt'))
+    msg = info.value.args[0]
+    assert "'myproj.ScopedNt' is not in the widget registry. Did you mean 'myproj.ScopedNet'?" in msg
+    assert "registered in scope 'myproj': ScopedNet; registered in the parent registry 'widget'" in msg
+
+
+def test_a_plain_name_registered_only_in_a_child_suggests_its_scoped_name():
+    root, child = make_scoped()
+    with pytest.raises(KeyError) as info:
+        root.build(dict(type='ScopedNet'))
+    msg = info.value.args[0]
+    assert "Did you mean 'myproj.ScopedNet'?" in msg
+    assert "in scope 'myproj' (as 'myproj.Name'): ScopedNet" in msg
+    # from a sibling registry the child's names are reached through the root as well
+    sibling = Registry('widget', parent=root, scope='other')
+    with pytest.raises(KeyError, match=r"Did you mean 'myproj\.ScopedNet'\?"):
+        sibling.build(dict(type='scopednet'))
+    assert root.get('myproj.ScopedNet') is child.get('ScopedNet') is not None
+
+
+def test_a_misspelled_scope_suggests_the_close_scope():
+    root, _ = make_scoped()
+    with pytest.raises(KeyError) as info:
+        root.build(dict(type='myprj.ScopedNet'))
+    msg = info.value.args[0]
+    assert "No registry of scope 'myprj' is reachable from it; the scopes are 'myproj', 'test'." in msg
+    assert "Did you mean 'myproj.ScopedNet'?" in msg
+    with pytest.raises(KeyError, match=r"Did you mean 'myproj\.ScopedNet'\?"):
+        root.build(dict(type='myprj.ScopedNt'))  # both misspelled
+    with pytest.raises(KeyError, match=r"No registry of scope 'nn'.*Did you mean 'Gear'\?"):
+        root.build(dict(type='nn.Gaer'))  # not a scope at all: the plain names
