@@ -19,12 +19,14 @@ file is complete, so it always names the newest complete checkpoint.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import re
 import secrets
 import tempfile
 import warnings
+import zipfile
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -182,6 +184,17 @@ def _write_error(exc: OSError, path: str, action: str) -> OSError:
                               f'SaveCheckpointHook(checkpoint_dir=...)).')
 
 
+def _os_error_in_chain(exc: BaseException) -> Optional[OSError]:
+    """The first OSError among ``exc``'s causes and contexts, or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def save_checkpoint(state: Dict[str, Any], path: str, update_latest: bool = True) -> str:
     """Write ``state`` to ``path`` atomically and point ``latest`` at it; returns ``path``.
 
@@ -194,6 +207,13 @@ def save_checkpoint(state: Dict[str, Any], path: str, update_latest: bool = True
         atomic_write(path, lambda f: torch.save(state, f))
     except OSError as exc:
         raise _write_error(exc, path, 'write') from exc
+    except RuntimeError as exc:
+        # torch's zip writer turns a failed write (a full disk) into "[enforce fail at
+        # inline_container.cc] unexpected pos ..." with the OSError as its context
+        cause = _os_error_in_chain(exc)
+        if cause is None:
+            raise
+        raise _write_error(cause, path, 'write') from exc
     if update_latest and _NAME.match(os.path.basename(path)):
         try:
             _point_latest(path)
@@ -308,13 +328,24 @@ def load_checkpoint(path: str, map_location: Any = 'cpu', stage: Optional[int] =
             try:
                 return _read(candidate, map_location)
             except ValueError as exc:
-                warnings.warn(f'skipping unreadable checkpoint {candidate!r}, trying the previous one: {exc}',
-                              UserWarning, stacklevel=2)
+                message = f'skipping unreadable checkpoint {candidate!r}, trying the previous one: {exc}'
+                warnings.warn(message, UserWarning, stacklevel=2)
+                # and into the run's log file, which keeps which file a resume passed over, and why
+                logging.getLogger('colossal_runner').warning(message)
         return _read(candidates[-1], map_location)
     return _read(resolve_checkpoint_path(path, stage), map_location)
 
 
 def _read(path: str, map_location: Any) -> Dict[str, Any]:
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError:  # torch.load says why
+        empty = False
+    if empty:
+        raise ValueError(f'cannot read checkpoint {path!r}: the file is empty (0 bytes); its data were '
+                         f'lost after it was written (colossal_runner writes checkpoints atomically: a '
+                         f'failed copy, a damaged disk). Load an earlier checkpoint from '
+                         f'{os.path.dirname(path) or "."!r}.')
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -335,6 +366,13 @@ def _read(path: str, map_location: Any) -> Dict[str, Any]:
         raise ValueError(f'cannot read checkpoint {path!r} ({type(exc).__name__}: {exc}). It is truncated, '
                          f'corrupt, or holds objects other than tensors and plain containers; load an '
                          f'earlier checkpoint from {os.path.dirname(path) or "."!r}.') from exc
+    # torch.load does not check the zip entries' CRC-32s: a bit flipped on disk would load as a
+    # wrong weight and show up, if at all, as a NaN loss long after the resume
+    damage = _zip_damage(path)
+    if damage:
+        raise ValueError(f'cannot read checkpoint {path!r} ({damage}). It is truncated or corrupt: its bytes '
+                         f'changed on disk or in a copy since torch.save wrote them; load an earlier '
+                         f'checkpoint from {os.path.dirname(path) or "."!r}.')
     if not isinstance(state, dict):
         raise ValueError(f'checkpoint {path!r} holds a {type(state).__name__}, expected a dict')
     if isinstance(state.get('meta'), dict) or ('engine' in state and 'states' in state):
@@ -342,6 +380,20 @@ def _read(path: str, map_location: Any) -> Dict[str, Any]:
         # must load into their module as they were saved)
         state['meta'] = dict(state.get('meta') or {}, path=path)
     return state
+
+
+def _zip_damage(path: str) -> str:
+    """Which entry of the zip archive ``path`` fails its CRC-32 check (reads the file once more),
+    or '' when all pass or ``path`` is not a zip archive (the legacy pickle format has no CRCs)."""
+    try:
+        with open(path, 'rb') as f:
+            if f.read(2) != b'PK':
+                return ''
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return f'{type(exc).__name__}: {exc}'
+    return f'its entry {bad!r} fails its CRC-32 check' if bad else ''
 
 
 def _not_a_checkpoint(path: str) -> str:

@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any, Optional
 
+from ..utils.logging import end_last_line
+
 
 def _written_after(line: str, iteration: int, epochs_done: int) -> bool:
     """Whether a record was written after the point ``(iteration, epochs_done)`` of a run.
@@ -13,7 +15,7 @@ def _written_after(line: str, iteration: int, epochs_done: int) -> bool:
     A record at the point's own iteration is after it when it ends an epoch (``by`` other than
     ``'step'``) that the point has not finished: a checkpoint taken at an epoch's last step,
     before the epoch's end, or mid-epoch (the ``memory`` record of a run resumed there). Lines
-    that are not such records (a line cut short by a crash, a record of one's own) are kept.
+    that are not such records (a record of one's own, a damaged line before the last) are kept.
     """
     try:
         record: Any = json.loads(line)
@@ -34,6 +36,7 @@ def drop_records_after(path: str, iteration: int, epochs_done: int) -> int:
     many were dropped. The new file replaces the old one in one rename, so a crash leaves either."""
     if not os.path.isfile(path):
         return 0
+    end_last_line(path)  # a line cut short by a crash: removed (and logged), not counted here
     with open(path, encoding='utf-8') as f:
         lines = f.read().splitlines()
     kept = [line for line in lines if not _written_after(line, iteration, epochs_done)]

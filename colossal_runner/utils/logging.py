@@ -5,6 +5,7 @@ does not print everything N times.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -82,18 +83,70 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def end_last_line(path: str) -> Optional[bytes]:
+    """Make the JSON-lines file ``path`` end with a whole line before anything is appended.
+
+    A last line without its newline was cut short (a crash or a full disk mid-write): when it is
+    not valid JSON it is removed (and logged) and returned, else its newline is added. Without
+    this, the next record would be appended to it and both lines would be lost to a reader.
+    """
+    if not os.path.isfile(path):
+        return None
+    with open(path, 'r+b') as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return None
+        f.seek(end - 1)
+        if f.read(1) == b'\n':
+            return None
+        start = end - 1
+        while start > 0:  # back to the previous newline, a block at a time
+            block = min(start, 1 << 16)
+            f.seek(start - block)
+            newline = f.read(block).rfind(b'\n')
+            if newline >= 0:
+                start = start - block + newline + 1
+                break
+            start -= block
+        f.seek(start)
+        tail = f.read()
+        try:
+            json.loads(tail)
+        except ValueError:  # UnicodeDecodeError included: a character cut in two
+            f.truncate(start)
+            logging.getLogger('colossal_runner').warning(
+                f'{path}: removed its last line, which was cut short (no newline, not valid JSON: '
+                f'{tail[:80]!r}), most likely by a crash or a full disk while it was written')
+            return tail
+        f.write(b'\n')
+    return None
+
+
 class MetricWriter:
     """Appends one JSON object per line to ``path``: one record per logged step or epoch.
 
     JSON lines survive a crash (every line is flushed) and are read back with
-    ``[json.loads(line) for line in open(path)]``. NaN becomes null.
+    ``[json.loads(line) for line in open(path)]``. NaN becomes null. A last line that an
+    earlier process left cut short is removed before the first append (:func:`end_last_line`).
     """
 
     def __init__(self, path: str):
         self.path = path
+        self._checked_end = False
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
     def write(self, record: Mapping[str, Any]) -> None:
         line = json.dumps({str(k): _jsonable(v) for k, v in record.items()})
-        with open(self.path, 'a', encoding='utf-8') as f:
-            f.write(line + '\n')
+        try:
+            if not self._checked_end:
+                end_last_line(self.path)
+                self._checked_end = True
+            with open(self.path, 'a', encoding='utf-8') as f:
+                f.write(line + '\n')
+        except OSError as exc:
+            self._checked_end = False  # the failed write may have left part of the line
+            # the bare error ("[Errno 28] No space left on device") names no file
+            fix = 'free space on its device' if exc.errno == errno.ENOSPC else 'make it writable'
+            raise OSError(exc.errno, f'cannot write the metrics file {self.path!r}: {exc.strerror or exc}. '
+                                     f'To fix: {fix}, or choose another work directory (--work-dir, or '
+                                     f'work_dir in the config).') from exc
