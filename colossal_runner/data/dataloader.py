@@ -1,6 +1,7 @@
 """Datasets and dataloaders from config dicts, seeded and ready for data parallelism."""
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 import warnings
@@ -72,11 +73,23 @@ def build_dataset(cfg: Mapping, default_args: Optional[Mapping] = None) -> Datas
     return DATASETS.build(cfg, default_args=default_args)
 
 
-def seed_worker(worker_id: int) -> None:
-    """Seed Python and numpy in a DataLoader worker from the seed torch gave the worker."""
-    seed = torch.initial_seed() % 2 ** 32
-    np.random.seed(seed)
-    random.seed(seed)
+# An odd 64-bit constant: replicas' worker seeds land far apart, clear of the worker_id offsets.
+_REPLICA_SEED_STRIDE = 0x9E3779B97F4A7C15
+
+
+def seed_worker(worker_id: int, dp_rank: int = 0) -> None:
+    """Seed a DataLoader worker's torch, Python and numpy RNGs for data-parallel replica ``dp_rank``.
+
+    torch gives worker ``i`` the seed ``base + i``, ``base`` drawn from the loader's generator. That
+    generator is seeded alike on every replica (resuming restores replica 0's checkpointed state on
+    all of them), so the replica is mixed in here: each replica's workers draw their own random
+    augmentation, and the pipeline stages of one replica (one ``dp_rank``) draw the same.
+    """
+    seed = (torch.initial_seed() + dp_rank * _REPLICA_SEED_STRIDE) % 2 ** 64
+    if dp_rank:
+        torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed % 2 ** 32)
 
 
 @DATA_SAMPLERS.register_module()
@@ -119,7 +132,11 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     parts. ``sampler=dict(type=...)`` (DATA_SAMPLERS, given the dataset first) replaces it; one
     that takes a ``generator`` (RandomSampler) is given a ``torch.Generator`` seeded with ``seed``
     unless the config sets one, so its order does not depend on the global RNG either.
-    ``drop_last=True`` on an unshuffled order warns when it leaves samples out.
+    ``drop_last=True`` on an unshuffled order warns when it leaves samples out. Workers
+    (``num_workers > 0``) are seeded per replica by :func:`seed_worker`: each data-parallel
+    replica's random augmentation differs, while the sample order is shared. With
+    ``persistent_workers=True`` they are seeded only once, so a resumed run's workers draw other
+    random numbers than the uninterrupted run's: that warns.
 
     ``pad_shards=False`` (the test split, see :func:`colossal_runner.initialize.build_data`) splits
     the data over the replicas without repeating samples (:class:`UnpaddedDistributedSampler`); the
@@ -197,14 +214,24 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
         sampler = None
     if drop_last:
         _warn_fixed_samples_left_out(dataset, sampler, shuffle, batch_size, data_size)
-    generator = torch.Generator()
+    generator = torch.Generator()  # the workers' base seeds: alike on every rank, see seed_worker
     generator.manual_seed(seed)
     num_workers = cfg.get('num_workers', 0)
     if num_workers == 0:
         cfg.pop('persistent_workers', None)
         cfg.pop('prefetch_factor', None)
+    elif cfg.get('persistent_workers'):
+        # Workers are seeded when they start: every epoch without persistent_workers (from the loader's
+        # generator, which checkpoints restore), once with it, and then at the resume point with new seeds.
+        warnings.warn(f'dataloader persistent_workers=True with num_workers={num_workers}: the workers are '
+                      f'seeded once, when they start, so a resumed run (which starts them anew) draws other '
+                      f'random numbers in them than the uninterrupted run did; random augmentation in the '
+                      f'workers then differs and the resume is not exact. For an exact resume, set '
+                      f'persistent_workers=False (workers are re-seeded each epoch) or augment in the main '
+                      f'process.', UserWarning, stacklevel=2)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
-                      worker_init_fn=seed_worker, generator=generator, **cfg)
+                      worker_init_fn=functools.partial(seed_worker, dp_rank=dp_rank), generator=generator,
+                      **cfg)
 
 
 def _warn_fixed_samples_left_out(dataset: Dataset, sampler: Any, shuffle: bool, batch_size: int,

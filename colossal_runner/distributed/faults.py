@@ -18,9 +18,9 @@ c10d TCPStore the ranks already rendezvoused on (no extra transport):
 - a rank whose own collective fails with a communication error first waits (up to
   ``heartbeat_timeout``) for such a verdict before blaming itself, so the dead rank is
   named, not the first survivor to notice;
-- when a report appears the thread prints which rank failed and ends its own process
-  with exit code 1 (``os._exit``: the main thread may be blocked inside a C++ collective
-  where no Python exception can reach it).
+- when a report appears the thread prints which rank failed (on stderr and into the run's
+  log file) and ends its own process with exit code 1 (``os._exit``: the main thread may be
+  blocked inside a C++ collective where no Python exception can reach it).
 
 The store lives in rank 0's process (unless torchrun's agent hosts it): when it vanishes
 in the middle of a run, rank 0 is the one that died. The process-group timeout stays the
@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -136,6 +137,8 @@ class FaultWatcher:
         self._handling = False  # the main thread is dealing with an error: the thread must not exit
         self._suspect = False  # something went wrong: watch every peer's heartbeat, not one
         self._acked = False
+        self._said = False  # the "is stopping because" line was written
+        self.stopped_for: Optional[Failure] = None  # another rank's failure that stops this one
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> 'FaultWatcher':
@@ -234,6 +237,7 @@ class FaultWatcher:
         if root is None:
             return
         if root.rank != self.rank:
+            self.stopped_for = root
             self._ack()
             self._say_stopping(root)
         if root.rank == self.rank or self.rank == self.store_rank:
@@ -274,6 +278,10 @@ class FaultWatcher:
         self.finish(root)
 
     def _say_stopping(self, root: Failure) -> None:
+        with self._lock:  # the main thread and the watcher thread may both get here
+            if self._said:
+                return
+            self._said = True
         sys.stdout.flush()
         reason = root.error if root.lost else f'rank {root.rank} failed: {root.error}'
         if not root.lost and _TIMED_OUT.search(root.error):
@@ -284,8 +292,10 @@ class FaultWatcher:
             if peer is not None and int(peer.group(1)) == self.rank:
                 waited += ' (this rank)'
             reason = f'rank {root.rank} timed out waiting for {waited}: {root.error}'
-        sys.stderr.write(f'colossal_runner: rank {self.rank} is stopping because {reason}\n')
+        line = f'rank {self.rank} is stopping because {reason}'
+        sys.stderr.write(f'colossal_runner: {line}\n')
         sys.stderr.flush()
+        _write_log_files(line)
 
     # ------------------------------------------------------------------ watching
     def _watch(self) -> None:
@@ -333,6 +343,26 @@ class FaultWatcher:
         return None
 
 
+def _write_log_files(line: str) -> None:
+    """Write ``line`` into the file handlers of colossal_runner's logger (the run's log file), at
+    ERROR: a batch job's log must say why this rank stopped, and ``os._exit`` may follow at once."""
+    record = logging.LogRecord('colossal_runner', logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger('colossal_runner').handlers:
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        # Never wait long: the main thread may hold the handler's lock while it is stuck.
+        if handler.lock is not None and not handler.lock.acquire(timeout=1.0):
+            continue
+        try:
+            handler.emit(record)
+            handler.flush()
+        except Exception:  # noqa: BLE001 - a log that cannot be written must not hide the stderr line
+            pass
+        finally:
+            if handler.lock is not None:
+                handler.lock.release()
+
+
 def get_watcher() -> Optional[FaultWatcher]:
     """This process's running FaultWatcher, if any."""
     return _WATCHER
@@ -341,6 +371,13 @@ def get_watcher() -> Optional[FaultWatcher]:
 def set_watcher(watcher: Optional[FaultWatcher]) -> None:
     global _WATCHER
     _WATCHER = watcher
+
+
+def peer_failure() -> Optional[Failure]:
+    """The other rank's failure that is stopping this process, or None (no watcher, none yet, or
+    this rank's own failure): this rank's own error is then usually only a consequence of it."""
+    watcher = get_watcher()
+    return None if watcher is None else watcher.stopped_for
 
 
 def report_failure(error: Any) -> bool:

@@ -24,7 +24,8 @@ from .context import ParallelContext, get_context, set_context
 from .faults import FaultWatcher, config_hash, get_watcher, set_watcher, watcher_settings
 
 ConfigLike = Union[str, os.PathLike, Mapping]
-LAUNCHERS = ('none', 'torch', 'slurm', 'openmpi')
+LAUNCHERS = ('none', 'torch', 'pytorch', 'slurm', 'openmpi')
+_LAUNCHER_ALIASES = {'pytorch': 'torch'}  # mmcv / mmengine's name for torchrun's launcher
 DEFAULT_TIMEOUT = 1800.0  # seconds; torch's own default for process-group operations
 DEFAULT_SEED = 1024
 STARTUP_TIMEOUT = 300.0  # seconds every rank has to reach the rendezvous
@@ -35,7 +36,9 @@ def _load_config(config: ConfigLike) -> Any:
     """A Config / ConfigDict / dict as given, or the Config loaded from a file path."""
     if isinstance(config, (str, os.PathLike)):
         from colossal_runner.config import Config  # imported lazily: config is optional here
-        return Config.fromfile(str(config))
+        # only the parallel settings are read here; custom_imports are imported where the config
+        # is built, after --cfg-options (initialize()), so that the options can change them
+        return Config.fromfile(str(config), import_custom_modules=False)
     if config is None:
         return {}
     if not isinstance(config, Mapping) and not hasattr(config, 'get'):
@@ -230,14 +233,15 @@ def setup_parallel(cfg: ConfigLike, launcher: str = 'none', timeout: Optional[fl
 
     ``launcher='none'`` runs a single process, or uses a process group somebody already
     initialized (tests, notebooks); under torchrun with several processes it is refused
-    (each would train alone). ``torch`` reads torchrun's variables; ``slurm`` and
-    ``openmpi`` read theirs and rendezvous at ``cfg.dist_host``/``MASTER_ADDR`` (default
-    127.0.0.1) and ``cfg.dist_port``/``MASTER_PORT`` (default 29500). The seed is
-    ``cfg.seed`` when set, else 1024.
+    (each would train alone). ``torch`` (or ``pytorch``, as mmcv calls it) reads torchrun's
+    variables; ``slurm`` and ``openmpi`` read theirs and rendezvous at
+    ``cfg.dist_host``/``MASTER_ADDR`` (default 127.0.0.1) and ``cfg.dist_port``/``MASTER_PORT``
+    (default 29500). The seed is ``cfg.seed`` when set, else 1024.
     """
     cfg = _load_config(cfg)
     if launcher not in LAUNCHERS:
         raise ValueError(f'unknown launcher {launcher!r}; expected one of {list(LAUNCHERS)}.')
+    launcher = _LAUNCHER_ALIASES.get(launcher, launcher)
     watcher_settings(cfg.get('fault_watch', True), None)  # a bad fault_watch fails here, even in one process
     if seed is None:
         seed = cfg.get('seed', None)

@@ -172,22 +172,30 @@ class Engine:
         """Give every data-parallel replica the first replica's buffers (BatchNorm's running
         statistics, which each replica updates from its own batches), as DDP's next forward would.
 
-        Collective over the DDP group; a no-op without DDP or when DDP does not sync buffers.
+        Collective over the DDP group, or over ``data_parallel_group`` (the replicas of a pipeline
+        stage, which DDP does not wrap); a no-op without either or when DDP does not sync buffers.
         Evaluation calls it once, then runs the unwrapped :attr:`module`: DDP's own forward would
         broadcast the buffers at the first evaluation step, which hangs when a replica has no test
         batch at all, and by itself (``Trainer.predict`` on one rank) right after training.
         """
-        if not self._is_ddp or not dist.is_initialized():
+        if not dist.is_initialized():
             return
-        ddp = self._model
-        if not getattr(ddp, 'forward_sync_buffers', getattr(ddp, 'broadcast_buffers', True)):
-            return
-        buffers = list(ddp.module.buffers())
+        if self._is_ddp:
+            ddp = self._model
+            if not getattr(ddp, 'forward_sync_buffers', getattr(ddp, 'broadcast_buffers', True)):
+                return
+            module, group = ddp.module, ddp.process_group
+        else:
+            module, group = self._model, self.data_parallel_group
+            # Replica 0's buffers are what its checkpoint holds: evaluate every replica with them.
+            if group is None or dist.get_world_size(group) < 2:
+                return
+        buffers = list(module.buffers())
         if buffers:
-            src = dist.get_global_rank(ddp.process_group, 0)
+            src = dist.get_global_rank(group, 0)
             with torch.no_grad():
                 for buffer in buffers:
-                    dist.broadcast(buffer, src=src, group=ddp.process_group)
+                    dist.broadcast(buffer, src=src, group=group)
 
     # ------------------------------------------------------------------ modes
     def train(self) -> None:

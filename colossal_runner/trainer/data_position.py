@@ -14,21 +14,41 @@ than seeking inside torch's private iterator state, and it costs one pass of dat
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import torch
 
 from ..checkpoint import get_rng_state, set_rng_state
 
 
+def _order_sampler(loader: Iterable) -> Any:
+    """The sampler that orders the indices: ``loader.sampler``, or with a ``batch_sampler`` of one's
+    own its sampler (torch then sets ``loader.sampler`` to a SequentialSampler it never iterates),
+    or the batch sampler itself when it has no ``sampler``."""
+    batch_sampler = getattr(loader, 'batch_sampler', None)
+    if batch_sampler is None:
+        return getattr(loader, 'sampler', None)
+    return getattr(batch_sampler, 'sampler', batch_sampler)
+
+
+def _samplers(loader: Iterable) -> List[Any]:
+    """``loader.sampler``, its batch sampler's sampler and the batch sampler, each once."""
+    batch_sampler = getattr(loader, 'batch_sampler', None)
+    found: List[Any] = []
+    for sampler in (getattr(loader, 'sampler', None), getattr(batch_sampler, 'sampler', None), batch_sampler):
+        if sampler is not None and not any(sampler is s for s in found):
+            found.append(sampler)
+    return found
+
+
 def _generators(loader: Iterable) -> Dict[str, torch.Generator]:
     found: Dict[str, torch.Generator] = {}
-    loader_gen = getattr(loader, 'generator', None)
-    if isinstance(loader_gen, torch.Generator):
-        found['loader'] = loader_gen
-    sampler_gen = getattr(getattr(loader, 'sampler', None), 'generator', None)
-    if isinstance(sampler_gen, torch.Generator) and sampler_gen is not loader_gen:
-        found['sampler'] = sampler_gen
+    candidates = (('loader', loader), ('sampler', _order_sampler(loader)),
+                  ('batch_sampler', getattr(loader, 'batch_sampler', None)))
+    for name, owner in candidates:
+        gen = getattr(owner, 'generator', None)
+        if isinstance(gen, torch.Generator) and not any(gen is g for g in found.values()):
+            found[name] = gen
     return found
 
 
@@ -43,7 +63,7 @@ def _set_generators(loader: Iterable, states: Dict[str, torch.Tensor]) -> None:
 
 
 def _sampler_info(loader: Iterable) -> Dict[str, Any]:
-    sampler = getattr(loader, 'sampler', None)
+    sampler = _order_sampler(loader)
     info: Dict[str, Any] = dict(type=type(sampler).__name__)
     for key in ('seed', 'epoch', 'shuffle', 'num_replicas', 'rank'):
         value = getattr(sampler, key, None)
@@ -53,10 +73,11 @@ def _sampler_info(loader: Iterable) -> Dict[str, Any]:
 
 
 def set_sampler_epoch(loader: Iterable, epoch: int) -> None:
-    """``sampler.set_epoch(epoch - 1)`` when the sampler has it (0-based, as DistributedSampler expects)."""
-    sampler = getattr(loader, 'sampler', None)
-    if callable(getattr(sampler, 'set_epoch', None)):
-        sampler.set_epoch(epoch - 1)
+    """``set_epoch(epoch - 1)`` on the loader's sampler, its batch sampler's sampler and its batch
+    sampler, each that has it (0-based, as DistributedSampler expects)."""
+    for sampler in _samplers(loader):
+        if callable(getattr(sampler, 'set_epoch', None)):
+            sampler.set_epoch(epoch - 1)
 
 
 class DataPosition:

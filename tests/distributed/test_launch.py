@@ -41,7 +41,10 @@ LAUNCHER_ENV = {
 }
 
 
-@pytest.mark.parametrize('launcher, pipeline', [('torch', 2), ('slurm', 1), ('openmpi', 1)])
+LAUNCHER_ENV['pytorch'] = LAUNCHER_ENV['torch']  # mmcv's name for it
+
+
+@pytest.mark.parametrize('launcher, pipeline', [('torch', 2), ('pytorch', 1), ('slurm', 1), ('openmpi', 1)])
 def test_every_launcher_starts_a_real_job(monkeypatch, launcher, pipeline):
     for var in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
         monkeypatch.delenv(var, raising=False)  # each launcher must read only its own variables
@@ -155,3 +158,12 @@ def _raise_on_two(rank, world_size):
     if rank == 2:
         raise RuntimeError('rank two broke')
     return rank
+
+
+def test_train_and_test_accept_mmcvs_launcher_name_pytorch():
+    from colossal_runner.test import parse_args as parse_test_args
+    from colossal_runner.train import parse_args
+    assert parse_args(['cfg.py', '--launcher', 'pytorch']).launcher == 'pytorch'
+    assert parse_test_args(['cfg.py', 'ckpt.pt', '--launcher', 'pytorch']).launcher == 'pytorch'
+    with pytest.raises(ValueError, match="unknown launcher 'mpi'; expected one of .*'pytorch'"):
+        setup_parallel({}, launcher='mpi')

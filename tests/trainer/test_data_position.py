@@ -10,7 +10,7 @@ from colossal_runner.data import SyntheticClassification, build_dataloader
 from colossal_runner.engine import Engine
 from colossal_runner.testing import run_distributed
 from colossal_runner.trainer import Trainer
-from colossal_runner.trainer.hooks import SaveCheckpointHook
+from colossal_runner.trainer.hooks import BaseHook, SaveCheckpointHook
 
 
 def _engine(model):
@@ -129,3 +129,76 @@ def test_a_checkpoint_of_another_pipeline_layout_is_refused_naming_both_layouts(
     other = dict(state, meta=dict(state['meta'], pipeline_size=4))
     Trainer(_engine(_model())).load_state_dict(other, finetune=True)
     Trainer(_engine(_model())).load_state_dict(other, strict=False)
+
+
+def _batch_sampler_loader(seed=0):
+    from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
+
+    dataset = SyntheticClassification(num_samples=32, num_features=4, num_classes=2, seed=0)
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_sampler=BatchSampler(sampler, 4, drop_last=False))
+
+
+class _RecordBatches(BaseHook):
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def after_train_iter(self, runner, output, label, loss):
+        self.batches.append((runner.states['epoch'], label.tolist()))
+
+
+def test_a_distributed_sampler_inside_a_batch_sampler_gets_each_epochs_order():
+    """With ``batch_sampler=``, torch sets ``loader.sampler`` to a SequentialSampler: set_epoch must
+    reach the batch sampler's own sampler, or every epoch repeats the first one's order."""
+    from colossal_runner.trainer.data_position import set_sampler_epoch
+
+    loader = _batch_sampler_loader()
+    orders = []
+    for epoch in (1, 2, 3):
+        set_sampler_epoch(loader, epoch)
+        assert loader.batch_sampler.sampler.epoch == epoch - 1
+        orders.append([y.tolist() for _, y in loader])
+    assert orders[0] != orders[1] and orders[1] != orders[2]
+    record = _RecordBatches()
+    Trainer(_engine(_model()), hooks=[record]).fit(_batch_sampler_loader(), epochs=2)
+    per_epoch = {e: [labels for ep, labels in record.batches if ep == e] for e in (1, 2)}
+    assert per_epoch[1] == orders[0] and per_epoch[2] == orders[1]
+
+
+def test_a_batch_sampler_with_set_epoch_of_its_own_gets_it():
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+    class EpochBatchSampler(BatchSampler):
+        epoch = None
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+    from colossal_runner.trainer.data_position import set_sampler_epoch
+    dataset = SyntheticClassification(num_samples=8, num_features=4, num_classes=2, seed=0)
+    loader = DataLoader(dataset, batch_sampler=EpochBatchSampler(SequentialSampler(dataset), 4, False))
+    set_sampler_epoch(loader, 3)
+    assert loader.batch_sampler.epoch == 2
+
+
+def test_resuming_mid_epoch_with_a_batch_sampler_is_exact_and_checks_its_sampler(tmp_path):
+    ckpt_dir = str(tmp_path / 'ck')
+    torch.manual_seed(0)
+    engine = _engine(_model())
+    Trainer(engine, hooks=[SaveCheckpointHook(10, ckpt_dir, by_epoch=False)]).fit(_batch_sampler_loader(),
+                                                                                  epochs=2)
+    reference = [p.detach().clone() for p in engine.model.parameters()]
+    trainer = Trainer(_engine(_model()))
+    trainer.resume(os.path.join(ckpt_dir, 'iter_10.pt'))  # 8 steps per epoch: mid-epoch 2
+    assert trainer.data_position.pending['sampler'] == dict(type='DistributedSampler', seed=0, epoch=1,
+                                                            shuffle=True, num_replicas=1, rank=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        trainer.fit(_batch_sampler_loader(), epochs=2)
+    for got, want in zip(trainer.engine.model.parameters(), reference):
+        assert torch.equal(got, want)
+    trainer = Trainer(_engine(_model()))
+    trainer.resume(os.path.join(ckpt_dir, 'iter_10.pt'))
+    with pytest.warns(UserWarning, match=r"different data sampler.*\{'seed': \(0, 1\)\}"):
+        trainer.fit(_batch_sampler_loader(seed=1), epochs=2)
