@@ -30,6 +30,7 @@ from .registry import HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULE
 from .trainer import Trainer
 from .trainer.hooks import LRSchedulerHook
 from .utils.logging import detach_log_file, get_logger, run_log_path
+from .utils.work_dir_lock import lock_work_dir
 
 # Every top-level key initialize() and the tools read; anything else is probably a typo.
 KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 'parallel', 'amp',
@@ -37,6 +38,16 @@ KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 
               'seed', 'work_dir', 'custom_imports', 'logging', 'dist_timeout', 'dist_host', 'dist_port',
               'fault_watch', 'nonfinite_loss', 'deterministic')
 DEFAULT_SEED = 1024
+# mmcv's keys for what is done another way here: ignored, they would silently start the run from scratch.
+_MMCV_KEYS = {
+    'resume_from': lambda v: (f'colossal_runner resumes from the command line: drop the key and run '
+                              f'tools/train.py CONFIG --resume {v} (a checkpoint file or directory; '
+                              f'--resume alone continues from the newest checkpoint in the work dir)'),
+    'load_from': lambda v: (f"colossal_runner loads pretrained weights with a hook: drop the key and add "
+                            f"dict(type='LoadCheckpointHook', checkpoint_dir={os.path.dirname(str(v))!r}, "
+                            f"epoch=<N, or -1 for the newest>, finetune=True) to hooks (finetune=True "
+                            f"loads the weights only, as load_from does)"),
+}
 
 
 class Initialized(NamedTuple):
@@ -83,6 +94,10 @@ def check_top_level_keys(cfg: Config) -> List[str]:
     """
     unknown = [k for k in cfg.keys() if not str(k).startswith('_') and k not in KNOWN_KEYS]
     for key in unknown:
+        if key in _MMCV_KEYS and cfg[key] is not None:  # mmcv's `load_from = None` asks for nothing
+            raise ConfigError(f'{key} = {cfg[key]!r} is an mmcv key that colossal_runner does not read; the '
+                              f'run would start from scratch. {_MMCV_KEYS[key](cfg[key])}.',
+                              cfg.filename, str(key))
         close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.75)
         if close:
             raise ConfigError(f'unknown top-level key {key!r}; did you mean {close[0]!r}? Rename it '
@@ -185,17 +200,30 @@ def check_steps_per_epoch(cfg: Config, loader: Optional[DataLoader], grad_acc: i
     return batches // grad_acc
 
 
-def check_writable(cfg: Config) -> None:
-    """Fail before training, with the fix, when the work directory cannot be written."""
+def check_writable(cfg: Config, given: Optional[str] = None) -> None:
+    """Fail before training, with the fix, when the work directory cannot be written.
+
+    ``given`` is initialize()'s ``work_dir`` (``--work-dir``): an error then names it, not the
+    config's key ``work_dir``.
+    """
     path = cfg.work_dir
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix='.write_test'):
-            pass
-    except OSError as exc:
-        raise ConfigError(f'the work directory {path!r} is not writable ({exc.strerror or exc}); choose '
-                          f'another with --work-dir DIR or work_dir=... in the config',
-                          cfg.filename, 'work_dir') from exc
+    if given:
+        origin, filename, key = ' (from --work-dir)', None, None
+    elif path == osp.expanduser(default_work_dir(cfg)):
+        origin, filename, key = ' (the default, work_dirs/<config name>)', None, None
+    else:
+        origin, filename, key = '', cfg.filename, 'work_dir'
+    if osp.exists(path) and not osp.isdir(path):
+        problem = 'is a file, not a directory'
+    else:
+        try:
+            os.makedirs(path, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix='.write_test'):
+                return
+        except OSError as exc:
+            problem = f'is not writable ({exc.strerror or exc})'
+    raise ConfigError(f'the work directory {path!r}{origin} {problem}; choose another with --work-dir DIR '
+                      f'or work_dir=... in the config', filename, key)
 
 
 def check_microbatches(cfg: Config, schedule: Any, *loaders: Optional[DataLoader]) -> None:
@@ -505,17 +533,34 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     cfg.work_dir = osp.expanduser(work_dir or cfg.get('work_dir', None) or default_work_dir(cfg))
     context = setup_parallel(cfg, launcher, seed=cfg.seed)
     if not read_only:
-        check_writable(cfg)
+        check_writable(cfg, work_dir)
+        if context.is_main_process:  # the ranks of a run share its work_dir: one lock for the run
+            lock_work_dir(cfg.work_dir)  # before anything is written there: no second run into it
+    # checked even when a logger is given: a misspelt key or level would otherwise be ignored
+    log_cfg = cfg.get('logging', None) or {}
+    if not isinstance(log_cfg, Mapping):
+        raise ConfigError(f"expected a dict like dict(level='INFO', progress=True), got {log_cfg!r}",
+                          cfg.filename, 'logging')
+    for key in log_cfg:
+        if key not in ('level', 'progress'):
+            close = difflib.get_close_matches(str(key), ['level', 'progress'], n=1)
+            hint = f' (did you mean {close[0]!r}?)' if close else ''
+            raise ConfigError(f'unknown key {key!r}{hint}; logging takes only level and progress: rename or '
+                              f'remove it', cfg.filename, ['logging', key])
+    level, levels = log_cfg.get('level', 'INFO'), ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
+    if not (isinstance(level, str) and level.upper() in levels):
+        raise ConfigError(f"unknown log level {level!r}; expected one of {', '.join(levels)} (any case)",
+                          cfg.filename, 'logging.level')
+    if not isinstance(log_cfg.get('progress', True), bool):  # bool('no') is True
+        raise ConfigError(f"expected True or False, got {log_cfg['progress']!r}", cfg.filename,
+                          'logging.progress')
     if logger is None:
-        log_cfg = dict(cfg.get('logging', None) or {})
-        level = log_cfg.get('level', 'INFO')
         path = log_file if isinstance(log_file, str) else \
             (run_log_path(cfg.work_dir) if log_file else None)
         path = None if read_only else path
         if path is None:  # one run, one log file: not the previous run's (a file given replaces it)
             detach_log_file(logging.getLogger('colossal_runner'))
-        logger = get_logger('colossal_runner', log_file=path,
-                            level=getattr(logging, str(level).upper(), logging.INFO))
+        logger = get_logger('colossal_runner', log_file=path, level=getattr(logging, level.upper()))
     grad_acc = _positive_int(cfg, 'gradient_accumulation', 1)
     _positive_int(cfg, 'max_epochs', 1)
     _positive_int(cfg, 'max_steps', None, allow_none=True)
@@ -550,7 +595,13 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
                          'written: leave file-writing hooks (TensorboardHook, SaveCheckpointHook) out of '
                          'cfg.hooks, as tools/test.py does (colossal_runner.test.metric_hooks_only)')
         raise
-    logger.info(f'initialized {_model_name(cfg, model)} on {get_device()} ({context}); '
+    batch = getattr(train_loader, 'batch_size', None)
+    per_step = ''  # batch_size is per replica: say what one optimizer step then sees
+    if context.data_size > 1 and isinstance(batch, int):
+        accumulation = f' x gradient_accumulation {grad_acc}' if grad_acc > 1 else ''
+        per_step = (f'; batch_size {batch} per replica x {context.data_size} replicas{accumulation} = '
+                    f'{batch * context.data_size * grad_acc} samples per optimizer step')
+    logger.info(f'initialized {_model_name(cfg, model)} on {get_device()} ({context}){per_step}; '
                 f'seed {cfg.seed}; work_dir {cfg.work_dir}')
     return Initialized(engine, trainer, train_loader, test_loader, cfg, context)
 

@@ -26,7 +26,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
                         help='override config values, e.g. data.test.dataloader.batch_size=64')
     parser.add_argument('--json', action='store_true', help='print the metrics as one JSON object')
-    parser.add_argument('--launcher', choices=['none', 'torch', 'slurm', 'openmpi'], default='none')
+    parser.add_argument('--launcher', choices=['none', 'torch', 'pytorch', 'slurm', 'openmpi'],
+                        default='none')
     parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')
     return parser.parse_args(argv)
 
@@ -71,9 +72,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                 print(json.dumps({k: v if math.isfinite(v) else None for k, v in metrics.items()},
                                  allow_nan=False))
             else:
-                print('Test metrics: ' + ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()), flush=True)
+                print(format_test_metrics(metrics), flush=True)
     from .distributed import teardown
     teardown()
+
+
+def format_test_metrics(metrics: Dict[str, float]) -> str:
+    """``Test metrics: Loss=2.6e-05, Accuracy=0.988889``: six significant digits, as train.py prints
+    its final metrics (a fixed number of decimals shows a small loss as 0)."""
+    return 'Test metrics: ' + ', '.join(f'{k}={v:.6g}' for k, v in metrics.items())
 
 
 def _missing_checkpoint(path: str) -> str:

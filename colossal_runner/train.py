@@ -19,8 +19,10 @@ import logging
 import math
 import os
 import os.path as osp
+import signal
 import sys
-from typing import Any, Collection, Dict, Iterator, List, Optional
+import threading
+from typing import Any, Callable, Collection, Dict, Iterator, List, Optional
 
 from .config import ConfigError, DictAction, format_config_error
 
@@ -46,8 +48,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--deterministic', action='store_true',
                         help='use deterministic algorithms only (cfg.deterministic = True): slower, but a '
                              'rerun on the same machine gives the same numbers, on a GPU too')
-    parser.add_argument('--launcher', choices=['none', 'torch', 'slurm', 'openmpi'], default='none',
-                        help='how processes of a distributed run are started (torch = torchrun)')
+    parser.add_argument('--launcher', choices=['none', 'torch', 'pytorch', 'slurm', 'openmpi'],
+                        default='none', help='how processes of a distributed run are started '
+                                             "(torch = torchrun; pytorch, mmcv's name, is the same)")
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')
     return parser.parse_args(argv)
@@ -57,6 +60,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def report_errors(prog: str, debug: bool, status: int,
                   logs_before: Optional[Collection[logging.Handler]] = None) -> Iterator[None]:
     """One line on stderr and ``SystemExit(status)`` for any exception, unless ``debug``.
+
+    None for a communication error that another rank's failure caused: the fault watcher has
+    already said, on stderr and in the log file, which rank failed and why.
 
     With ``logs_before`` (what :func:`log_files` returned when the run started), the line also
     goes into the log file the run has opened since, so that a batch job's log says why it stopped.
@@ -69,11 +75,17 @@ def report_errors(prog: str, debug: bool, status: int,
         raise SystemExit(130) from None
     except Exception as exc:  # noqa: BLE001 - the user gets one clear line, --debug the traceback
         from .distributed import report_failure
+        from .distributed.faults import is_communication_error, peer_failure
         report_failure(exc)  # other ranks of a distributed run stop now instead of at the timeout
-        if not getattr(exc, 'logged', False):  # an error the run has written into its log already
+        # Another rank failed first and this one's error is only gloo's "Connection closed by peer":
+        # the watcher has written "rank N is stopping because rank M failed: ..." (stderr, log file).
+        follow_on = peer_failure() is not None and is_communication_error(exc)
+        if not getattr(exc, 'logged', False) and not follow_on:  # a logged error is in the log already
             _log_error(f'{prog}: error: {format_config_error(exc)}', logs_before)
         if debug:
             raise
+        if follow_on:
+            raise SystemExit(status) from None
         print(f'{prog}: error: {format_config_error(exc)} (rerun with --debug for the traceback)',
               file=sys.stderr)
         raise SystemExit(status) from None
@@ -95,13 +107,18 @@ def _log_error(line: str, logs_before: Optional[Collection[logging.Handler]]) ->
 
 
 def load_user_config(path: str, cfg_options: Dict[str, Any]) -> Any:
-    """The config file with the command line's overrides merged in."""
+    """The config file with the command line's overrides merged in, and then its ``custom_imports``
+    imported (so that ``--cfg-options custom_imports.imports=[]`` or ``allow_failed_imports=True``
+    take effect, and tools/test.py sees the hooks they register)."""
     from .config import Config
+    from .config.config import import_custom
     if not osp.isfile(path):
         raise UsageError(f'config file not found: {path}')
-    cfg = Config.fromfile(path)
+    cfg = Config.fromfile(path, import_custom_modules=False)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if cfg.get('custom_imports', None):
+        import_custom(cfg.custom_imports, cfg.filename)
     return cfg
 
 
@@ -118,9 +135,13 @@ def locate_checkpoint(path: str) -> str:
 
 
 def checkpoint_dir_of(trainer: Any, default: str) -> str:
-    """The directory the trainer's SaveCheckpointHook writes to (``default`` without one)."""
+    """The directory the trainer's SaveCheckpointHook writes to (``default`` without one).
+
+    Only a SaveCheckpointHook counts: a fine-tune run's LoadCheckpointHook names the pretrained
+    run's directory, which ``--resume`` must not continue from."""
+    from .trainer.hooks import SaveCheckpointHook
     for hook in getattr(trainer, 'hooks', []):
-        directory = getattr(hook, 'checkpoint_dir', None)
+        directory = getattr(hook, 'checkpoint_dir', None) if isinstance(hook, SaveCheckpointHook) else None
         if directory:
             return directory
     return default
@@ -185,6 +206,9 @@ def format_final_metrics(metrics: Dict[str, Dict[str, float]], measured_at: Dict
 def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None) -> str:
     """Write the merged config as ``<work_dir>/<config file name>`` and return the path.
 
+    When that is the config file itself or one of its ``_base_`` files (``work_dir =
+    '{{ fileDirname }}'``), it goes to ``<name>.merged<ext>`` instead, and the log says so.
+
     A config holding values that have no config text (``loss = dict(type=nn.CrossEntropyLoss)``,
     a ``collate_fn`` defined in the config) is written anyway, as ``.py``, with those values as
     strings naming them, a header saying so and the config files' own text at the end; a warning
@@ -192,7 +216,7 @@ def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None
     """
     from .config.pretty import describe, pretty_text
     name = osp.basename(cfg.filename) if cfg.filename else 'config.py'
-    path = osp.join(work_dir, name)
+    path = _not_a_config_file(cfg, osp.join(work_dir, name), logger)
     os.makedirs(work_dir, exist_ok=True)
     try:
         cfg.dump(path)
@@ -208,7 +232,7 @@ def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None
     if cfg.text.strip():
         lines += ['', '# ---- the config files as they were read ----']
         lines += [f'# {line}'.rstrip() for line in cfg.text.rstrip('\n').split('\n')]
-    path = osp.splitext(path)[0] + '.py'
+    path = _not_a_config_file(cfg, osp.splitext(path)[0] + '.py', logger)
     with open(path, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')
     (logger or logging.getLogger('colossal_runner')).warning(
@@ -218,11 +242,83 @@ def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None
     return path
 
 
+def _not_a_config_file(cfg: Any, path: str, logger: Optional[logging.Logger]) -> str:
+    """``path``, or ``<stem>.merged<ext>`` beside it when ``path`` is a file the config was read
+    from: the dump must not overwrite the user's own config."""
+    # cfg.text heads each file it holds with '# <absolute path>' (a stray comment that looks
+    # like one only moves the dump to the other name)
+    read = {cfg.filename} if cfg.filename else set()
+    read.update(line[2:] for line in cfg.text.splitlines() if line.startswith('# ') and osp.isabs(line[2:]))
+    if osp.realpath(path) not in {osp.realpath(f) for f in read}:
+        return path
+    stem, ext = osp.splitext(path)
+    moved = f'{stem}.merged{ext}'
+    (logger or logging.getLogger('colossal_runner')).info(
+        f'{path} is a config file this run read, so the merged config goes to {moved} instead')
+    return moved
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, preemption, ``kill``, torchrun stopping its workers),
+    raised in the main thread so that it stops the run as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def report_interruption(prog: str, trainer_of: Callable[[], Any],
+                        logs_before: Optional[Collection[logging.Handler]] = None) -> Iterator[None]:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143) during the block: one line on stderr and in the run's
+    log file saying where the run stopped and how to continue it, instead of a silent death.
+
+    SIGTERM raises :class:`Terminated` while the block runs (main thread only; the previous
+    handler is restored after). Checkpoints are written atomically, so stopping mid-save is safe.
+    """
+    handle = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if handle else None
+
+    def terminate(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated()
+
+    if handle:
+        signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        line = f'{prog}: {"terminated (SIGTERM)" if terminated else "interrupted"} {stopped_at(trainer_of())}'
+        _log_error(line, logs_before)
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(143 if terminated else 130) from None
+    finally:
+        if handle:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def stopped_at(trainer: Any) -> str:
+    """Where an interrupted run was and what ``--resume`` would continue from."""
+    if trainer is None:
+        return 'before training started'
+    from .checkpoint import find_latest
+    at = f"at epoch {trainer.states['epoch']}, iteration {trainer.states['iteration']}"
+    directory = checkpoint_dir_of(trainer, '')
+    if not directory:
+        return f'{at}; the run saves no checkpoints (no SaveCheckpointHook), so a rerun starts over'
+    try:  # a pipeline run's files are per stage: name stage 0's
+        latest = find_latest(directory) or find_latest(directory, 0)
+    except OSError:
+        latest = None
+    if latest is None:
+        return f'{at}; no checkpoint was saved yet in {directory}, so a rerun starts over'
+    return f'{at}; rerun with --resume to continue from the last checkpoint, {latest}'
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     prog = 'train.py'
     logs_before = log_files()  # the log file this run opens gets its error too
-    with report_errors(prog, args.debug, EXIT_CONFIG, logs_before):
+    trainer = None  # read by report_interruption: None until initialize() has built it
+    with report_errors(prog, args.debug, EXIT_CONFIG, logs_before), \
+            report_interruption(prog, lambda: trainer, logs_before):
         cfg = load_user_config(args.config, args.cfg_options)
         from .initialize import initialize  # after the config: a bad config fails fast, without torch
         run = initialize(cfg, launcher=args.launcher, work_dir=args.work_dir, seed=args.seed,
@@ -240,7 +336,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             trainer.logger.info(f"resumed from {read} at epoch {state.get('states', {}).get('epoch')}")
         if context.is_main_process:  # only once the run has started well: a bad resume keeps the old one
             dump_config(cfg, cfg.work_dir, trainer.logger)
-    with report_errors(prog, args.debug, EXIT_RUNTIME, logs_before):
+    with report_errors(prog, args.debug, EXIT_RUNTIME, logs_before), \
+            report_interruption(prog, lambda: trainer, logs_before):
         log_cfg = dict(cfg.get('logging', None) or {})
         progress = bool(log_cfg.get('progress', True)) and not args.no_progress
         start = trainer.states['epoch'], trainer.states['iteration']

@@ -149,9 +149,9 @@ def test_batch_size_must_divide_into_microbatches_before_training(tmp_path):
 
 def test_unwritable_work_dir_is_a_config_error(tmp_path):
     (tmp_path / 'file').write_text('x')
-    with pytest.raises(ConfigError, match=r"key work_dir: the work directory .*file/run' is not writable "
-                                          r".*choose another with --work-dir"):
-        initialize(_cfg(), work_dir=str(tmp_path / 'file' / 'run'), log_file=False)
+    with pytest.raises(ConfigError, match=r"^the work directory .*file/run' \(from --work-dir\) is not "
+                                          r"writable .*choose another with --work-dir"):
+        initialize(_cfg(), work_dir=str(tmp_path / 'file' / 'run'), log_file=False)  # not the config's key
 
 
 @pytest.mark.parametrize('overrides, error, message', [

@@ -18,9 +18,13 @@ def unpack_batch(batch: Any) -> Tuple[Any, Any]:
     desc = type(batch).__name__
     if isinstance(batch, (tuple, list)):
         desc += f' of length {len(batch)}'
+    elif isinstance(batch, dict):
+        desc += f' with the keys {sorted(map(str, batch))}'
     raise TypeError(f'a batch must be (data, label): a tuple or list of two items, or '
                     f"dict(data=..., label=...); received a {desc}. Make the dataset's "
-                    f'__getitem__ return (input, target), or wrap it so that it does.')
+                    f'__getitem__ return (input, target), or wrap it so that it does, or give the '
+                    f'DataLoader a collate_fn (dataloader.collate_fn in a config) that turns a list '
+                    f'of samples into (data, label) or dict(data=..., label=...).')
 
 
 def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:

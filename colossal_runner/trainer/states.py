@@ -10,8 +10,10 @@ key                meaning
 ``iteration``      optimizer steps done so far over the whole run; incremented right after
                    ``engine.step`` and before ``after_train_iter``. Restored from checkpoints.
 ``max_epochs``     ``epochs`` given to ``fit`` (None before ``fit``).
-``max_steps``      ``max_steps`` given to ``fit``, else ``max_epochs * steps_per_epoch`` when
-                   the data loader has a length, else None. Read before every step, so a
+``max_steps``      ``max_steps`` given to ``fit``, else the iteration at which the last epoch
+                   ends when the data loader has a length (``max_epochs * steps_per_epoch``,
+                   unless a checkpoint of a run with another epoch length was resumed: then
+                   counted on from its iteration), else None. Read before every step, so a
                    hook may lower it to stop the run early.
 ``steps_per_epoch`` optimizer steps in one pass over the training data:
                    ``len(train_dataloader) // engine.gradient_accumulation`` (None when the

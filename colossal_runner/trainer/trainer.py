@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import itertools
 import os
 import time
@@ -54,6 +55,8 @@ class Trainer:
         self._postfix_time = float('-inf')  # when the progress bar last read the loss (see _show)
         self._check_metric_file = False  # metrics.jsonl is still to be made ready for this fit
         self._wrote_records = False  # this Trainer has added to metrics.jsonl (it is not only an old run's)
+        self._max_steps_from_epochs = False  # fit got no max_steps: states['max_steps'] is the epochs' end
+        self._noted_resize: Any = None  # the checkpoint data entry whose other epoch length was logged
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
@@ -68,7 +71,7 @@ class Trainer:
     def register_hook(self, hook: Union[BaseHook, Mapping]) -> BaseHook:
         """Add a hook (or build one from a HOOKS config dict); it runs in priority order."""
         if isinstance(hook, Mapping):
-            hook = HOOKS.build(dict(hook))
+            hook = _build_hook(dict(hook))
         if not isinstance(hook, BaseHook):
             raise TypeError(f'a hook must be a BaseHook instance or a config dict like '
                             f"dict(type='LossHook'); got {type(hook).__name__}: {hook!r}. "
@@ -118,23 +121,42 @@ class Trainer:
         """
         self._start_fit(train_dataloader, epochs, max_steps, test_interval)
         _check_same_order_on_stages(train=train_dataloader, test=test_dataloader)
-        self.call_hook('before_train')
-        self._prepare_metric_file()  # unless a record written in before_train did already
-        epoch, skip = self._resume_position()
-        self.data_position.replay_finished_epoch(train_dataloader, epoch)
-        # An iteration checkpoint saved at an epoch's last step, before the epoch's end: that end
-        # (test, after_train_epoch hooks) still runs, even when the run's last step is done.
-        ending = skip > 0 and skip == self.states['steps_per_epoch']
-        while epoch <= epochs and (ending or not self._reached_max_steps()):
-            ending = False
-            self.states['epoch'] = epoch
-            self.call_hook('before_train_epoch')
-            self._train_epoch(train_dataloader, skip, display_progress)
-            if test_dataloader is not None and epoch % test_interval == 0:
-                self.evaluate(test_dataloader, display_progress)
-            self.call_hook('after_train_epoch')
-            epoch, skip = epoch + 1, 0
-        self.call_hook('after_train')
+        try:
+            self.call_hook('before_train')
+            self._prepare_metric_file()  # unless a record written in before_train did already
+            epoch, skip = self._resume_position()
+            self.data_position.replay_finished_epoch(train_dataloader, epoch)
+            # An iteration checkpoint saved at an epoch's last step, before the epoch's end: that end
+            # (test, after_train_epoch hooks) still runs, even when the run's last step is done.
+            ending = skip > 0 and skip == self.states['steps_per_epoch']
+            while epoch <= epochs and (ending or not self._reached_max_steps()):
+                ending = False
+                self.states['epoch'] = epoch
+                self.call_hook('before_train_epoch')
+                self._train_epoch(train_dataloader, skip, display_progress)
+                if test_dataloader is not None and epoch % test_interval == 0:
+                    self.evaluate(test_dataloader, display_progress)
+                self.call_hook('after_train_epoch')
+                epoch, skip = epoch + 1, 0
+            self.call_hook('after_train')
+        except BaseException as exc:  # Ctrl-C too: TensorBoard's events are flushed either way
+            self._on_exception(exc)
+            raise
+
+    def _on_exception(self, exc: BaseException) -> None:
+        """``fit`` raised: each hook with an ``on_exception(runner, exc)`` method releases what it
+        holds open (writers, files). ``after_train`` does not run, since it would save a checkpoint
+        of the failed state. A failing ``on_exception`` is logged, not raised, so that ``exc``
+        propagates unchanged."""
+        for hook in self.hooks:
+            method = getattr(hook, 'on_exception', None)
+            if not callable(method):
+                continue
+            try:
+                method(self, exc)
+            except Exception as failure:
+                self.logger.warning(f'{type(hook).__name__}.on_exception raised {type(failure).__name__}: '
+                                    f'{failure} (ignored, after fit raised {type(exc).__name__})')
 
     def _start_fit(self, dataloader: Iterable, epochs: int, max_steps: Optional[int],
                    test_interval: int) -> None:
@@ -150,11 +172,54 @@ class Trainer:
                 raise ValueError(f'the training data has {batches} batches, fewer than '
                                  f'gradient_accumulation={self.engine.gradient_accumulation} batches per '
                                  f'optimizer step; use more data, a smaller batch size or less accumulation.')
-        self.states.update(max_epochs=epochs, steps_per_epoch=steps,
-                           max_steps=max_steps if max_steps is not None else (steps and epochs * steps))
+        self.states.update(max_epochs=epochs, steps_per_epoch=steps, max_steps=max_steps)
+        self._max_steps_from_epochs = max_steps is None
+        self._plan_run_end()  # again when LoadCheckpointHook loads a checkpoint in before_train
         # Before this fit's first record, once a checkpoint is loaded (LoadCheckpointHook loads in
         # before_train, ahead of the hooks that write then): see _prepare_metric_file.
         self._check_metric_file = True
+
+    def _plan_run_end(self) -> None:
+        """Without a ``max_steps`` of the fit's own, ``states['max_steps']`` is the iteration at which
+        the last epoch ends, counted on from the point the fit resumes at: ``max_epochs *
+        steps_per_epoch`` for a fresh run or a resume with the same epoch length.
+
+        A checkpoint of a run with another number of steps per epoch (another batch size,
+        gradient_accumulation or number of replicas, resumed from epoch_N.pt) counts its epochs in
+        its own steps: the remaining epochs are all trained, and the LR schedule, sized from this
+        run's epoch length, is checked against the run's real end.
+        """
+        steps, epochs = self.states['steps_per_epoch'], self.states['max_epochs']
+        if not steps or epochs is None:
+            return
+        epoch, skip = self._resume_position(check=False)
+        epochs_end = self.states['iteration'] - skip + max(epochs - epoch + 1, 0) * steps
+        if self._max_steps_from_epochs:
+            self.states['max_steps'] = epochs_end
+        saved = self.data_position.pending
+        if (saved is not None and saved is not self._noted_resize and saved.get('finished') is True
+                and saved.get('epoch') == self.states['epoch'] and saved.get('steps_done') != steps):
+            self._noted_resize = saved
+            self._note_other_epoch_length(saved.get('steps_done'), min(epochs_end, self.states['max_steps']))
+
+    def _note_other_epoch_length(self, saved_steps: Any, end: int) -> None:
+        """Log that the checkpoint's epochs had another length, and warn when the LR schedule's
+        length (computed before the checkpoint was read) no longer matches the run's end."""
+        steps, iteration = self.states['steps_per_epoch'], self.states['iteration']
+        self.logger.info(f"the checkpoint's run had {saved_steps} optimizer steps per epoch, this run has "
+                         f'{steps} (the batch size, gradient_accumulation or the number of data-parallel '
+                         f'replicas changed): it trains its remaining epochs from iteration {iteration} '
+                         f'and ends at iteration {end}')
+        # None: no scheduler, one without a length, or one LRSchedulerHook(by_epoch=True) steps per epoch
+        total = getattr(self.engine.lr_scheduler, 'total_steps', None)
+        if isinstance(total, int) and not isinstance(total, bool) and total != end:
+            effect = ('ends before the run does: the last steps train at its final learning rate'
+                      if total < end else 'does not reach its end')
+            self.logger.warning(
+                f'the LR scheduler spans total_steps={total} optimizer steps but this run ends at iteration '
+                f'{end}: a length computed as max_epochs x steps per epoch counts the {iteration} steps '
+                f'done as if they were taken at this run\'s epoch length, so the schedule {effect}. Set '
+                f'lr_scheduler.total_steps={end} (in the config, or --cfg-options) to end it with the run.')
 
     def resume_point(self) -> Tuple[int, int]:
         """``(iteration, epochs_done)`` this fit continues from: the optimizer steps done and the
@@ -179,6 +244,8 @@ class Trainer:
         steps = self.states['steps_per_epoch']
         if epoch > 0 and steps:
             saved = self.data_position.pending
+            if saved is not None and saved.get('epoch') == epoch and saved.get('finished') is True:
+                return epoch + 1, 0  # an epoch checkpoint, whatever its run's steps per epoch were
             if (check and saved is not None and saved.get('epoch') == epoch and saved.get('finished') is False
                     and saved.get('steps_done', 0) > steps):
                 # Replaying the saved part of the epoch would run past the end of this run's epoch.
@@ -215,9 +282,14 @@ class Trainer:
         # and reads the engine's skip counter once per step.
         skips = getattr(engine, 'nonfinite_skips', 0)
         result = None
+        # One item per optimizer step, the iterator the step draws its batches from: the epoch's
+        # own, or for a loader without a length the step's batches, drawn before the step's
+        # before_train_iter (see _whole_steps).
+        feeds = (itertools.repeat(data_iter, total) if total is not None
+                 else _whole_steps(data_iter, engine.gradient_accumulation, self._reached_max_steps))
         with self._progress(total, f"Epoch {states['epoch']}", display_progress) as bar:
             show = not bar.disable
-            for _ in (range(total) if total is not None else itertools.count()):
+            for feed in feeds:
                 # Every step: a hook may lower max_steps to stop early.
                 max_steps = states['max_steps']
                 if max_steps is not None and states['iteration'] >= max_steps:
@@ -227,14 +299,12 @@ class Trainer:
                 if dispatch.get('before_train_iter', True):
                     call_hook('before_train_iter')
                 try:
-                    result = engine.step(data_iter)
-                except StopIteration:
-                    if total is not None:
-                        raise
-                    position.end_epoch(exhausted=True)  # a loader without a length is exhausted
-                    break
+                    result = engine.step(feed)
                 except NonFiniteLossError as exc:
                     raise self._nonfinite_error(exc) from None
+                except Exception as exc:  # the model's, the criterion's or the data's
+                    self._note_step_failure(exc, 'train', states['iteration'] + 1)
+                    raise
                 states['iteration'] += 1
                 position.steps_done += 1
                 counted = getattr(engine, 'nonfinite_skips', 0)
@@ -248,7 +318,8 @@ class Trainer:
             else:
                 # Finish the iterator as a plain `for` loop would: torch's RandomSampler draws
                 # from its generator only once it is exhausted, so stopping one batch short would
-                # give the next epoch a different order than a hand-written loop gets.
+                # give the next epoch a different order than a hand-written loop gets. (A loader
+                # without a length is exhausted already.)
                 for _ in data_iter:
                     pass
                 position.end_epoch(exhausted=True)
@@ -276,15 +347,19 @@ class Trainer:
                             f"{self.states['epoch']}): the loss was NaN/Inf; "
                             f"{self.states['nonfinite_skips']} step(s) skipped so far")
 
-    @staticmethod
-    def _next_step(step: Any, data_iter: Iterator, until_exhausted: bool) -> Optional[Tuple[Any, Any, Any]]:
-        # A loader without a length runs until it is exhausted.
-        if not until_exhausted:
-            return step(data_iter)
-        try:
-            return step(data_iter)
-        except StopIteration:
-            return None
+    def _note_step_failure(self, exc: BaseException, phase: str, step: int) -> None:
+        """Say where in the run a step raised (the model, the criterion, the data): an error such as
+        ``KeyError: 'mask'`` from a criterion tells nothing of it."""
+        if hasattr(exc, 'add_note'):
+            where = 'iteration' if phase == 'train' else 'test step'
+            exc.add_note(f"(raised in the {phase} step: epoch {self.states['epoch']}, {where} {step})")
+            message = str(exc)
+            # torch's own message names no cause; SIGKILL of a worker is mostly the kernel's OOM killer
+            if 'DataLoader worker (pid' in message and ('killed by signal: Killed' in message
+                                                        or 'exited unexpectedly' in message):
+                exc.add_note(f'(a DataLoader worker process died, often killed by the out-of-memory killer: '
+                             f'try fewer num_workers or a smaller batch, data.{phase}.dataloader.num_workers '
+                             f'/ .batch_size in a config)')
 
     def _progress(self, total: Optional[int], desc: str, display_progress: bool) -> tqdm:
         enabled = display_progress and get_context().is_logging_rank
@@ -327,12 +402,15 @@ class Trainer:
             data_iter = iter(test_dataloader)
             total = _length(test_dataloader)
             last = None
+            feeds = itertools.repeat(data_iter, total) if total is not None else _whole_steps(data_iter, 1)
             with self._progress(total, 'Test', display_progress) as bar:
-                for _ in (range(total) if total is not None else itertools.count()):
+                for step, feed in enumerate(feeds, 1):
                     self.call_hook('before_test_iter')
-                    result = self._next_step(self.engine.evaluate_step, data_iter, total is None)
-                    if result is None:
-                        break
+                    try:
+                        result = self.engine.evaluate_step(feed)
+                    except Exception as exc:  # the model's, the criterion's or the data's
+                        self._note_step_failure(exc, 'test', step)
+                        raise
                     self.call_hook('after_test_iter', *result)
                     self._show(bar, result[2])
                     last = result[2]
@@ -419,7 +497,11 @@ class Trainer:
         context = get_context()
         hooks = {}
         for key, hook in self._hook_keys():
-            state = hook.state_dict()
+            try:
+                state = hook.state_dict()
+            except Exception as exc:
+                note_hook_failure(exc, hook, 'state_dict')
+                raise
             if state:
                 hooks[key] = state
         return dict(format=FORMAT, engine=self.engine.state_dict(),
@@ -433,14 +515,27 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, finetune: bool = False) -> None:
         """Restore a :meth:`state_dict`; the next ``fit`` continues after the saved epoch/iteration.
 
-        ``finetune=True`` loads the model weights only. ``strict=False`` loads the weights whose
+        ``finetune=True`` loads the model weights only; then ``state`` may also be bare weights, as
+        ``torch.save(model.state_dict())`` writes them, or a dict holding them under ``'model'`` or
+        ``'state_dict'`` (a hand-written loop's checkpoint). ``strict=False`` loads the weights whose
         names match; then the optimizer state is not loaded either.
         """
         if not isinstance(state, Mapping) or 'engine' not in state or 'states' not in state:
-            got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            got = _few(sorted(map(str, state))) if isinstance(state, Mapping) else type(state).__name__
+            weights, where = _bare_weights(state)
+            if weights is not None and finetune:
+                self._load_engine(dict(model=weights), strict, finetune=True)
+                self.logger.info(f'loaded only model weights ({where}): the file is not a colossal_runner '
+                                 f'training checkpoint, so nothing else (optimizer, progress) is restored')
+                return
+            if weights is None:
+                fix = 'Give a checkpoint written by colossal_runner (SaveCheckpointHook).'
+            else:
+                fix = (f'It holds bare model weights ({where}), without an optimizer state or a position to '
+                       f'resume from: load them as weights only, with trainer.resume(path, finetune=True) '
+                       f'before fit; tools/test.py evaluates such a file as it is.')
             raise KeyError(f"not a colossal_runner training checkpoint: expected the keys 'engine', "
-                           f"'states', 'hooks', 'rng'; got {got}. For bare weights use "
-                           f'engine.model.load_state_dict(...).')
+                           f"'states', 'hooks', 'rng'; got {got}. {fix}")
         if strict and not finetune:  # a partial load (weights by name) may come from any layout
             self._check_layout(state.get('meta'))
         matched = self._load_engine(state['engine'], strict, finetune)
@@ -457,9 +552,17 @@ class Trainer:
         saved_hooks = state.get('hooks') or {}
         for key, hook in self._hook_keys():
             if key in saved_hooks:
-                hook.load_state_dict(saved_hooks[key])
+                try:
+                    hook.load_state_dict(saved_hooks[key])
+                except Exception as exc:
+                    if hasattr(exc, 'add_note'):
+                        exc.add_note(f'(raised in {type(hook).__name__}.load_state_dict, restoring a '
+                                     f"checkpoint's hooks[{key!r}])")
+                    raise
         if state.get('rng'):
             set_rng_state(state['rng'])
+        if self.states['max_epochs'] is not None:  # loaded during a fit (LoadCheckpointHook): size it anew
+            self._plan_run_end()
 
     def _check_layout(self, meta: Any) -> None:
         """Refuse a checkpoint of another pipeline layout: its files hold other layers per stage, so
@@ -516,12 +619,67 @@ class Trainer:
         return f'Trainer(engine={self.engine!r}, hooks={self.hooks!r}, work_dir={self.work_dir!r})'
 
 
+def _build_hook(cfg: Dict[str, Any]) -> Any:
+    """Build a hook from a HOOKS config dict. ``priority`` is passed to the constructor only when it
+    names that argument; otherwise it is set on the built hook, so a hook whose ``__init__`` takes
+    only its own arguments can still be given a priority in its config, as in mmcv."""
+    if 'priority' not in cfg:
+        return HOOKS.build(cfg)
+    cls = cfg.get('type')
+    if isinstance(cls, str):
+        cls = HOOKS.get(cls)
+    try:
+        takes_priority = cls is None or 'priority' in inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to read: pass it as given
+        takes_priority = True
+    if takes_priority:  # (an unknown type too: the registry's error says so)
+        return HOOKS.build(cfg)
+    priority = cfg.pop('priority')
+    hook = HOOKS.build(cfg)
+    if isinstance(hook, BaseHook):  # anything else: register_hook says what a hook must be
+        hook.priority = priority  # checked with the others' in register_hook
+    return hook
+
+
 def _length(loader: Iterable) -> Optional[int]:
     """``len(loader)``, or None for loaders without one (a DataLoader over an IterableDataset)."""
     try:
         return len(loader)
     except TypeError:
         return None
+
+
+def _whole_steps(data_iter: Iterator, batches_per_step: int,
+                 stop: Callable[[], bool] = lambda: False) -> Iterator[Iterator]:
+    """The steps of a loader without a length: for each, an iterator over its batches, yielded
+    once all ``batches_per_step`` of them are drawn. The data's end is then seen before a step's
+    before_*_iter, not inside the step, so every before_*_iter gets its after_*_iter and a step
+    the left-over batches cannot fill is not started. When ``stop()`` (max_steps reached) it yields
+    without drawing, for the loop to stop there: a checkpoint of the run then holds no batch
+    drawn past its last step."""
+    while True:
+        if stop():
+            yield iter(())
+            return
+        batches = list(itertools.islice(data_iter, batches_per_step))
+        if len(batches) < batches_per_step:
+            return
+        yield iter(batches)
+
+
+def _bare_weights(state: Any) -> Tuple[Optional[Mapping], str]:
+    """``(weights, where they are)`` when ``state`` is a model's bare state dict (every value a
+    tensor) or holds one under ``'model'`` or ``'state_dict'``; ``(None, '')`` otherwise."""
+    def is_weights(obj: Any) -> bool:
+        return (isinstance(obj, Mapping) and bool(obj)
+                and all(isinstance(v, torch.Tensor) for v in obj.values()))
+
+    if is_weights(state):
+        return state, 'a state_dict'
+    for key in ('model', 'state_dict'):
+        if isinstance(state, Mapping) and is_weights(state.get(key)):
+            return state[key], f'its {key!r} entry'
+    return None, ''
 
 
 def _few(keys: List[str], n: int = 10) -> str:

@@ -19,6 +19,12 @@ def test_unpack_batch_forms_and_errors():
         unpack_batch(torch.zeros(2))
 
 
+def test_a_dict_batch_error_lists_its_keys_and_points_at_collate_fn():
+    with pytest.raises(TypeError, match=r"received a dict with the keys \['mask', 'x', 'y'\].*"
+                                        r'collate_fn \(dataloader\.collate_fn in a config\)'):
+        unpack_batch({'x': 1, 'y': 2, 'mask': 3})
+
+
 def test_to_device_keeps_structure():
     batch = {'a': [torch.zeros(2), (torch.ones(1), 'tag')], 'p': Pair(torch.zeros(1), 3)}
     moved = to_device(batch, torch.device('meta'))

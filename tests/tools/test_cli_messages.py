@@ -87,7 +87,7 @@ def test_test_tool_messages_and_text_output(capsys, tmp_path):
     capsys.readouterr()
     test_cli.main([TINY, str(tmp_path / 'checkpoints')])  # a directory: its newest checkpoint
     out = capsys.readouterr().out
-    assert out.startswith('Test metrics: ') and f"Accuracy={final['test']['Accuracy']:.4f}" in out
+    assert out.startswith('Test metrics: ') and f"Accuracy={final['test']['Accuracy']:.6g}" in out
     for where in (tmp_path, tmp_path / 'latest.pt'):  # the work directory is understood too
         test_cli.main([TINY, str(where), '--json'])
         assert json.loads(capsys.readouterr().out)['Accuracy'] == pytest.approx(final['test']['Accuracy'])

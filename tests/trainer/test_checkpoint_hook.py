@@ -9,7 +9,8 @@ import torch
 from colossal_runner.checkpoint import load_checkpoint
 from colossal_runner.data import SyntheticClassification, build_dataloader
 from colossal_runner.trainer import Trainer
-from colossal_runner.trainer.hooks import LoadCheckpointHook, LossHook, MetricHook, SaveCheckpointHook
+from colossal_runner.trainer.hooks import (AccuracyHook, LoadCheckpointHook, LossHook, MetricHook,
+                                          SaveCheckpointHook)
 from colossal_runner.trainer.metrics import Metric
 
 from . import _resume_run
@@ -201,6 +202,22 @@ def test_save_best_keeps_the_best_epoch(tmp_path):
         Trainer(make_engine(), hooks=[LossHook(), SaveCheckpointHook(checkpoint_dir=str(tmp_path),
                                                                      save_best='test/Acuracy')]).fit(
             make_loader(8), epochs=1)
+
+
+@pytest.mark.parametrize('save_best, expected', [
+    # a bare name means the test metric when there is one: the message says so, not "no train metric"
+    ('Acuracy', r"save_best='Acuracy': no test metric named 'Acuracy' \(a bare name means the test metric "
+                r"when there is one\) and no train metric of that name either; test metrics: \[Accuracy, "
+                r"Loss\]; train metrics: \[Accuracy, Loss\]\. Did you mean 'Accuracy'\?"),
+    ('train/Los', r"save_best='train/Los': no train metric named 'Los'; test metrics: \[Accuracy, Loss\]; "
+                  r"train metrics: \[Accuracy, Loss\]\. Did you mean 'train/Loss'\?"),
+])
+def test_a_misspelled_save_best_lists_both_modes_and_suggests_the_closest(tmp_path, save_best, expected):
+    saver = SaveCheckpointHook(checkpoint_dir=str(tmp_path), save_best=save_best)
+    trainer = Trainer(make_engine(), hooks=[LossHook(), AccuracyHook(), saver])
+    with pytest.raises(KeyError, match=expected):
+        trainer.fit(make_loader(8), epochs=1)
+    assert trainer.states['iteration'] == 0  # at before_train, not after the first epoch
 
 
 def test_load_checkpoint_hook_errors_list_what_exists(tmp_path):

@@ -1,10 +1,11 @@
 """TensorboardHook: event files read back with tensorboard's own EventAccumulator."""
 import os
+import threading
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from colossal_runner.trainer import Trainer
+from colossal_runner.trainer import BaseHook, Trainer
 from colossal_runner.trainer.hooks import (AccuracyHook, LossHook, LRSchedulerHook, SaveCheckpointHook,
                                           TensorboardHook)
 
@@ -81,3 +82,22 @@ def test_needs_a_log_dir_or_a_work_dir():
         Trainer(make_engine(), hooks=[TensorboardHook()])
     with pytest.raises(ValueError, match='interval must be a positive int'):
         TensorboardHook(log_dir='x', interval=0)
+
+
+def test_a_failing_fit_closes_the_writers_with_every_event_on_disk(tmp_path):
+    class RaiseAt(BaseHook):
+        def after_train_iter(self, runner, output, label, loss):
+            if runner.states['iteration'] == 7:
+                raise RuntimeError('boom')
+
+    tensorboard = TensorboardHook()
+    trainer = Trainer(make_engine(), hooks=[LossHook(), tensorboard, RaiseAt(priority='LOW')],
+                      work_dir=str(tmp_path))
+    threads = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match='boom'):
+        trainer.fit(make_loader(16), epochs=3)  # 4 steps per epoch: fails in epoch 2
+    assert tensorboard.writer is None and tensorboard.epoch_writer is None
+    assert set(threading.enumerate()) <= threads  # each writer's thread has written all and ended
+    steps = [e.step for e in _read(tmp_path / 'tensorboard').Scalars('train/Loss')]
+    assert steps == list(range(1, 8))
+    assert [e.step for e in _read(tmp_path / 'tensorboard' / 'epoch').Scalars('train_epoch/Loss')] == [1]

@@ -372,3 +372,149 @@ def test_a_hook_registered_during_an_epoch_is_called_from_the_next_step():
     trainer = Trainer(make_engine(), hooks=[Adder()])
     trainer.fit(make_loader(20, batch_size=4), epochs=1)
     assert late.seen == [2, 3, 4]  # before iterations 3, 4 and 5
+
+
+class PairCounter(BaseHook):
+    """Counts before_/after_ iteration calls and checks that each after follows its before."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = {}
+        self.open = None
+
+    def _count(self, point, opening):
+        self.calls[point] = self.calls.get(point, 0) + 1
+        if opening:
+            assert self.open is None, f'{point} after an unfinished {self.open}'
+            self.open = point
+        else:
+            assert self.open == point.replace('after', 'before'), f'{point} without its before'
+            self.open = None
+
+    def before_train_iter(self, runner):
+        self._count('before_train_iter', True)
+
+    def after_train_iter(self, runner, output, label, loss):
+        self._count('after_train_iter', False)
+
+    def before_test_iter(self, runner):
+        self._count('before_test_iter', True)
+
+    def after_test_iter(self, runner, output, label, loss):
+        self._count('after_test_iter', False)
+
+
+class CountingStream(torch.utils.data.IterableDataset):
+    def __init__(self, num_samples):
+        self.num_samples, self.drawn = num_samples, 0
+
+    def __iter__(self):
+        for sample in make_dataset(self.num_samples):
+            self.drawn += 1
+            yield sample
+
+
+@pytest.mark.parametrize('accumulation, samples, steps', [(1, 12, 3), (2, 20, 2)])
+def test_iteration_hooks_pair_up_with_a_loader_without_a_length(accumulation, samples, steps):
+    """The end of a loader without a length is seen before a step's before_*_iter: no
+    before_train_iter / before_test_iter without its after_*_iter, and with accumulation none for
+    the step the left-over batch cannot fill (20 samples in batches of 4: 5 batches, 2 steps of 2)."""
+    counter = PairCounter()
+    loader = torch.utils.data.DataLoader(CountingStream(samples), batch_size=4)
+    test_loader = torch.utils.data.DataLoader(CountingStream(10), batch_size=4)  # 3 batches
+    trainer = Trainer(make_engine(gradient_accumulation=accumulation), hooks=[counter, LossHook()])
+    trainer.fit(loader, epochs=2, test_dataloader=test_loader)
+    assert trainer.states['iteration'] == 2 * steps
+    assert counter.calls == dict(before_train_iter=2 * steps, after_train_iter=2 * steps,
+                                 before_test_iter=6, after_test_iter=6)
+    assert counter.open is None
+
+
+def test_max_steps_with_a_loader_without_a_length_draws_no_batch_past_the_last_step():
+    counter = PairCounter()
+    stream = CountingStream(40)
+    trainer = Trainer(make_engine(gradient_accumulation=2), hooks=[counter])
+    trainer.fit(torch.utils.data.DataLoader(stream, batch_size=4), epochs=3, max_steps=3)
+    assert trainer.states['iteration'] == 3 and counter.calls['before_train_iter'] == 3
+    assert stream.drawn == 3 * 2 * 4  # what a checkpoint taken now says was drawn
+    assert not trainer.data_position.finished
+
+
+class EveryHook(BaseHook):
+    def __init__(self, every=10):  # no priority argument, as many users' hooks are written
+        super().__init__()
+        self.every = every
+
+
+class TakesPriority(BaseHook):
+    def __init__(self, every=10, priority='NORMAL'):
+        super().__init__(priority)
+        self.given = priority
+
+
+def test_priority_in_a_hook_config_is_set_even_when_the_constructor_does_not_take_it():
+    trainer = Trainer(make_engine(), hooks=[dict(type=EveryHook, every=5, priority='LOW'),
+                                            dict(type=TakesPriority, priority='HIGH'),
+                                            dict(type=EveryHook)])
+    assert [(type(h).__name__, h.priority) for h in trainer.hooks] == [
+        ('TakesPriority', 30), ('EveryHook', 50), ('EveryHook', 70)]
+    assert trainer.hooks[2].every == 5 and trainer.hooks[0].given == 'HIGH'  # passed when it is an argument
+    with pytest.raises(ValueError, match="unknown priority name 'LOUD'"):
+        trainer.register_hook(dict(type=EveryHook, priority='LOUD'))  # still validated
+    assert len(trainer.hooks) == 3
+
+
+class BadState(BaseHook):
+    def __init__(self, fail_on):
+        super().__init__()
+        self.fail_on, self.count = fail_on, 0
+
+    def state_dict(self):
+        if self.fail_on == 'save':
+            raise AttributeError("'BadState' object has no attribute 'scheduler'")
+        return {'n': self.count}
+
+    def load_state_dict(self, state):
+        self.count = state['count']
+
+
+def test_an_error_in_a_hooks_state_dict_names_that_hook():
+    trainer = Trainer(make_engine(), hooks=[LossHook(), BadState('save')])
+    with pytest.raises(AttributeError) as info:
+        trainer.state_dict()
+    assert info.value.__notes__ == ['(raised in BadState.state_dict)']
+
+    state = Trainer(make_engine(), hooks=[LossHook(), BadState('load')]).state_dict()
+    trainer = Trainer(make_engine(), hooks=[LossHook(), BadState('load')])
+    with pytest.raises(KeyError, match='count') as info:
+        trainer.load_state_dict(state)
+    assert info.value.__notes__ == ["(raised in BadState.load_state_dict, restoring a checkpoint's "
+                                    "hooks['BadState'])"]
+
+
+class MaskedLoss(torch.nn.Module):
+    """A criterion that needs a key the batches do not have from the given call on."""
+
+    def __init__(self, fail_at):
+        super().__init__()
+        self.fail_at, self.calls = fail_at, 0
+
+    def forward(self, output, label):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise KeyError('mask')
+        return torch.nn.functional.cross_entropy(output, label)
+
+
+def test_an_error_in_a_step_says_the_phase_epoch_and_iteration():
+    engine = make_engine()
+    engine.criterion = MaskedLoss(fail_at=7)  # 5 steps per epoch: the second step of epoch 2
+    trainer = Trainer(engine)
+    with pytest.raises(KeyError, match='mask') as info:
+        trainer.fit(make_loader(20, batch_size=4), epochs=3)
+    assert info.value.__notes__ == ['(raised in the train step: epoch 2, iteration 7)']
+
+    engine.criterion = MaskedLoss(fail_at=3)
+    with pytest.raises(KeyError, match='mask') as info:
+        trainer.evaluate(make_loader(20, batch_size=4))
+    assert info.value.__notes__ == ['(raised in the test step: epoch 2, test step 3)']

@@ -70,6 +70,10 @@ class BaseHook:
     def after_test_iter(self, runner: Any, output: Any, label: Any, loss: Any) -> None:
         """Called after each test iteration; all three are None on non-last pipeline stages."""
 
+    def on_exception(self, runner: Any, exc: BaseException) -> None:
+        """Called when ``fit`` raises, in place of ``after_train``: release what the hook holds open.
+        Not one of the twelve points."""
+
     def state_dict(self) -> Dict[str, Any]:
         """What this hook needs to resume; saved in checkpoints. Stateless hooks return {}."""
         return {}

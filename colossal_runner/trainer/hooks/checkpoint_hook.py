@@ -1,6 +1,7 @@
 """SaveCheckpointHook / LoadCheckpointHook: periodic, pruned, best-metric and resumable checkpoints."""
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from typing import Any, Dict, List, Optional, Union
@@ -86,12 +87,28 @@ class SaveCheckpointHook(BaseHook):
     def _best_metric(self, runner: Any):
         mode, _, name = self.save_best.rpartition('/')
         metrics = runner.states['metrics']
-        if not mode:
+        bare = not mode
+        if bare:
             mode = 'test' if name in metrics['test'] else 'train'
         if mode not in ('train', 'test'):
             raise ValueError(f"save_best={self.save_best!r}: the mode must be 'train' or 'test', "
                              f"e.g. 'test/Accuracy'")
-        return metrics[mode][name]  # a missing name raises a KeyError listing the available ones
+        if name not in metrics[mode]:
+            raise KeyError(self._missing_metric(metrics, mode, name, bare))
+        return metrics[mode][name]
+
+    def _missing_metric(self, metrics: Dict[str, Any], mode: str, name: str, bare: bool) -> str:
+        """The error for a save_best that names no metric: both modes' metrics, and the closest name."""
+        what = (f'no test metric named {name!r} (a bare name means the test metric when there is one) '
+                f'and no train metric of that name either' if bare else f'no {mode} metric named {name!r}')
+        listed = '; '.join(f"{m} metrics: [{', '.join(sorted(metrics[m])) or 'none'}]"
+                           for m in ('test', 'train'))
+        names = sorted({n if bare else f'{m}/{n}' for m in ('test', 'train') for n in metrics[m]})
+        close = difflib.get_close_matches(name if bare else f'{mode}/{name}', names, n=1)
+        hint = f' Did you mean {close[0]!r}?' if close else ''
+        return (f'SaveCheckpointHook: save_best={self.save_best!r}: {what}; {listed}.{hint} Set save_best '
+                f"to one of them ('test/<name>' or 'train/<name>' picks the mode), or add the metric hook "
+                f'that makes it.')
 
     def before_train(self, runner: Any) -> None:
         self._saved_at = runner.states['iteration']  # a resumed state is already on disk
@@ -173,6 +190,11 @@ class SaveCheckpointHook(BaseHook):
 class LoadCheckpointHook(BaseHook):
     """Loads a checkpoint before training (or before a standalone evaluation).
 
+    A trainer that already holds a training state (resumed from a checkpoint of its own run, as
+    ``tools/train.py --resume`` does) is not loaded into: the resume wins, as mmcv's
+    ``resume_from`` wins over ``load_from``, so a fine-tune run killed mid-way continues with its
+    own weights rather than the pretrained ones. The skip is logged.
+
     Args:
         checkpoint_dir: the directory SaveCheckpointHook wrote.
         epoch: load ``epoch_{epoch}.pt``; -1 loads the newest complete checkpoint.
@@ -216,6 +238,16 @@ class LoadCheckpointHook(BaseHook):
 
     def _load(self, runner: Any) -> None:
         if self.loaded:
+            return
+        at = runner.states
+        if at['iteration'] > 0 or at['epoch'] > 0:
+            # Loading now would overwrite the resumed weights (finetune) or move the run back to
+            # this hook's epoch, while the optimizer, schedule and step count stay resumed.
+            self.loaded = True  # said once, not again at each evaluation
+            runner.logger.info(f"LoadCheckpointHook: not loading {self.checkpoint_dir!r} (epoch "
+                               f"{'latest' if self.epoch == -1 else self.epoch}): the run was resumed from "
+                               f"a checkpoint (epoch {at['epoch']}, iteration {at['iteration']}), which "
+                               f'wins over this hook, as resume_from wins over load_from in mmcv')
             return
         path = self.checkpoint_path()
         # every stage at the same moment (see load_agreed), unless only the weights are wanted

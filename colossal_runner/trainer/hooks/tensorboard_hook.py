@@ -95,3 +95,12 @@ class TensorboardHook(BaseHook):
         self._flush()
 
     after_test = after_train
+
+    def on_exception(self, runner: Any, exc: BaseException) -> None:
+        # fit failed, so after_train does not flush: close the writers, every event is then on disk
+        # (an evaluate() afterwards opens new ones).
+        for which in ('writer', 'epoch_writer'):
+            writer = getattr(self, which)
+            if writer is not None:
+                writer.close()
+                setattr(self, which, None)

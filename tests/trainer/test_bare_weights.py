@@ -1,0 +1,53 @@
+"""Weights saved by a plain torch loop load with finetune=True; a full resume refuses them clearly."""
+import pytest
+import torch
+
+from colossal_runner.checkpoint import load_checkpoint
+from colossal_runner.trainer import Trainer
+
+from ._toy import make_engine
+
+
+@pytest.mark.parametrize('layout, where', [
+    ('state_dict', 'a state_dict'),
+    ('hand_loop', "its 'model' entry"),
+    ('lightning_like', "its 'state_dict' entry"),
+])
+def test_bare_weights_load_as_weights_only_with_finetune(tmp_path, project_log, layout, where):
+    source = make_engine(seed=1)
+    weights = source.model.state_dict()
+    content = {'state_dict': weights,
+               'hand_loop': {'epoch': 3, 'model': weights, 'optimizer': source.optimizer.state_dict()},
+               'lightning_like': {'epoch': 3, 'state_dict': weights}}[layout]
+    path = tmp_path / 'weights.pt'
+    torch.save(content, path)
+    target = make_engine(seed=2)
+    trainer = Trainer(target)
+    trainer.resume(str(path), finetune=True)
+    for name, value in source.model.state_dict().items():
+        assert torch.equal(target.model.state_dict()[name], value), name
+    assert trainer.states['epoch'] == trainer.states['iteration'] == 0
+    assert not target.optimizer.state_dict()['state']  # nothing but the weights
+    assert (f'loaded only model weights ({where}): the file is not a colossal_runner training checkpoint, '
+            f'so nothing else (optimizer, progress) is restored') in project_log.lines
+
+
+def test_bare_weights_of_another_model_fail_as_a_mismatch(tmp_path):
+    torch.save(torch.nn.Linear(8, 3).state_dict(), tmp_path / 'other.pt')
+    with pytest.raises(KeyError, match=r"does not fit the model: missing keys \['0\.bias'"):
+        Trainer(make_engine()).resume(str(tmp_path / 'other.pt'), finetune=True)
+
+
+def test_a_full_resume_refuses_bare_weights_saying_how_to_load_them(tmp_path):
+    torch.save(make_engine().model.state_dict(), tmp_path / 'weights.pt')
+    state = load_checkpoint(str(tmp_path / 'weights.pt'))
+    with pytest.raises(KeyError) as info:
+        Trainer(make_engine()).load_state_dict(state)
+    assert info.value.args[0] == (
+        "not a colossal_runner training checkpoint: expected the keys 'engine', 'states', 'hooks', 'rng'; "
+        "got ['0.bias', '0.weight', '2.bias', '2.weight']. It holds bare model weights (a state_dict), "
+        'without an optimizer state or a position to resume from: load them as weights only, with '
+        'trainer.resume(path, finetune=True) before fit; tools/test.py evaluates such a file as it is.')
+    torch.save({'epoch': 3, 'note': 'no weights'}, tmp_path / 'other.pt')
+    with pytest.raises(KeyError, match=r"got \['epoch', 'note'\]\. Give a checkpoint written by"):
+        Trainer(make_engine()).resume(str(tmp_path / 'other.pt'), finetune=True)
