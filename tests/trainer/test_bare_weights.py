@@ -51,3 +51,20 @@ def test_a_full_resume_refuses_bare_weights_saying_how_to_load_them(tmp_path):
     torch.save({'epoch': 3, 'note': 'no weights'}, tmp_path / 'other.pt')
     with pytest.raises(KeyError, match=r"got \['epoch', 'note'\]\. Give a checkpoint written by"):
         Trainer(make_engine()).resume(str(tmp_path / 'other.pt'), finetune=True)
+
+
+def test_load_checkpoint_hook_finetunes_from_bare_weights(tmp_path, project_log):
+    """The config route to fine-tuning (LoadCheckpointHook(finetune=True)) takes them too."""
+    from colossal_runner.trainer.hooks import LoadCheckpointHook
+    from ._toy import make_loader
+    source = make_engine(seed=1)
+    (tmp_path / 'pretrained').mkdir()
+    torch.save(source.model.state_dict(), tmp_path / 'pretrained' / 'epoch_1.pt')
+    target = make_engine(seed=2)
+    hook = LoadCheckpointHook(checkpoint_dir=str(tmp_path / 'pretrained'), epoch=1, finetune=True)
+    trainer = Trainer(target, hooks=[hook])
+    trainer.evaluate(make_loader(8))  # before_test loads it
+    for name, value in source.model.state_dict().items():
+        assert torch.equal(target.model.state_dict()[name], value), name
+    assert any(line.startswith(f"loaded checkpoint from {tmp_path / 'pretrained' / 'epoch_1.pt'} (bare model "
+                               f"weights, weights only)") for line in project_log.lines), project_log.lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -254,10 +254,12 @@ class LoadCheckpointHook(BaseHook):
         state = load_agreed(path, check=not self.finetune, stage=_stage())
         runner.load_state_dict(state, strict=self.strict, finetune=self.finetune)
         self.loaded = True
-        done = state['states']
+        done = state.get('states')
         note = ', weights only' if self.finetune else ''
-        runner.logger.info(f"loaded checkpoint from {path} (epoch {done['epoch']}, "
-                           f"iteration {done['iteration']}{note})")
+        # bare weights (a plain torch.save of a state_dict) load with finetune and have no progress
+        where = (f"epoch {done['epoch']}, iteration {done['iteration']}" if isinstance(done, Mapping)
+                 else 'bare model weights')
+        runner.logger.info(f'loaded checkpoint from {path} ({where}{note})')
 
     def before_train(self, runner: Any) -> None:
         self._load(runner)
