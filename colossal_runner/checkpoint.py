@@ -18,6 +18,7 @@ file is complete, so it always names the newest complete checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -346,8 +347,28 @@ def _read(path: str, map_location: Any) -> Dict[str, Any]:
                          f'lost after it was written (colossal_runner writes checkpoints atomically: a '
                          f'failed copy, a damaged disk). Load an earlier checkpoint from '
                          f'{os.path.dirname(path) or "."!r}.')
+    with contextlib.ExitStack() as stack:
+        state, damage = _load_and_check(stack, path, map_location)
+    if damage:
+        raise ValueError(f'cannot read checkpoint {path!r} ({damage}). It is truncated or corrupt: its bytes '
+                         f'changed on disk or in a copy since torch.save wrote them; load an earlier '
+                         f'checkpoint from {os.path.dirname(path) or "."!r}.')
+    if not isinstance(state, dict):
+        raise ValueError(f'checkpoint {path!r} holds a {type(state).__name__}, expected a dict')
+    if isinstance(state.get('meta'), dict) or ('engine' in state and 'states' in state):
+        # which file a directory or latest.pt stood for (training checkpoints only: bare weights
+        # must load into their module as they were saved)
+        state['meta'] = dict(state.get('meta') or {}, path=path)
+    return state
+
+
+def _load_and_check(stack: contextlib.ExitStack, path: str, map_location: Any) -> Tuple[Any, str]:
+    """``torch.load`` of ``path`` and what :func:`_zip_damage` finds, from one open file: the CRC
+    check must read the bytes that were loaded, not a file that replaced or removed them since
+    (a training's max_keep cleanup beside tools/test.py)."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        f = stack.enter_context(open(path, 'rb'))
+        state = torch.load(f, map_location=map_location, weights_only=True)
     except Exception as exc:
         not_one = _not_a_checkpoint(path)
         if not_one:
@@ -368,28 +389,18 @@ def _read(path: str, map_location: Any) -> Dict[str, Any]:
                          f'earlier checkpoint from {os.path.dirname(path) or "."!r}.') from exc
     # torch.load does not check the zip entries' CRC-32s: a bit flipped on disk would load as a
     # wrong weight and show up, if at all, as a NaN loss long after the resume
-    damage = _zip_damage(path)
-    if damage:
-        raise ValueError(f'cannot read checkpoint {path!r} ({damage}). It is truncated or corrupt: its bytes '
-                         f'changed on disk or in a copy since torch.save wrote them; load an earlier '
-                         f'checkpoint from {os.path.dirname(path) or "."!r}.')
-    if not isinstance(state, dict):
-        raise ValueError(f'checkpoint {path!r} holds a {type(state).__name__}, expected a dict')
-    if isinstance(state.get('meta'), dict) or ('engine' in state and 'states' in state):
-        # which file a directory or latest.pt stood for (training checkpoints only: bare weights
-        # must load into their module as they were saved)
-        state['meta'] = dict(state.get('meta') or {}, path=path)
-    return state
+    return state, _zip_damage(f)
 
 
-def _zip_damage(path: str) -> str:
-    """Which entry of the zip archive ``path`` fails its CRC-32 check (reads the file once more),
-    or '' when all pass or ``path`` is not a zip archive (the legacy pickle format has no CRCs)."""
+def _zip_damage(f: Any) -> str:
+    """Which entry of the zip archive in the open file ``f`` fails its CRC-32 check (reads it once
+    more), or '' when all pass or it is not a zip archive (the legacy pickle format has no CRCs)."""
     try:
-        with open(path, 'rb') as f:
-            if f.read(2) != b'PK':
-                return ''
-        with zipfile.ZipFile(path) as archive:
+        f.seek(0)
+        if f.read(2) != b'PK':
+            return ''
+        f.seek(0)
+        with zipfile.ZipFile(f) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         return f'{type(exc).__name__}: {exc}'

@@ -44,9 +44,9 @@ _MMCV_KEYS = {
                               f'tools/train.py CONFIG --resume {v} (a checkpoint file or directory; '
                               f'--resume alone continues from the newest checkpoint in the work dir)'),
     'load_from': lambda v: (f"colossal_runner loads pretrained weights with a hook: drop the key and add "
-                            f"dict(type='LoadCheckpointHook', checkpoint_dir={os.path.dirname(str(v))!r}, "
-                            f"epoch=<N, or -1 for the newest>, finetune=True) to hooks (finetune=True "
-                            f"loads the weights only, as load_from does)"),
+                            f"dict(type='LoadCheckpointHook', checkpoint_dir={str(v)!r}, finetune=True) to "
+                            f"hooks (finetune=True loads the weights only, as load_from does; a file a plain "
+                            f"torch loop saved loads too)"),
 }
 
 

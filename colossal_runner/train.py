@@ -225,6 +225,13 @@ def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None
         pass
     unwritable: List[Any] = []
     text = pretty_text(cfg, unwritable=unwritable)
+    if not unwritable:  # only the format could not hold it (JSON: keys that are not strings)
+        py_path = _not_a_config_file(cfg, osp.splitext(path)[0] + '.py', logger)
+        cfg.dump(py_path)
+        (logger or logging.getLogger('colossal_runner')).info(
+            f'the merged config cannot be written as {osp.splitext(path)[1] or "its format"} (JSON keys must '
+            f'be strings): wrote it as {py_path}')
+        return py_path
     found = [f'{key} = {describe(value)}' for key, value in unwritable]
     lines = ['# The merged config of this run. These values have no config text, so they are written as',
              '# strings naming them, and this file does not rerun as it is:']

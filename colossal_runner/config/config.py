@@ -57,7 +57,9 @@ class Config:
         super().__setattr__('_cfg_dict', ConfigDict(cfg_dict))
         super().__setattr__('_filename', filename)
         super().__setattr__('_text', cfg_text)
-        super().__setattr__('_format', None)  # the format given to fromstring: dump()'s without a file
+        # the format given to fromstring (dump()'s without a file); mangled, so that a config's own
+        # `_format = ...` stays reachable as cfg._format
+        super().__setattr__('_Config__text_format', None)
 
     # ------------------------------------------------------------------ loading
     @staticmethod
@@ -98,7 +100,7 @@ class Config:
         cfg_dict, _ = load_text(cfg_str, ext, None, use_predefined_variables=False)
         check_reserved_keys(cfg_dict, None)
         cfg = Config(cfg_dict, cfg_text=cfg_str)
-        super(Config, cfg).__setattr__('_format', ext)
+        super(Config, cfg).__setattr__('_Config__text_format', ext)
         return cfg
 
     # ------------------------------------------------------------------ properties
@@ -133,7 +135,7 @@ class Config:
         data only: tuples are written as lists.
         """
         if file is None:
-            ext = osp.splitext(self.filename)[1].lower() if self.filename else (self._format or '.py')
+            ext = osp.splitext(self.filename)[1].lower() if self.filename else (self.__text_format or '.py')
             return self._dump_text(ext if ext in ('.json', '.yaml', '.yml') else '.py')
         ext = check_extension(osp.splitext(str(file))[1], f'dump target {file}')
         text = self._dump_text(ext)
@@ -233,14 +235,15 @@ class Config:
 
     # ------------------------------------------------------------------ copy / pickle
     def __getstate__(self) -> tuple:
-        return self._cfg_dict, self._filename, self._text, self._format
+        return self._cfg_dict, self._filename, self._text, self.__text_format
 
     def __setstate__(self, state: tuple) -> None:
         cfg_dict, filename, text = state[:3]
         super().__setattr__('_cfg_dict', cfg_dict)
         super().__setattr__('_filename', filename)
         super().__setattr__('_text', text)
-        super().__setattr__('_format', state[3] if len(state) > 3 else None)  # 3 items: pickled before
+        # 3 items: pickled before the format was kept
+        super().__setattr__('_Config__text_format', state[3] if len(state) > 3 else None)
 
     def __copy__(self) -> 'Config':
         other = self.__class__.__new__(self.__class__)

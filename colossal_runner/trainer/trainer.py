@@ -57,6 +57,8 @@ class Trainer:
         self._wrote_records = False  # this Trainer has added to metrics.jsonl (it is not only an old run's)
         self._max_steps_from_epochs = False  # fit got no max_steps: states['max_steps'] is the epochs' end
         self._noted_resize: Any = None  # the checkpoint data entry whose other epoch length was logged
+        # set by a full load_state_dict (a resume): LoadCheckpointHook then leaves the state alone
+        self.resumed = False
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
@@ -246,16 +248,23 @@ class Trainer:
             saved = self.data_position.pending
             if saved is not None and saved.get('epoch') == epoch and saved.get('finished') is True:
                 return epoch + 1, 0  # an epoch checkpoint, whatever its run's steps per epoch were
-            if (check and saved is not None and saved.get('epoch') == epoch and saved.get('finished') is False
-                    and saved.get('steps_done', 0) > steps):
-                # Replaying the saved part of the epoch would run past the end of this run's epoch.
-                raise ValueError(
-                    f'the checkpoint was taken {saved["steps_done"]} optimizer steps into epoch {epoch}, but '
-                    f'an epoch of this run has only {steps} steps: the batch size, the gradient accumulation '
-                    f'or the number of data-parallel replicas changed since. Resume from a checkpoint taken '
-                    f'at the end of an epoch (epoch_N.pt) to change them, or keep the saved run\'s settings '
-                    f'to resume in the middle of epoch {epoch}.')
             done = iteration - (epoch - 1) * steps
+            saved_done = saved.get('steps_done') if saved is not None and saved.get('epoch') == epoch \
+                and saved.get('finished') is False else None
+            if check and isinstance(saved_done, int) and (saved_done > steps or saved_done != done):
+                # The saved run's epochs had another length: replaying its part of the epoch would run
+                # past the end of this run's epoch, or skip other samples than it trained on.
+                where = (f'an epoch of this run has only {steps} steps' if saved_done > steps else
+                         f'at {steps} steps per epoch this run would be {done} steps into it (iteration '
+                         f'{iteration})' if 0 <= done <= steps else
+                         f'at {steps} steps per epoch iteration {iteration} is not in epoch {epoch} of this '
+                         f'run')
+                raise ValueError(
+                    f'the checkpoint was taken {saved_done} optimizer steps into epoch {epoch}, but {where}: '
+                    f'the batch size, the gradient accumulation or the number of data-parallel replicas '
+                    f'changed since. Resume from a checkpoint taken at the end of an epoch (epoch_N.pt) to '
+                    f'change them, or keep the saved run\'s settings to resume in the middle of epoch '
+                    f'{epoch}.')
             if 0 < done < steps:  # a checkpoint taken in the middle of an epoch
                 return epoch, done
             if (done == steps and saved is not None and saved.get('epoch') == epoch
@@ -285,8 +294,10 @@ class Trainer:
         # One item per optimizer step, the iterator the step draws its batches from: the epoch's
         # own, or for a loader without a length the step's batches, drawn before the step's
         # before_train_iter (see _whole_steps).
+        def note(exc: BaseException) -> None:
+            self._note_step_failure(exc, 'train', states['iteration'] + 1)
         feeds = (itertools.repeat(data_iter, total) if total is not None
-                 else _whole_steps(data_iter, engine.gradient_accumulation, self._reached_max_steps))
+                 else _whole_steps(data_iter, engine.gradient_accumulation, self._reached_max_steps, note))
         with self._progress(total, f"Epoch {states['epoch']}", display_progress) as bar:
             show = not bar.disable
             for feed in feeds:
@@ -395,16 +406,22 @@ class Trainer:
         """
         was_training = self.engine.training
         self.engine.eval()
-        self.engine.sync_buffers()  # the replicas evaluate with the same running statistics
         try:
+            self.engine.sync_buffers()  # the replicas evaluate with the same running statistics
             self.call_hook('before_test')
             self.call_hook('before_test_epoch')
             data_iter = iter(test_dataloader)
             total = _length(test_dataloader)
             last = None
-            feeds = itertools.repeat(data_iter, total) if total is not None else _whole_steps(data_iter, 1)
+            drawn = [0]  # steps drawn so far, for a data error's note
+
+            def note(exc: BaseException) -> None:
+                self._note_step_failure(exc, 'test', drawn[0] + 1)
+            feeds = itertools.repeat(data_iter, total) if total is not None else _whole_steps(data_iter, 1,
+                                                                                              on_error=note)
             with self._progress(total, 'Test', display_progress) as bar:
                 for step, feed in enumerate(feeds, 1):
+                    drawn[0] = step
                     self.call_hook('before_test_iter')
                     try:
                         result = self.engine.evaluate_step(feed)
@@ -561,6 +578,7 @@ class Trainer:
                     raise
         if state.get('rng'):
             set_rng_state(state['rng'])
+        self.resumed = True
         if self.states['max_epochs'] is not None:  # loaded during a fit (LoadCheckpointHook): size it anew
             self._plan_run_end()
 
@@ -599,11 +617,21 @@ class Trainer:
                            f'keys {_few(unexpected)}, other shapes {_few(reshaped)}'
                            f'{f" ({shapes})" if shapes else ""}. Check that the model config matches the one '
                            f'that was trained, or load with strict=False to take the weights that match.')
+        if not (own & saved) - set(reshaped) and own:
+            # strict=False with nothing to take would leave the whole model at its initial values
+            raise KeyError(f'none of the checkpoint\'s {len(saved)} weights fits the model: saved keys such '
+                           f'as {_few(sorted(saved))}, model keys such as {_few(sorted(own))}'
+                           f'{_prefix_hint(own, saved)}. Check that the checkpoint is of this model.')
         if reshaped:
             self.logger.warning(f'not loaded, the shapes differ: {_few(reshaped)}; these keep their initial '
                                 f'values')
             left_out = set(reshaped)
             weights = {k: v for k, v in weights.items() if k not in left_out}
+        if missing or unexpected:
+            taken = len(own & saved) - len(reshaped)
+            self.logger.warning(f'loaded {taken} of the model\'s {len(own)} weights (strict=False): missing '
+                                f'{_few(missing)} (these keep their initial values), unexpected '
+                                f'{_few(unexpected)} (ignored)')
         if finetune or missing or unexpected or reshaped:
             model.load_state_dict(weights, strict=False)
         else:
@@ -617,6 +645,20 @@ class Trainer:
 
     def __repr__(self) -> str:
         return f'Trainer(engine={self.engine!r}, hooks={self.hooks!r}, work_dir={self.work_dir!r})'
+
+
+def _prefix_hint(own: set, saved: set) -> str:
+    """'; the saved keys carry the prefix ...' when stripping a common first name part of the saved
+    keys (DDP's 'module.', a wrapper's 'model.') or adding one makes them the model's."""
+    for keys, other, verb in ((saved, own, 'carry'), (own, saved, 'lack')):
+        prefixes = {k.split('.', 1)[0] + '.' for k in keys if '.' in k}
+        if len(prefixes) == 1:
+            prefix = prefixes.pop()
+            if {k[len(prefix):] for k in keys if k.startswith(prefix)} & other:
+                return (f'; the saved keys {verb} the prefix {prefix!r}: '
+                        + ('strip it from the keys' if verb == 'carry' else 'add it to the keys')
+                        + ' before loading (a DDP or wrapper module saved them)')
+    return ''
 
 
 def _build_hook(cfg: Dict[str, Any]) -> Any:
@@ -649,19 +691,25 @@ def _length(loader: Iterable) -> Optional[int]:
         return None
 
 
-def _whole_steps(data_iter: Iterator, batches_per_step: int,
-                 stop: Callable[[], bool] = lambda: False) -> Iterator[Iterator]:
+def _whole_steps(data_iter: Iterator, batches_per_step: int, stop: Callable[[], bool] = lambda: False,
+                 on_error: Optional[Callable[[BaseException], None]] = None) -> Iterator[Iterator]:
     """The steps of a loader without a length: for each, an iterator over its batches, yielded
     once all ``batches_per_step`` of them are drawn. The data's end is then seen before a step's
     before_*_iter, not inside the step, so every before_*_iter gets its after_*_iter and a step
     the left-over batches cannot fill is not started. When ``stop()`` (max_steps reached) it yields
     without drawing, for the loop to stop there: a checkpoint of the run then holds no batch
-    drawn past its last step."""
+    drawn past its last step. ``on_error`` notes where the data raised (the loop's own note is
+    around the step, which these batches are drawn before)."""
     while True:
         if stop():
             yield iter(())
             return
-        batches = list(itertools.islice(data_iter, batches_per_step))
+        try:
+            batches = list(itertools.islice(data_iter, batches_per_step))
+        except Exception as exc:
+            if on_error is not None:
+                on_error(exc)
+            raise
         if len(batches) < batches_per_step:
             return
         yield iter(batches)

@@ -219,3 +219,8 @@ def test_dump_without_a_file_uses_the_format_given_to_fromstring(fmt, text):
     import copy
     import pickle
     assert copy.deepcopy(cfg).dump() == out and pickle.loads(pickle.dumps(cfg)).dump() == out
+
+
+def test_a_configs_own_underscore_format_key_stays_reachable_as_an_attribute():
+    cfg = Config.fromstring("_format = 'NCHW'\n", 'py')
+    assert cfg._format == cfg['_format'] == 'NCHW' and cfg.dump() == "_format = 'NCHW'\n"

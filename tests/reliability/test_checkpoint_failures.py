@@ -115,6 +115,23 @@ def test_a_bit_flipped_on_disk_is_caught_by_the_crc_check(tmp_path):
     assert state['states']['epoch'] == 1 and torch.equal(state['w'], weight + 1)
 
 
+def test_a_checkpoint_removed_right_after_it_loaded_is_not_called_corrupt(tmp_path, monkeypatch):
+    """A training's max_keep cleanup may remove the file tools/test.py has just read: the CRC check
+    reads the bytes that were loaded, from the same open file, not the path again."""
+    path = str(tmp_path / 'epoch_1.pt')
+    ckpt.save_checkpoint({'states': {'epoch': 1}, 'w': torch.arange(64.0)}, path)
+    real_load = torch.load
+
+    def load_then_remove(f, *args, **kwargs):
+        state = real_load(f, *args, **kwargs)
+        os.remove(path)
+        return state
+
+    monkeypatch.setattr(ckpt.torch, 'load', load_then_remove)
+    state = ckpt.load_checkpoint(path)
+    assert torch.equal(state['w'], torch.arange(64.0)) and not os.path.exists(path)
+
+
 def test_an_empty_checkpoint_is_called_empty(tmp_path):
     (tmp_path / 'x.pt').write_bytes(b'')
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*x\.pt.: the file is empty \(0 bytes\).*"

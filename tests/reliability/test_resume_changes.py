@@ -160,8 +160,7 @@ def test_persistent_workers_warn_that_a_resume_is_not_exact():
 @pytest.mark.parametrize('key, value, hint', [
     ('resume_from', 'work_dirs/a/checkpoints/latest.pt', '--resume work_dirs/a/checkpoints/latest.pt'),
     ('load_from', 'work_dirs/a/checkpoints/epoch_3.pt',
-     "dict(type='LoadCheckpointHook', checkpoint_dir='work_dirs/a/checkpoints', epoch=<N, or -1 for the "
-     "newest>, finetune=True)"),
+     "dict(type='LoadCheckpointHook', checkpoint_dir='work_dirs/a/checkpoints/epoch_3.pt', finetune=True)"),
 ])
 def test_mmcvs_resume_from_and_load_from_are_config_errors(key, value, hint):
     with pytest.raises(ConfigError, match=f'{key} = .* is an mmcv key') as info:
@@ -190,3 +189,30 @@ def test_train_tool_resumes_a_finetune_run_from_its_own_checkpoints(tmp_path, ca
     assert got['states'] == want['states']
     for name, tensor in want['engine']['model'].items():
         assert torch.equal(got['engine']['model'][name], tensor), name
+
+
+def test_a_load_checkpoint_hook_added_after_training_in_the_same_process_still_loads(tmp_path):
+    """Trained, not resumed: scoring an earlier epoch after a run loads that epoch's weights."""
+    directory = str(tmp_path / 'ck')
+    engine = make_engine()
+    trainer = Trainer(engine, hooks=[SaveCheckpointHook(checkpoint_dir=directory)])
+    trainer.fit(make_loader(24), epochs=3)
+    trainer.register_hook(LoadCheckpointHook(directory, epoch=1))
+    trainer.evaluate(make_loader(8))
+    saved = load_checkpoint(os.path.join(directory, 'epoch_1.pt'))['engine']['model']
+    for name, value in engine.model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    assert trainer.states['epoch'] == 1  # its full state, as the hook's docs say
+
+
+def test_load_checkpoint_hook_takes_a_checkpoint_file_as_load_from_did(tmp_path):
+    """mmcv's load_from names a file, often weights a plain loop saved (pretrained/x.pth)."""
+    source = make_engine(seed=1)
+    torch.save(source.model.state_dict(), tmp_path / 'x.pth')
+    target = make_engine(seed=2)
+    trainer = Trainer(target, hooks=[LoadCheckpointHook(str(tmp_path / 'x.pth'), finetune=True)])
+    trainer.evaluate(make_loader(8))  # before_test loads it
+    for name, value in source.model.state_dict().items():
+        assert torch.equal(target.model.state_dict()[name], value), name
+    with pytest.raises(ValueError, match=r"is a file, so epoch=2 cannot choose among epochs"):
+        LoadCheckpointHook(str(tmp_path / 'x.pth'), epoch=2).checkpoint_path()

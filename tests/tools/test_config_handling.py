@@ -108,6 +108,17 @@ def test_the_dump_goes_to_the_config_name_in_another_work_dir(tmp_path):
     assert path == str(tmp_path / 'run' / 'tiny.py') and records.messages == []
 
 
+def test_a_json_config_with_integer_keys_is_dumped_as_a_plain_py_that_reruns(tmp_path):
+    (tmp_path / 'weights.py').write_text('class_weights = {0: 1.0, 1: 2.0}\n', encoding='utf-8')
+    (tmp_path / 'cfg.json').write_text('{"_base_": ["weights.py"], "max_epochs": 1}', encoding='utf-8')
+    logger, records = _logger()
+    path = dump_config(Config.fromfile(tmp_path / 'cfg.json'), str(tmp_path / 'run'), logger)
+    assert path == str(tmp_path / 'run' / 'cfg.py')
+    assert Config.fromfile(path).class_weights == {0: 1.0, 1: 2.0}  # no "written as strings" header
+    assert not any('no config text' in m for m in records.messages)
+    assert any('JSON keys must be strings' in m for m in records.messages)
+
+
 @pytest.mark.parametrize('logging_cfg, key_path, message', [
     (dict(levl='DEBUG'), 'logging.levl',
      "unknown key 'levl' (did you mean 'level'?); logging takes only level and progress: rename or "

@@ -68,3 +68,20 @@ def test_load_checkpoint_hook_finetunes_from_bare_weights(tmp_path, project_log)
         assert torch.equal(target.model.state_dict()[name], value), name
     assert any(line.startswith(f"loaded checkpoint from {tmp_path / 'pretrained' / 'epoch_1.pt'} (bare model "
                                f"weights, weights only)") for line in project_log.lines), project_log.lines
+
+
+def test_weights_that_match_no_key_are_refused_even_with_strict_false(tmp_path, project_log):
+    """DDP saved them with its 'module.' prefix: loading "what matches" would load nothing at all."""
+    weights = make_engine(seed=1).model.state_dict()
+    torch.save({f'module.{k}': v for k, v in weights.items()}, tmp_path / 'ddp.pt')
+    with pytest.raises(KeyError, match=r"none of the checkpoint's 4 weights fits the model: .*the saved keys "
+                                       r"carry the prefix 'module\.': strip it"):
+        Trainer(make_engine()).resume(str(tmp_path / 'ddp.pt'), strict=False, finetune=True)
+    partial = dict(weights)
+    del partial['2.bias']
+    torch.save(partial, tmp_path / 'part.pt')
+    target = make_engine(seed=2)
+    Trainer(target).resume(str(tmp_path / 'part.pt'), strict=False, finetune=True)
+    assert torch.equal(target.model.state_dict()['0.weight'], weights['0.weight'])
+    assert ("loaded 3 of the model's 4 weights (strict=False): missing ['2.bias'] (these keep their initial "
+            "values), unexpected [] (ignored)") in project_log.lines

@@ -88,6 +88,19 @@ def test_a_mid_epoch_checkpoint_past_the_end_of_a_shorter_epoch_is_refused_with_
     trainer.resume(os.path.join(ckpt_dir, 'iter_6.pt'))
     trainer.fit(loader, epochs=1)
     assert trainer.states['iteration'] == 8
+    # in epoch 2 (iteration 11 = 3 steps into it). Batches of 5 (7 steps per epoch): iteration 11 would
+    # be 4 steps into epoch 2; of 8 (4 per epoch) or 2 (16) it is not in epoch 2 at all. All three
+    # used to skip data without a word.
+    ckpt_dir = str(tmp_path / 'ck2')
+    Trainer(_engine(_model()), hooks=[SaveCheckpointHook(11, ckpt_dir, by_epoch=False)]).fit(loader, epochs=2)
+    for batch_size, where in ((5, r'at 7 steps per epoch this run would be 4 steps into it \(iteration 11\)'),
+                              (8, r'at 4 steps per epoch iteration 11 is not in epoch 2 of this run'),
+                              (2, r'at 16 steps per epoch iteration 11 is not in epoch 2 of this run')):
+        trainer = Trainer(_engine(_model()))
+        trainer.resume(os.path.join(ckpt_dir, 'iter_11.pt'))
+        other = build_dataloader(dict(batch_size=batch_size), dataset, shuffle=True, seed=0)
+        with pytest.raises(ValueError, match=r'taken 3 optimizer steps into epoch 2, but ' + where):
+            trainer.fit(other, epochs=3)
 
 
 def test_pipeline_stages_refuse_a_loader_whose_order_comes_from_the_global_rng():

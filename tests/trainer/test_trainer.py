@@ -518,3 +518,23 @@ def test_an_error_in_a_step_says_the_phase_epoch_and_iteration():
     with pytest.raises(KeyError, match='mask') as info:
         trainer.evaluate(make_loader(20, batch_size=4))
     assert info.value.__notes__ == ['(raised in the test step: epoch 2, test step 3)']
+
+
+def test_a_data_error_of_a_loader_without_a_length_says_where_it_was_drawn():
+    """Such a loader's batches are drawn before the step (so that hooks pair up), outside the
+    step's own note: the draw adds the same note."""
+    class Failing(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for i in range(20):
+                if i == 13:
+                    raise KeyError('mask')
+                yield torch.randn(8), torch.tensor(i % 3)
+
+    trainer = Trainer(make_engine())
+    loader = torch.utils.data.DataLoader(Failing(), batch_size=2)  # sample 13 is in the 7th batch
+    with pytest.raises(KeyError, match='mask') as info:
+        trainer.fit(loader, epochs=1)
+    assert info.value.__notes__ == ['(raised in the train step: epoch 1, iteration 7)']
+    with pytest.raises(KeyError, match='mask') as info:
+        trainer.evaluate(loader)
+    assert info.value.__notes__ == ['(raised in the test step: epoch 1, test step 7)']

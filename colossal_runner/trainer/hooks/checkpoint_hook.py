@@ -190,13 +190,14 @@ class SaveCheckpointHook(BaseHook):
 class LoadCheckpointHook(BaseHook):
     """Loads a checkpoint before training (or before a standalone evaluation).
 
-    A trainer that already holds a training state (resumed from a checkpoint of its own run, as
-    ``tools/train.py --resume`` does) is not loaded into: the resume wins, as mmcv's
-    ``resume_from`` wins over ``load_from``, so a fine-tune run killed mid-way continues with its
-    own weights rather than the pretrained ones. The skip is logged.
+    A trainer resumed from a checkpoint of its own run (``trainer.resume``, as ``tools/train.py
+    --resume`` does; not one that merely trained in this process) is not loaded into: the resume
+    wins, as mmcv's ``resume_from`` wins over ``load_from``, so a fine-tune run killed mid-way
+    continues with its own weights rather than the pretrained ones. The skip is logged.
 
     Args:
-        checkpoint_dir: the directory SaveCheckpointHook wrote.
+        checkpoint_dir: the directory SaveCheckpointHook wrote, or one checkpoint file (with
+            ``finetune=True`` also bare weights a plain torch loop saved).
         epoch: load ``epoch_{epoch}.pt``; -1 loads the newest complete checkpoint.
         finetune: load the model weights only: training starts at epoch 1 with a fresh
             optimizer, scheduler and hooks.
@@ -218,6 +219,12 @@ class LoadCheckpointHook(BaseHook):
 
     def checkpoint_path(self) -> str:
         """The file to load, with an error listing what exists when it is missing."""
+        if os.path.isfile(self.checkpoint_dir):  # one file, e.g. weights a plain torch loop saved
+            if self.epoch != -1:
+                raise ValueError(f'LoadCheckpointHook: checkpoint_dir {self.checkpoint_dir!r} is a file, so '
+                                 f'epoch={self.epoch} cannot choose among epochs: leave epoch out to load '
+                                 f'that file, or give the directory that holds epoch_{self.epoch}.pt')
+            return self.checkpoint_dir
         if not os.path.isdir(self.checkpoint_dir):
             raise FileNotFoundError(f'LoadCheckpointHook: checkpoint_dir {self.checkpoint_dir!r} does not '
                                     f'exist (working directory {os.getcwd()!r}); point it at the '
@@ -240,7 +247,7 @@ class LoadCheckpointHook(BaseHook):
         if self.loaded:
             return
         at = runner.states
-        if at['iteration'] > 0 or at['epoch'] > 0:
+        if getattr(runner, 'resumed', False):
             # Loading now would overwrite the resumed weights (finetune) or move the run back to
             # this hook's epoch, while the optimizer, schedule and step count stay resumed.
             self.loaded = True  # said once, not again at each evaluation
