@@ -136,15 +136,17 @@ def _mmengine_base_hint(exc: BaseException, namespace: Dict[str, Any]) -> str:
 
 def load_text(text: str, ext: str, filename: Optional[str], use_predefined_variables: bool,
               chain: Sequence[str] = (),
-              origins: Optional[Dict[str, List[str]]] = None) -> Tuple[Dict[str, Any], str]:
+              origins: Optional[Dict[str, Tuple[List[str], List[str]]]] = None
+              ) -> Tuple[Dict[str, Any], str]:
     """Load a config from its text, resolving its ``_base_`` files.
 
     ``filename`` (absolute) locates relative bases and names the file in messages; ``None``
     for text that has no file (``Config.fromstring``), whose bases are relative to the
     working directory. ``chain`` is the files being loaded above this one (cycle check).
-    ``origins``, if given, receives for each key the files it comes through, from this one to
-    the one that defines it (for messages). Returns the merged dict and the combined text of
-    all files (bases first).
+    ``origins``, if given, receives for each key two lists of the files it comes through, from
+    this one: to the first that sets it, and to the deepest base that has it (for messages: two
+    bases whose deepest file is the same are a diamond, whatever they set on the way). Returns
+    the merged dict and the combined text of all files (bases first).
     """
     label = filename or '<string>'
     source = text
@@ -158,19 +160,22 @@ def load_text(text: str, ext: str, filename: Optional[str], use_predefined_varia
     own = _parse_text(refs.text, ext, label, refs)
 
     base_dir = osp.dirname(filename) if filename else os.getcwd()
-    base_origins: Dict[str, List[str]] = {}
+    base_origins: Dict[str, Tuple[List[str], List[str]]] = {}
     base_dict, base_texts = _load_bases(own.pop(BASE_KEY, None), base_dir, label, use_predefined_variables,
                                         list(chain) + [label], base_origins)
     own = refs.resolve(own, base_dict)
     merged = merge_into(own, base_dict, label, allow_list_keys=False, in_file=True)
     if origins is not None:
-        origins.update({key: [label] + ([] if key in own else base_origins.get(key, [])) for key in merged})
+        for key in merged:
+            first, deepest = base_origins.get(key, ([], []))
+            origins[key] = ([label] + ([] if key in own else first), [label] + deepest)
     header = f'# {label}\n'
     return merged, ''.join(base_texts) + header + source + ('' if source.endswith('\n') else '\n')
 
 
 def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables: bool,
-                chain: List[str], origins: Dict[str, List[str]]) -> Tuple[Dict[str, Any], List[str]]:
+                chain: List[str],
+                origins: Dict[str, Tuple[List[str], List[str]]]) -> Tuple[Dict[str, Any], List[str]]:
     if bases is None:
         return {}, []
     if isinstance(bases, str):
@@ -196,7 +201,7 @@ def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables:
         ext = check_extension(osp.splitext(path)[1], f'_base_ file {path}')
         with open(path, encoding='utf-8-sig') as f:  # -sig: tolerate an editor's BOM
             base_text = f.read()
-        found: Dict[str, List[str]] = {}
+        found: Dict[str, Tuple[List[str], List[str]]] = {}
         base_cfg, base_text = load_text(base_text, ext, path, use_predefined_variables, chain, found)
         for key in base_cfg:
             if key in merged:
@@ -207,13 +212,17 @@ def _load_bases(bases: Any, base_dir: str, label: str, use_predefined_variables:
     return merged, texts
 
 
-def _two_bases_error(key: str, first: List[str], second: List[str], label: str) -> ConfigError:
-    """A key that two bases bring; ``first``/``second``: the files it comes through, base first."""
-    if first[-1] == second[-1]:  # a diamond: both bases inherit the file that defines it
+def _two_bases_error(key: str, one: Tuple[List[str], List[str]], other: Tuple[List[str], List[str]],
+                     label: str) -> ConfigError:
+    """A key that two bases bring; ``one``/``other``: the files it comes through, base first (to
+    the first file that sets it, and to the deepest one that has it)."""
+    if one[1][-1] == other[1][-1]:  # a diamond: both bases inherit the file that defines it
+        first, second = one[1], other[1]
         return ConfigError(f'{key!r} is defined in {first[-1]}, which two _base_ files bring in: '
                            f'{" -> ".join(first)} and {" -> ".join(second)}; a key may come from only one '
                            f'base. Let only one of {first[0]} and {second[0]} inherit {first[-1]}.',
                            label, [key])
+    first, second = one[0], other[0]
     via = [f' (through {" -> ".join(p)})' if len(p) > 1 else '' for p in (first, second)]
     return ConfigError(f'{key!r} is defined in two _base_ files, {first[-1]}{via[0]} and '
                        f'{second[-1]}{via[1]}; a key may come from only one base. Remove it from one of '

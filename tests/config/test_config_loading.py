@@ -353,6 +353,18 @@ def test_a_key_from_a_file_two_bases_share_names_that_file_and_both_paths(tmp_pa
                                   f'and {c} inherit {d}.')
 
 
+def test_a_diamond_is_named_as_one_also_when_a_middle_base_sets_the_shared_key(tmp_path):
+    """b.py merges into d.py's model: removing it from b.py would not help, so it is the diamond."""
+    cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
+                                 'b.py': "_base_ = './d.py'\nmodel = dict(hidden=[8])\n",
+                                 'c.py': "_base_ = './d.py'\n",
+                                 'd.py': 'model = dict(hidden=[4], depth=2)\n'})
+    with pytest.raises(ConfigError) as info:
+        Config.fromfile(cfg_file)
+    b, c, d = (str(tmp_path / n) for n in ('b.py', 'c.py', 'd.py'))
+    assert info.value.message.endswith(f'Let only one of {b} and {c} inherit {d}.')
+
+
 def test_a_key_two_bases_inherit_from_different_files_names_the_defining_files(tmp_path):
     cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
                                  'b.py': "_base_ = './d.py'\n", 'c.py': 'runtime = 2\n',
