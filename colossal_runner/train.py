@@ -22,6 +22,7 @@ import os.path as osp
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable, Collection, Dict, Iterator, List, Optional
 
 from .config import ConfigError, DictAction, format_config_error
@@ -281,24 +282,61 @@ def report_interruption(prog: str, trainer_of: Callable[[], Any],
     """
     handle = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if handle else None
+    state = dict(caught=False, done=False, delivered=0)
+
+    def deliver_again() -> None:
+        # The handler's Terminated may land where Python prints and drops exceptions: a __del__
+        # (a DataLoader iterator's joins its workers at every epoch's end), a fork callback. The
+        # signal is then sent again until one is caught, rather than the run going on to its end.
+        for _ in range(120):
+            time.sleep(0.5)
+            if state['caught'] or state['done']:
+                return
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def terminate(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        if state['caught']:  # the line is being written; the process exits with 143 right after
+            return
+        state['delivered'] += 1
+        if state['delivered'] == 1:
+            threading.Thread(target=deliver_again, name='sigterm-again', daemon=True).start()
         raise Terminated()
 
     if handle:
+        _SIGTERM_HANDLED[0] = True
         signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     except KeyboardInterrupt as exc:
+        state['caught'] = True
         terminated = isinstance(exc, Terminated)
         line = f'{prog}: {"terminated (SIGTERM)" if terminated else "interrupted"} {stopped_at(trainer_of())}'
         _log_error(line, logs_before)
         print(line, file=sys.stderr, flush=True)
         raise SystemExit(143 if terminated else 130) from None
     finally:
+        state['done'] = True
         if handle:
+            _SIGTERM_HANDLED[0] = False
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+# Whether report_interruption's handler is installed. A forked child (a DataLoader worker) gets
+# the default back: torch's worker does not set one, and a SIGTERM to the whole process group
+# (torchrun, Slurm) would raise Terminated in every worker, each printing a traceback.
+_SIGTERM_HANDLED = [False]
+
+
+def _default_sigterm_in_child() -> None:
+    if _SIGTERM_HANDLED[0]:
+        _SIGTERM_HANDLED[0] = False
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # forked from a thread other than the main one: it cannot set handlers
+            pass
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def stopped_at(trainer: Any) -> str:

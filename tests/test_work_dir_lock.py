@@ -62,7 +62,8 @@ def test_a_second_training_into_a_busy_work_dir_stops_before_touching_it(tmp_pat
         assert stopped.value.code == 2
         err = capsys.readouterr().err
         assert (f'train.py: error: another training (pid {holder.pid} on host {socket.gethostname()}) is '
-                f'writing into work_dir {str(work_dir)!r}; wait for it to finish, or choose another '
+                f'writing into work_dir {str(work_dir)!r}, or that process ran one there and is still '
+                f'alive (a notebook, a script that went on); wait for it to finish, or choose another '
                 f'--work-dir') in err
         assert _snapshot(work_dir) == before  # no temporary removed, no metrics moved, no log file
         holder.kill()
@@ -85,6 +86,24 @@ def test_the_same_process_may_initialize_its_work_dir_again(tmp_path):
     shutil.rmtree(work_dir)  # a new directory of the same name is locked anew
     initialize(TINY, work_dir=str(work_dir), log_file=False)
     assert (work_dir / '.lock').read_text() == f'pid {os.getpid()} on host {socket.gethostname()}\n'
+
+
+@locks
+def test_a_run_into_another_work_dir_lets_the_earlier_one_go(tmp_path):
+    """A notebook's next experiment: the finished run's directory is free for tools/train.py again."""
+    import fcntl
+    initialize(TINY, work_dir=str(tmp_path / 'first'), log_file=False)
+    initialize(TINY, work_dir=str(tmp_path / 'second'), log_file=False)
+    for name, free in (('first', True), ('second', False)):
+        fd = os.open(tmp_path / name / '.lock', os.O_RDWR)
+        try:  # another open file description: flock conflicts with this process's own lock too
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = True
+        except BlockingIOError:
+            taken = False
+        finally:
+            os.close(fd)
+        assert taken == free, name
 
 
 @pytest.mark.parametrize('from_config', [False, True])

@@ -288,6 +288,9 @@ def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str], str_ke
                       'file or replace it with plain data.', filename, path)
 
 
+_REPORTED_FAILED_IMPORTS: set = set()  # module names whose failed import was warned about
+
+
 def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
     """Import the modules ``custom_imports = dict(imports=[...], allow_failed_imports=False)`` names.
 
@@ -320,8 +323,10 @@ def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             if allow_failed:
-                warnings.warn(f'custom_imports: could not import {name!r} ({exc}); skipped because '
-                              'allow_failed_imports=True.', stacklevel=2)
+                if name not in _REPORTED_FAILED_IMPORTS:  # tools/train.py imports, then initialize() again
+                    _REPORTED_FAILED_IMPORTS.add(name)
+                    warnings.warn(f'custom_imports: could not import {name!r} ({exc}); skipped because '
+                                  'allow_failed_imports=True.', stacklevel=2)
                 continue
             exc.add_note(f'custom_imports in config {filename or "(dict)"}: make sure {name!r} is '
                          f'importable from the working directory ({cwd}) or PYTHONPATH, or set '

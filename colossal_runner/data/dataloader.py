@@ -220,15 +220,15 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     if num_workers == 0:
         cfg.pop('persistent_workers', None)
         cfg.pop('prefetch_factor', None)
-    elif cfg.get('persistent_workers'):
+    elif cfg.get('persistent_workers') and pad_shards:  # training (the test split has pad_shards=False)
         # Workers are seeded when they start: every epoch without persistent_workers (from the loader's
         # generator, which checkpoints restore), once with it, and then at the resume point with new seeds.
-        warnings.warn(f'dataloader persistent_workers=True with num_workers={num_workers}: the workers are '
-                      f'seeded once, when they start, so a resumed run (which starts them anew) draws other '
-                      f'random numbers in them than the uninterrupted run did; random augmentation in the '
-                      f'workers then differs and the resume is not exact. For an exact resume, set '
-                      f'persistent_workers=False (workers are re-seeded each epoch) or augment in the main '
-                      f'process.', UserWarning, stacklevel=2)
+        warnings.warn(f'training dataloader persistent_workers=True with num_workers={num_workers}: the '
+                      f'workers are seeded once, when they start, so a resumed run (which starts them anew) '
+                      f'draws other random numbers in them than the uninterrupted run did; random '
+                      f'augmentation in the workers then differs and the resume is not exact. For an exact '
+                      f'resume, set persistent_workers=False (workers are re-seeded each epoch) or augment '
+                      f'in the main process.', UserWarning, stacklevel=2)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=drop_last,
                       worker_init_fn=functools.partial(seed_worker, dp_rank=dp_rank), generator=generator,
                       **cfg)

@@ -44,6 +44,10 @@ def lock_work_dir(work_dir: str) -> None:
     path = os.path.realpath(os.path.join(work_dir, LOCK_NAME))
     if path in _held:
         return
+    # A process runs one training at a time: a run into another work_dir (the next experiment in a
+    # notebook) lets the earlier directory go, so a later tools/train.py there is not refused.
+    for other in list(_held):
+        os.close(_held.pop(other))
     fd = None
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: the holder's pid stays readable
@@ -52,9 +56,10 @@ def lock_work_dir(work_dir: str) -> None:
         holder = _holder(fd)
         os.close(fd)
         raise WorkDirBusyError(
-            f'another training ({holder}) is writing into work_dir {work_dir!r}; wait for it to finish, or '
-            f'choose another --work-dir (its lock {path} is released when that process ends, however '
-            f'it ends: there is nothing to delete)') from None
+            f'another training ({holder}) is writing into work_dir {work_dir!r}, or that process ran one '
+            f'there and is still alive (a notebook, a script that went on); wait for it to finish, or '
+            f'choose another --work-dir. Its lock {path} is released when that process ends, however it '
+            f'ends, or when it starts a run into another work_dir: there is nothing to delete.') from None
     except OSError as exc:  # no locks on this file system (ENOLCK), another user's .lock: run unguarded
         if fd is not None:
             os.close(fd)

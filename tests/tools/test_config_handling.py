@@ -5,10 +5,12 @@ import os.path as osp
 import sys
 import textwrap
 import uuid
+import warnings
 
 import pytest
 
 from colossal_runner.config import Config, ConfigError
+from colossal_runner.config.config import import_custom
 from colossal_runner.registry import HOOKS
 from colossal_runner.train import dump_config, load_user_config
 
@@ -30,7 +32,11 @@ def test_cfg_options_can_drop_or_allow_a_custom_import_before_it_is_made(missing
     cfg = load_user_config(missing_import_config, {'custom_imports.imports': []})
     assert cfg.custom_imports.imports == []
     with pytest.warns(UserWarning, match="could not import 'cr_no_such_module_tt'.*allow_failed_imports"):
-        load_user_config(missing_import_config, {'custom_imports.allow_failed_imports': True})
+        cfg = load_user_config(missing_import_config, {'custom_imports.allow_failed_imports': True})
+    with warnings.catch_warnings(record=True) as again:  # initialize() imports them once more: no second word
+        warnings.simplefilter('always')
+        import_custom(cfg.custom_imports, cfg.filename)
+    assert not [w for w in again if 'cr_no_such_module_tt' in str(w.message)]
 
 
 def test_a_module_added_by_cfg_options_is_registered_when_the_config_is_loaded(tmp_path, monkeypatch):

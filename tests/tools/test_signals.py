@@ -72,3 +72,32 @@ def test_sigterm_before_training_and_the_handler_is_restored(capsys):
     assert stopped.value.code == 143
     assert capsys.readouterr().err == 'train.py: terminated (SIGTERM) before training started\n'
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')  # the dropped one
+def test_a_sigterm_whose_exception_python_drops_is_delivered_again(capsys):
+    """A SIGTERM handled inside a __del__ (a DataLoader iterator's, at an epoch's end) raises where
+    Python prints and drops the exception: the run must still stop, not train on to its end."""
+    class SignalsWhenDeleted:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(SystemExit) as stopped:
+        with report_interruption('train.py', lambda: None):
+            SignalsWhenDeleted()  # deleted at once; its Terminated is dropped ("Exception ignored in")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err.endswith('train.py: terminated (SIGTERM) before training started\n')
+
+
+def test_a_forked_child_gets_the_default_sigterm_back():
+    with pytest.raises(SystemExit):
+        with report_interruption('train.py', lambda: None):
+            pid = os.fork()
+            if pid == 0:  # the child: a SIGTERM must end it by the signal, not by a Terminated traceback
+                os._exit(0 if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else 1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            raise KeyboardInterrupt  # leave through the handled path
