@@ -22,7 +22,6 @@ import os.path as osp
 import signal
 import sys
 import threading
-import time
 from typing import Any, Callable, Collection, Dict, Iterator, List, Optional
 
 from .config import ConfigError, DictAction, format_config_error
@@ -282,28 +281,37 @@ def report_interruption(prog: str, trainer_of: Callable[[], Any],
     """
     handle = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if handle else None
-    state = dict(caught=False, done=False, delivered=0)
+    state = dict(caught=False, done=False, raised=False, again=0)
+    previous_unraisable = sys.unraisablehook
 
-    def deliver_again() -> None:
-        # The handler's Terminated may land where Python prints and drops exceptions: a __del__
-        # (a DataLoader iterator's joins its workers at every epoch's end), a fork callback. The
-        # signal is then sent again until one is caught, rather than the run going on to its end.
-        for _ in range(120):
-            time.sleep(0.5)
-            if state['caught'] or state['done']:
-                return
-            os.kill(os.getpid(), signal.SIGTERM)
+    def dropped(info: Any) -> None:
+        # The handler's Terminated landed where Python prints and drops exceptions: a __del__ (a
+        # DataLoader iterator's joins its workers at every epoch's end), a fork callback. Send the
+        # signal again, so that the run stops rather than going on to its end. Only then: a
+        # Terminated on its way out must not be interrupted by another (on_exception cleanups).
+        if isinstance(info.exc_value, Terminated) and not (state['caught'] or state['done']):
+            state['again'] += 1
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+            timer.daemon = True
+            timer.start()
+            return
+        previous_unraisable(info)
 
     def terminate(signum: int, frame: Any) -> None:
         if state['caught']:  # the line is being written; the process exits with 143 right after
             return
-        state['delivered'] += 1
-        if state['delivered'] == 1:
-            threading.Thread(target=deliver_again, name='sigterm-again', daemon=True).start()
+        if state['again']:  # ours, after a dropped one
+            state['again'] -= 1
+        elif state['raised']:  # a second SIGTERM from outside, during the stop: end at once
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        state['raised'] = True
         raise Terminated()
 
     if handle:
         _SIGTERM_HANDLED[0] = True
+        sys.unraisablehook = dropped
         signal.signal(signal.SIGTERM, terminate)
     try:
         yield
@@ -318,6 +326,7 @@ def report_interruption(prog: str, trainer_of: Callable[[], Any],
         state['done'] = True
         if handle:
             _SIGTERM_HANDLED[0] = False
+            sys.unraisablehook = previous_unraisable
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 

@@ -122,3 +122,26 @@ def test_a_work_dir_that_is_a_file_is_named_as_such_with_where_it_came_from(tmp_
         assert raised.value.key_path is None and 'key work_dir' not in message
         assert message.startswith(f'the work directory {str(afile)!r} (from --work-dir) is a file')
     assert afile.read_text() == 'x'
+
+
+@locks
+def test_a_refused_work_dir_keeps_the_lock_the_process_holds(tmp_path):
+    import fcntl
+
+    from colossal_runner.utils.work_dir_lock import WorkDirBusyError, lock_work_dir
+    for name in ('mine', 'busy'):
+        (tmp_path / name).mkdir()
+    lock_work_dir(str(tmp_path / 'mine'))
+    other = os.open(tmp_path / 'busy' / '.lock', os.O_RDWR | os.O_CREAT)  # as another process would
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(WorkDirBusyError):
+            lock_work_dir(str(tmp_path / 'busy'))
+        probe = os.open(tmp_path / 'mine' / '.lock', os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):  # still held by this process
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(probe)
+    finally:
+        os.close(other)

@@ -288,7 +288,7 @@ def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str], str_ke
                       'file or replace it with plain data.', filename, path)
 
 
-_REPORTED_FAILED_IMPORTS: set = set()  # module names whose failed import was warned about
+_REPORTED_FAILED_IMPORTS: set = set()  # (config section, module name) whose failed import was warned about
 
 
 def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
@@ -323,8 +323,9 @@ def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             if allow_failed:
-                if name not in _REPORTED_FAILED_IMPORTS:  # tools/train.py imports, then initialize() again
-                    _REPORTED_FAILED_IMPORTS.add(name)
+                # tools/train.py imports a config's modules, then initialize() again: one warning
+                if (id(custom_imports), name) not in _REPORTED_FAILED_IMPORTS:
+                    _REPORTED_FAILED_IMPORTS.add((id(custom_imports), name))
                     warnings.warn(f'custom_imports: could not import {name!r} ({exc}); skipped because '
                                   'allow_failed_imports=True.', stacklevel=2)
                 continue

@@ -218,6 +218,12 @@ def _two_bases_error(key: str, one: Tuple[List[str], List[str]], other: Tuple[Li
     the first file that sets it, and to the deepest one that has it)."""
     if one[1][-1] == other[1][-1]:  # a diamond: both bases inherit the file that defines it
         first, second = one[1], other[1]
+        if one[0][-1] != first[-1] and other[0][-1] != second[-1]:  # and both set it on the way
+            return ConfigError(f'{key!r} is set in both {one[0][-1]} and {other[0][-1]}, which also both '
+                               f'bring it in from {first[-1]} ({" -> ".join(first)} and '
+                               f'{" -> ".join(second)}); a key may come from only one base. Set it in one of '
+                               f'them, and let only one of {first[0]} and {second[0]} inherit {first[-1]}.',
+                               label, [key])
         return ConfigError(f'{key!r} is defined in {first[-1]}, which two _base_ files bring in: '
                            f'{" -> ".join(first)} and {" -> ".join(second)}; a key may come from only one '
                            f'base. Let only one of {first[0]} and {second[0]} inherit {first[-1]}.',

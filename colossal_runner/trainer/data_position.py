@@ -88,6 +88,7 @@ class DataPosition:
         self.epoch = 0
         self.steps_done = 0            # optimizer steps of the current epoch
         self.batches_per_step = 1
+        self.steps_per_epoch: Optional[int] = None  # this run's; a resume checks its own against it
         self.finished = False          # the epoch's iterator was exhausted
         self.epoch_start: Optional[Dict[str, Any]] = None
         self.pending: Optional[Dict[str, Any]] = None   # a checkpoint's entry, for the next fit
@@ -96,7 +97,7 @@ class DataPosition:
     def state_dict(self) -> Optional[Dict[str, Any]]:
         if self.loader is None or self.epoch_start is None:
             return None
-        return dict(epoch=self.epoch, steps_done=self.steps_done,
+        return dict(epoch=self.epoch, steps_done=self.steps_done, steps_per_epoch=self.steps_per_epoch,
                     batches=self.steps_done * self.batches_per_step, finished=self.finished,
                     sampler=_sampler_info(self.loader), epoch_start=self.epoch_start,
                     generators=_get_generators(self.loader))
@@ -105,10 +106,12 @@ class DataPosition:
         self.pending = dict(state) if state else None
 
     # ------------------------------------------------------------------ training
-    def open_epoch(self, loader: Iterable, epoch: int, skip_steps: int, batches_per_step: int) -> Iterator:
+    def open_epoch(self, loader: Iterable, epoch: int, skip_steps: int, batches_per_step: int,
+                   steps_per_epoch: Optional[int] = None) -> Iterator:
         """The epoch's data iterator, ``skip_steps`` optimizer steps in (call after set_epoch)."""
         saved, self.pending = self.pending, None
         self.loader, self.epoch, self.batches_per_step = loader, epoch, batches_per_step
+        self.steps_per_epoch = steps_per_epoch
         self.steps_done, self.finished = skip_steps, False
         replay = (saved is not None and skip_steps > 0 and saved.get('epoch') == epoch
                   and saved.get('steps_done') == skip_steps and saved.get('epoch_start'))

@@ -57,8 +57,9 @@ class Trainer:
         self._wrote_records = False  # this Trainer has added to metrics.jsonl (it is not only an old run's)
         self._max_steps_from_epochs = False  # fit got no max_steps: states['max_steps'] is the epochs' end
         self._noted_resize: Any = None  # the checkpoint data entry whose other epoch length was logged
-        # set by a full load_state_dict (a resume): LoadCheckpointHook then leaves the state alone
-        self.resumed = False
+        # the iteration a full load_state_dict (a resume) restored; LoadCheckpointHook leaves the
+        # state alone while the run is still there (not once it has trained on from it)
+        self.resumed_at: Optional[int] = None
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
@@ -249,26 +250,33 @@ class Trainer:
             if saved is not None and saved.get('epoch') == epoch and saved.get('finished') is True:
                 return epoch + 1, 0  # an epoch checkpoint, whatever its run's steps per epoch were
             done = iteration - (epoch - 1) * steps
-            saved_done = saved.get('steps_done') if saved is not None and saved.get('epoch') == epoch \
-                and saved.get('finished') is False else None
-            if check and isinstance(saved_done, int) and (saved_done > steps or saved_done != done):
-                # The saved run's epochs had another length: replaying its part of the epoch would run
-                # past the end of this run's epoch, or skip other samples than it trained on.
-                where = (f'an epoch of this run has only {steps} steps' if saved_done > steps else
-                         f'at {steps} steps per epoch this run would be {done} steps into it (iteration '
-                         f'{iteration})' if 0 <= done <= steps else
-                         f'at {steps} steps per epoch iteration {iteration} is not in epoch {epoch} of this '
-                         f'run')
-                raise ValueError(
-                    f'the checkpoint was taken {saved_done} optimizer steps into epoch {epoch}, but {where}: '
-                    f'the batch size, the gradient accumulation or the number of data-parallel replicas '
-                    f'changed since. Resume from a checkpoint taken at the end of an epoch (epoch_N.pt) to '
-                    f'change them, or keep the saved run\'s settings to resume in the middle of epoch '
-                    f'{epoch}.')
+            mid = saved is not None and saved.get('epoch') == epoch and saved.get('finished') is False
+            saved_done = saved.get('steps_done') if mid else None
+            if isinstance(saved_done, int):
+                # The saved entry says where in the epoch the checkpoint was: the iteration count cannot,
+                # once an earlier epoch of the run had another length (resumed from an epoch_N.pt).
+                saved_steps = saved.get('steps_per_epoch')
+                changed = (saved_steps != steps if isinstance(saved_steps, int)
+                           else saved_done > steps or saved_done != done)  # written before it was kept
+                if check and changed:
+                    # Replaying the saved part of the epoch would run past the end of this run's epoch,
+                    # or skip other samples than it trained on.
+                    where = (f'of a run with {saved_steps} steps per epoch; this run has {steps}'
+                             if isinstance(saved_steps, int) else
+                             f'but an epoch of this run has only {steps} steps' if saved_done > steps else
+                             f'but at {steps} steps per epoch this run would be {done} steps into it '
+                             f'(iteration {iteration})' if 0 <= done <= steps else
+                             f'but at {steps} steps per epoch iteration {iteration} is not in epoch {epoch} '
+                             f'of this run')
+                    raise ValueError(
+                        f'the checkpoint was taken {saved_done} optimizer steps into epoch {epoch} {where}: '
+                        f'the batch size, the gradient accumulation or the number of data-parallel replicas '
+                        f'changed since. Resume from a checkpoint taken at the end of an epoch (epoch_N.pt) '
+                        f'to change them, or keep the saved run\'s settings to resume in the middle of epoch '
+                        f'{epoch}.')
+                if not changed and 0 < saved_done <= steps:
+                    return epoch, saved_done
             if 0 < done < steps:  # a checkpoint taken in the middle of an epoch
-                return epoch, done
-            if (done == steps and saved is not None and saved.get('epoch') == epoch
-                    and saved.get('steps_done') == steps and saved.get('finished') is False):
                 return epoch, done
         return epoch + 1, 0
 
@@ -281,7 +289,8 @@ class Trainer:
         engine = self.engine
         engine.train()
         position = self.data_position
-        data_iter = position.open_epoch(dataloader, self.states['epoch'], skip, engine.gradient_accumulation)
+        data_iter = position.open_epoch(dataloader, self.states['epoch'], skip, engine.gradient_accumulation,
+                                        self.states['steps_per_epoch'])
         steps = self.states['steps_per_epoch']
         total = None if steps is None else steps - skip
         states, call_hook, dispatch = self.states, self.call_hook, self._dispatch
@@ -578,7 +587,7 @@ class Trainer:
                     raise
         if state.get('rng'):
             set_rng_state(state['rng'])
-        self.resumed = True
+        self.resumed_at = self.states['iteration']
         if self.states['max_epochs'] is not None:  # loaded during a fit (LoadCheckpointHook): size it anew
             self._plan_run_end()
 
@@ -613,10 +622,12 @@ class Trainer:
         if (missing or unexpected or reshaped) and strict:
             shapes = ', '.join(f"{k}: {tuple(getattr(weights[k], 'shape', ()))} saved, "
                                f"{tuple(getattr(own_state[k], 'shape', ()))} here" for k in reshaped[:5])
+            none = not (own & saved) - set(reshaped)
             raise KeyError(f'the checkpoint does not fit the model: missing keys {_few(missing)}, unexpected '
                            f'keys {_few(unexpected)}, other shapes {_few(reshaped)}'
-                           f'{f" ({shapes})" if shapes else ""}. Check that the model config matches the one '
-                           f'that was trained, or load with strict=False to take the weights that match.')
+                           f'{f" ({shapes})" if shapes else ""}{_prefix_hint(own, saved)}. Check that the '
+                           f'model config matches the one that was trained'
+                           + ('.' if none else ', or load with strict=False to take the weights that match.'))
         if not (own & saved) - set(reshaped) and own:
             # strict=False with nothing to take would leave the whole model at its initial values
             raise KeyError(f'none of the checkpoint\'s {len(saved)} weights fits the model: saved keys such '

@@ -44,10 +44,6 @@ def lock_work_dir(work_dir: str) -> None:
     path = os.path.realpath(os.path.join(work_dir, LOCK_NAME))
     if path in _held:
         return
-    # A process runs one training at a time: a run into another work_dir (the next experiment in a
-    # notebook) lets the earlier directory go, so a later tools/train.py there is not refused.
-    for other in list(_held):
-        os.close(_held.pop(other))
     fd = None
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: the holder's pid stays readable
@@ -69,6 +65,10 @@ def lock_work_dir(work_dir: str) -> None:
         return
     os.ftruncate(fd, 0)
     os.pwrite(fd, f'pid {os.getpid()} on host {socket.gethostname()}\n'.encode(), 0)
+    # A run into another work_dir (the next experiment in a notebook) lets the earlier directories
+    # go, once this one is held, so a later tools/train.py there is not refused.
+    for other in list(_held):
+        os.close(_held.pop(other))
     _held[path] = fd
 
 

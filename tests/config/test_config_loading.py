@@ -365,6 +365,19 @@ def test_a_diamond_is_named_as_one_also_when_a_middle_base_sets_the_shared_key(t
     assert info.value.message.endswith(f'Let only one of {b} and {c} inherit {d}.')
 
 
+def test_a_diamond_whose_middle_bases_both_set_the_key_says_both_fixes(tmp_path):
+    cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
+                                 'b.py': "_base_ = './d.py'\nmodel = dict(hidden=[8])\n",
+                                 'c.py': "_base_ = './d.py'\nmodel = dict(hidden=[16])\n",
+                                 'd.py': 'model = dict(hidden=[4], depth=2)\n'})
+    with pytest.raises(ConfigError) as info:
+        Config.fromfile(cfg_file)
+    b, c, d = (str(tmp_path / n) for n in ('b.py', 'c.py', 'd.py'))
+    assert info.value.message.startswith(f"'model' is set in both {b} and {c}, which also both bring it in "
+                                         f'from {d}')
+    assert info.value.message.endswith(f'Set it in one of them, and let only one of {b} and {c} inherit {d}.')
+
+
 def test_a_key_two_bases_inherit_from_different_files_names_the_defining_files(tmp_path):
     cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
                                  'b.py': "_base_ = './d.py'\n", 'c.py': 'runtime = 2\n',

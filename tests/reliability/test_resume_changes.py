@@ -206,6 +206,15 @@ def test_a_load_checkpoint_hook_added_after_training_in_the_same_process_still_l
     for name, value in engine.model.state_dict().items():
         assert torch.equal(value, saved[name]), name
     assert trainer.states['epoch'] == 1  # its full state, as the hook's docs say
+    # the same after a resumed run that trained on from its checkpoint
+    engine = make_engine()
+    trainer = Trainer(engine)
+    trainer.resume(os.path.join(directory, 'epoch_2.pt'))
+    trainer.fit(make_loader(24), epochs=3)
+    trainer.register_hook(LoadCheckpointHook(directory, epoch=1))
+    trainer.evaluate(make_loader(8))
+    for name, value in engine.model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
 
 
 def test_load_checkpoint_hook_takes_a_checkpoint_file_as_load_from_did(tmp_path):

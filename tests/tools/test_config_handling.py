@@ -37,6 +37,8 @@ def test_cfg_options_can_drop_or_allow_a_custom_import_before_it_is_made(missing
         warnings.simplefilter('always')
         import_custom(cfg.custom_imports, cfg.filename)
     assert not [w for w in again if 'cr_no_such_module_tt' in str(w.message)]
+    with pytest.warns(UserWarning, match="could not import 'cr_no_such_module_tt'"):  # another load: again
+        load_user_config(missing_import_config, {'custom_imports.allow_failed_imports': True})
 
 
 def test_a_module_added_by_cfg_options_is_registered_when_the_config_is_loaded(tmp_path, monkeypatch):

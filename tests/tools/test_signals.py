@@ -101,3 +101,19 @@ def test_a_forked_child_gets_the_default_sigterm_back():
             _, status = os.waitpid(pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0
             raise KeyboardInterrupt  # leave through the handled path
+
+
+def test_a_sigterm_on_its_way_out_is_not_interrupted_by_another(capsys):
+    """Cleanup while the first Terminated unwinds (hooks' on_exception) runs to its end: the signal is
+    sent again only when Python dropped the exception, not after a delay."""
+    cleaned = []
+    with pytest.raises(SystemExit) as stopped:
+        with report_interruption('train.py', lambda: None):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except BaseException:
+                time.sleep(1.2)  # a slow cleanup, e.g. a flush
+                cleaned.append('done')
+                raise
+    assert stopped.value.code == 143 and cleaned == ['done']

@@ -77,6 +77,10 @@ def test_weights_that_match_no_key_are_refused_even_with_strict_false(tmp_path, 
     with pytest.raises(KeyError, match=r"none of the checkpoint's 4 weights fits the model: .*the saved keys "
                                        r"carry the prefix 'module\.': strip it"):
         Trainer(make_engine()).resume(str(tmp_path / 'ddp.pt'), strict=False, finetune=True)
+    with pytest.raises(KeyError) as info:  # strict: the same hint, and not "load with strict=False"
+        Trainer(make_engine()).resume(str(tmp_path / 'ddp.pt'), finetune=True)
+    assert "the saved keys carry the prefix 'module.'" in info.value.args[0]
+    assert 'strict=False' not in info.value.args[0]
     partial = dict(weights)
     del partial['2.bias']
     torch.save(partial, tmp_path / 'part.pt')

@@ -262,3 +262,16 @@ def test_checkpoint_dir_defaults_to_the_work_dir_or_is_required(tmp_path):
     with pytest.raises(ValueError, match=r'SaveCheckpointHook needs a checkpoint_dir, or a runner with a '
                                          r'work_dir'):
         Trainer(make_engine(), hooks=[SaveCheckpointHook()])
+
+
+def test_load_checkpoint_hook_takes_a_stage_less_file_name_of_a_pipeline_run(tmp_path):
+    """`epoch_1.pt` names the files `epoch_1_stage<s>.pt` of a pipeline run, as --resume reads it:
+    the hook passes it on to the loader, which maps it to this stage's file."""
+    from colossal_runner.checkpoint import resolve_checkpoint_path
+    from colossal_runner.trainer.hooks import LoadCheckpointHook
+    (tmp_path / 'epoch_1_stage1.pt').write_bytes(b'')
+    path = str(tmp_path / 'epoch_1.pt')
+    assert LoadCheckpointHook(path).checkpoint_path() == path
+    assert resolve_checkpoint_path(path, 1) == str(tmp_path / 'epoch_1_stage1.pt')
+    with pytest.raises(FileNotFoundError, match='does not exist'):  # a directory name still must exist
+        LoadCheckpointHook(str(tmp_path / 'no_such_dir')).checkpoint_path()

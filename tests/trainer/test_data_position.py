@@ -61,10 +61,12 @@ def test_resuming_mid_epoch_on_replicas_is_exact_and_warns_on_no_rank(tmp_path):
             assert torch.equal(got, want), rank
     for a, b in zip(results[0]['params'], results[1]['params']):
         assert torch.equal(a, b)
-    # What does change the remaining batches still warns: one replica instead of two.
+    # One replica instead of two: epochs twice as long, so the saved part of the epoch is no
+    # position in this run's epoch (refused, as the docs say; an epoch checkpoint resumes).
     trainer = Trainer(_engine(_model()))
     trainer.resume(os.path.join(ckpt_dir, 'iter_3.pt'))
-    with pytest.warns(UserWarning, match=r"different data sampler.*\{'num_replicas': \(2, 1\)\}.*epoch 1"):
+    with pytest.raises(ValueError, match=r'taken 3 optimizer steps into epoch 1 of a run with \d+ steps per '
+                                         r'epoch; this run has \d+: .*number of data-parallel replicas'):
         trainer.fit(_loader(), epochs=1)
 
 
@@ -79,7 +81,7 @@ def test_a_mid_epoch_checkpoint_past_the_end_of_a_shorter_epoch_is_refused_with_
     trainer = Trainer(_engine(_model()))
     trainer.resume(os.path.join(ckpt_dir, 'iter_6.pt'))
     wider = build_dataloader(dict(batch_size=8), dataset, shuffle=True, seed=0)  # 4 steps per epoch
-    expected = (r'taken 6 optimizer steps into epoch 1, but an epoch of this run has only 4 steps: the '
+    expected = (r'taken 6 optimizer steps into epoch 1 of a run with 8 steps per epoch; this run has 4: the '
                 r'batch size.*at the end of an epoch \(epoch_N\.pt\)')
     with pytest.raises(ValueError, match=expected):
         trainer.fit(wider, epochs=2)
@@ -88,19 +90,38 @@ def test_a_mid_epoch_checkpoint_past_the_end_of_a_shorter_epoch_is_refused_with_
     trainer.resume(os.path.join(ckpt_dir, 'iter_6.pt'))
     trainer.fit(loader, epochs=1)
     assert trainer.states['iteration'] == 8
-    # in epoch 2 (iteration 11 = 3 steps into it). Batches of 5 (7 steps per epoch): iteration 11 would
-    # be 4 steps into epoch 2; of 8 (4 per epoch) or 2 (16) it is not in epoch 2 at all. All three
-    # used to skip data without a word.
+    # The checkpoint records its run's epoch length: in epoch 1 (where the iteration count cannot
+    # tell) and in epoch 2 alike, another length is refused; these used to skip data without a word.
     ckpt_dir = str(tmp_path / 'ck2')
     Trainer(_engine(_model()), hooks=[SaveCheckpointHook(11, ckpt_dir, by_epoch=False)]).fit(loader, epochs=2)
-    for batch_size, where in ((5, r'at 7 steps per epoch this run would be 4 steps into it \(iteration 11\)'),
-                              (8, r'at 4 steps per epoch iteration 11 is not in epoch 2 of this run'),
-                              (2, r'at 16 steps per epoch iteration 11 is not in epoch 2 of this run')):
-        trainer = Trainer(_engine(_model()))
-        trainer.resume(os.path.join(ckpt_dir, 'iter_11.pt'))
-        other = build_dataloader(dict(batch_size=batch_size), dataset, shuffle=True, seed=0)
-        with pytest.raises(ValueError, match=r'taken 3 optimizer steps into epoch 2, but ' + where):
-            trainer.fit(other, epochs=3)
+    Trainer(_engine(_model()), hooks=[SaveCheckpointHook(3, ckpt_dir, by_epoch=False)]).fit(loader, epochs=1)
+    for name, epoch, done in (('iter_3.pt', 1, 3), ('iter_11.pt', 2, 3)):
+        for batch_size, steps in ((5, 7), (8, 4), (2, 16)):
+            trainer = Trainer(_engine(_model()))
+            trainer.resume(os.path.join(ckpt_dir, name))
+            other = build_dataloader(dict(batch_size=batch_size), dataset, shuffle=True, seed=0)
+            with pytest.raises(ValueError, match=rf'taken {done} optimizer steps into epoch {epoch} of a run '
+                                                 rf'with 8 steps per epoch; this run has {steps}:'):
+                trainer.fit(other, epochs=3)
+
+
+def test_a_run_resumed_with_another_epoch_length_resumes_its_own_mid_epoch_checkpoints(tmp_path):
+    """Epoch 1 at 8 steps, then from epoch_1.pt at 4 steps (allowed at an epoch's end): the new run's
+    own mid-epoch checkpoint must resume where it was, though the iteration count mixes both lengths."""
+    dataset = SyntheticClassification(num_samples=32, num_features=4, num_classes=2, seed=0)
+    ckpt_dir = str(tmp_path / 'ck')
+    narrow = build_dataloader(dict(batch_size=4), dataset, shuffle=True, seed=0)  # 8 steps per epoch
+    wide = build_dataloader(dict(batch_size=8), dataset, shuffle=True, seed=0)  # 4 steps per epoch
+    Trainer(_engine(_model()), hooks=[SaveCheckpointHook(1, ckpt_dir)]).fit(narrow, epochs=1)
+    first = Trainer(_engine(_model()), hooks=[SaveCheckpointHook(10, ckpt_dir, by_epoch=False)])
+    first.resume(os.path.join(ckpt_dir, 'epoch_1.pt'))
+    first.fit(wide, epochs=3)  # iteration 10 is 2 steps into epoch 2 (8 + 2)
+    again = Trainer(_engine(_model()))
+    again.resume(os.path.join(ckpt_dir, 'iter_10.pt'))
+    again.fit(wide, epochs=3)
+    assert again.states['iteration'] == first.states['iteration'] == 16
+    for got, want in zip(again.engine.model.parameters(), first.engine.model.parameters()):
+        assert torch.equal(got, want)
 
 
 def test_pipeline_stages_refuse_a_loader_whose_order_comes_from_the_global_rng():

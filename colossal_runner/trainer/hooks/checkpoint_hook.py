@@ -219,7 +219,10 @@ class LoadCheckpointHook(BaseHook):
 
     def checkpoint_path(self) -> str:
         """The file to load, with an error listing what exists when it is missing."""
-        if os.path.isfile(self.checkpoint_dir):  # one file, e.g. weights a plain torch loop saved
+        path = self.checkpoint_dir
+        if os.path.isfile(path) or (not os.path.isdir(path) and path.endswith(('.pt', '.pth'))):
+            # one file, e.g. weights a plain torch loop saved, or epoch_3.pt of a pipeline run whose
+            # stages' files (epoch_3_stage1.pt) load_agreed finds; it says what is missing, if anything
             if self.epoch != -1:
                 raise ValueError(f'LoadCheckpointHook: checkpoint_dir {self.checkpoint_dir!r} is a file, so '
                                  f'epoch={self.epoch} cannot choose among epochs: leave epoch out to load '
@@ -247,7 +250,7 @@ class LoadCheckpointHook(BaseHook):
         if self.loaded:
             return
         at = runner.states
-        if getattr(runner, 'resumed', False):
+        if getattr(runner, 'resumed_at', None) == at['iteration']:
             # Loading now would overwrite the resumed weights (finetune) or move the run back to
             # this hook's epoch, while the optimizer, schedule and step count stay resumed.
             self.loaded = True  # said once, not again at each evaluation
