@@ -2,7 +2,6 @@
 import json
 import os
 
-import pytest
 import torch
 
 from colossal_runner.checkpoint import load_checkpoint
@@ -10,15 +9,18 @@ from colossal_runner.checkpoint import load_checkpoint
 from .conftest import run_tool
 
 
-@pytest.mark.parametrize('layout', ['state_dict', 'hand_loop'])
-def test_test_tool_evaluates_bare_weights(trained, tmp_path, layout):
+def test_test_tool_evaluates_bare_weights(trained, tmp_path):
     work_dir, proc = trained
     assert proc.returncode == 0, proc.stderr
     latest = os.path.join(work_dir, 'checkpoints', 'latest.pt')
     weights = load_checkpoint(latest)['engine']['model']
-    path = str(tmp_path / 'weights.pt')
-    torch.save(weights if layout == 'state_dict' else {'epoch': 2, 'model': weights, 'optimizer': {}}, path)
-    runs = [run_tool(['test.py', 'configs/digits/mlp.py', file, '--json']) for file in (latest, path)]
+    files = [latest]
+    hand_loop = {'epoch': 2, 'model': weights, 'optimizer': {}}
+    for layout, content in (('state_dict', weights), ('hand_loop', hand_loop)):
+        files.append(str(tmp_path / f'{layout}.pt'))
+        torch.save(content, files[-1])
+    runs = [run_tool(['test.py', 'configs/digits/mlp.py', file, '--json']) for file in files]
     assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
-    assert json.loads(runs[1].stdout) == json.loads(runs[0].stdout)
-    assert 'loaded only model weights' in runs[1].stderr
+    for run in runs[1:]:  # the same metrics as from the run's own checkpoint
+        assert json.loads(run.stdout) == json.loads(runs[0].stdout)
+        assert 'loaded only model weights' in run.stderr
