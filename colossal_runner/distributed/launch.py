@@ -287,10 +287,16 @@ def broadcast_parameters(model: nn.Module, context: Optional[ParallelContext] = 
     context = context or get_context()
     if context.data_size == 1 or context.data_group is None:
         return
-    src = context.data_ranks[0]
+    broadcast_tensors(list(model.parameters()) + list(model.buffers()), context.data_ranks[0],
+                      context.data_group)
+
+
+def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int, group: Any) -> None:
+    """Copy ``tensors`` (a module's parameters or buffers, in the same order on every rank of
+    ``group``) from global rank ``src`` to the others, in place. Collective over ``group``."""
     with torch.no_grad():
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=src, group=context.data_group)
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src=src, group=group)
 
 
 def wrap_data_parallel(model: nn.Module, context: Optional[ParallelContext] = None,

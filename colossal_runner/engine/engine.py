@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..distributed.context import get_context
+from ..distributed.launch import broadcast_tensors
 from ..registry import SCHEDULES
 from .amp import autocast, check_amp, make_grad_scaler, sync_found_inf
 from .batch import call_model, concat_batches
@@ -192,10 +193,7 @@ class Engine:
                 return
         buffers = list(module.buffers())
         if buffers:
-            src = dist.get_global_rank(group, 0)
-            with torch.no_grad():
-                for buffer in buffers:
-                    dist.broadcast(buffer, src=src, group=group)
+            broadcast_tensors(buffers, dist.get_global_rank(group, 0), group)
 
     # ------------------------------------------------------------------ modes
     def train(self) -> None:

@@ -581,9 +581,8 @@ class Trainer:
                 try:
                     hook.load_state_dict(saved_hooks[key])
                 except Exception as exc:
-                    if hasattr(exc, 'add_note'):
-                        exc.add_note(f'(raised in {type(hook).__name__}.load_state_dict, restoring a '
-                                     f"checkpoint's hooks[{key!r}])")
+                    note_hook_failure(exc, hook, 'load_state_dict',
+                                      f"restoring a checkpoint's hooks[{key!r}]")
                     raise
         if state.get('rng'):
             set_rng_state(state['rng'])
@@ -619,16 +618,17 @@ class Trainer:
         # Same name, another shape: a new classifier head when fine-tuning, typically.
         reshaped = sorted(k for k in own & saved  # (a module's extra state need not be a tensor)
                           if getattr(weights[k], 'shape', None) != getattr(own_state[k], 'shape', None))
+        matching = (own & saved) - set(reshaped)  # what a partial load takes
         if (missing or unexpected or reshaped) and strict:
             shapes = ', '.join(f"{k}: {tuple(getattr(weights[k], 'shape', ()))} saved, "
                                f"{tuple(getattr(own_state[k], 'shape', ()))} here" for k in reshaped[:5])
-            none = not (own & saved) - set(reshaped)
             raise KeyError(f'the checkpoint does not fit the model: missing keys {_few(missing)}, unexpected '
                            f'keys {_few(unexpected)}, other shapes {_few(reshaped)}'
                            f'{f" ({shapes})" if shapes else ""}{_prefix_hint(own, saved)}. Check that the '
                            f'model config matches the one that was trained'
-                           + ('.' if none else ', or load with strict=False to take the weights that match.'))
-        if not (own & saved) - set(reshaped) and own:
+                           + ('.' if not matching else ', or load with strict=False to take the weights that '
+                                                       'match.'))
+        if not matching and own:
             # strict=False with nothing to take would leave the whole model at its initial values
             raise KeyError(f'none of the checkpoint\'s {len(saved)} weights fits the model: saved keys such '
                            f'as {_few(sorted(saved))}, model keys such as {_few(sorted(own))}'
@@ -639,9 +639,8 @@ class Trainer:
             left_out = set(reshaped)
             weights = {k: v for k, v in weights.items() if k not in left_out}
         if missing or unexpected:
-            taken = len(own & saved) - len(reshaped)
-            self.logger.warning(f'loaded {taken} of the model\'s {len(own)} weights (strict=False): missing '
-                                f'{_few(missing)} (these keep their initial values), unexpected '
+            self.logger.warning(f'loaded {len(matching)} of the model\'s {len(own)} weights (strict=False): '
+                                f'missing {_few(missing)} (these keep their initial values), unexpected '
                                 f'{_few(unexpected)} (ignored)')
         if finetune or missing or unexpected or reshaped:
             model.load_state_dict(weights, strict=False)

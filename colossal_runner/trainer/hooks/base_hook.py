@@ -118,7 +118,8 @@ def invoke_hook(hook: BaseHook, stage: str, runner: Any, *args: Any) -> None:
         raise
 
 
-def note_hook_failure(exc: BaseException, hook: BaseHook, stage: str) -> None:
-    """Add a note naming the hook and the point to an exception raised there."""
+def note_hook_failure(exc: BaseException, hook: BaseHook, stage: str, detail: str = '') -> None:
+    """Add a note naming the hook and the point (and ``detail``, what it was doing) to an
+    exception raised there."""
     if hasattr(exc, 'add_note'):
-        exc.add_note(f'(raised in {type(hook).__name__}.{stage})')
+        exc.add_note(f'(raised in {type(hook).__name__}.{stage}{", " + detail if detail else ""})')
