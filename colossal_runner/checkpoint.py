@@ -28,7 +28,7 @@ import secrets
 import tempfile
 import warnings
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -156,7 +156,8 @@ def check_weights_only(obj: Any, where: str = 'state') -> None:
     """
     if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
         return
-    if type(obj) in (dict, OrderedDict):
+    # Counter: torch's MultiStepLR keeps its milestones in one (a dict subclass the loader rebuilds)
+    if type(obj) in (dict, OrderedDict, Counter):
         for key, value in obj.items():
             check_weights_only(key, f'{where} key {key!r}')
             check_weights_only(value, f'{where}[{key!r}]')
@@ -264,6 +265,13 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
     if os.path.isdir(path):
         found = find_latest(path, stage)
         if found is None:
+            names = sorted(n for n in os.listdir(path) if _NAME.match(n))
+            stages = [_stage_of(n) for n in names]
+            wrote = _pipeline_that_wrote(stages, stage) if stage is not None else 0
+            if wrote:
+                raise FileNotFoundError(f'no checkpoint of stage {stage} in directory {path!r}: its '
+                                        f'checkpoints ({_few_names(names)}) were written by a run with '
+                                        f'{wrote} pipeline stages. {_use_layout(wrote)}')
             raise FileNotFoundError(f'no checkpoint in directory {path!r} (expected files like '
                                     f'{checkpoint_name("epoch", 1, stage)}); it holds '
                                     f'{sorted(os.listdir(path))}')
@@ -281,17 +289,48 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
         where = directory or '.'
         existing = list_checkpoints(where, stage) if os.path.isdir(where) else []
         staged = []
-        if stage is None and name.endswith('.pt') and os.path.isdir(where):  # one pipeline stage's files?
-            pattern = re.compile(re.escape(name[:-3]) + r'_stage[0-9]+\.pt')
-            staged = sorted(n for n in os.listdir(where) if pattern.fullmatch(n))
-        if staged:
+        if name.endswith('.pt') and os.path.isdir(where):  # the same moment's files of other stages?
+            moment = name[:-3] if stage is None else re.sub(r'_stage[0-9]+$', '', name[:-3])
+            pattern = re.compile(re.escape(moment) + r'_stage([0-9]+)\.pt')
+            staged = sorted((n for n in os.listdir(where) if pattern.fullmatch(n)),
+                            key=lambda n: int(pattern.fullmatch(n)[1]))
+        if staged and stage is None:
             raise FileNotFoundError(f'checkpoint {path!r} does not exist as one file: a pipeline run wrote '
                                     f'it per stage ({", ".join(staged)}). Load it with the config it was '
                                     f'trained with (parallel.pipeline={len(staged)}), where each stage reads '
                                     f'its own.')
+        wrote = _pipeline_that_wrote([int(pattern.fullmatch(n)[1]) for n in staged], stage) if staged else 0
+        if wrote:
+            raise FileNotFoundError(f'checkpoint {path!r} does not exist: a run with {wrote} pipeline stages '
+                                    f'wrote that moment ({", ".join(staged)}), and this process is stage '
+                                    f'{stage}. {_use_layout(wrote)}')
+        if staged:
+            raise FileNotFoundError(f'checkpoint {path!r} does not exist, though other stages have their '
+                                    f'file of that moment ({", ".join(staged)}): a save was interrupted '
+                                    f'between stages, or the file was removed; checkpoints of stage {stage} '
+                                    f'in {where!r}: {existing or "none"}')
         raise FileNotFoundError(f'checkpoint {path!r} does not exist; checkpoints in {where!r}: '
                                 f'{existing or "none"}')
     return path
+
+
+def _pipeline_that_wrote(stages: List[Optional[int]], stage: int) -> int:
+    """The number of pipeline stages of the run that wrote files of ``stages`` when this run's
+    ``stage`` has none because that run had fewer stages (all of 0..n-1 there, and ``stage >= n``);
+    0 otherwise (a save interrupted between stages, a file removed)."""
+    if not stages or None in stages:
+        return 0
+    wrote = max(stages) + 1
+    return wrote if set(stages) == set(range(wrote)) and stage >= wrote else 0
+
+
+def _use_layout(stages: int) -> str:
+    return (f'Resume or test with the layout it was trained with (parallel.pipeline={stages} and the same '
+            f'schedule), where each stage reads its own file.')
+
+
+def _few_names(names: List[str], n: int = 4) -> str:
+    return ', '.join(names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
 
 
 def _newest_first(path: str, stage: Optional[int]) -> Optional[List[str]]:

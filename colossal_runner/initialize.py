@@ -25,10 +25,12 @@ from .distributed import (ParallelContext, get_context, get_device, set_seed, se
                           wrap_data_parallel)
 from . import models as _models  # noqa: F401  (registers MLP, SimpleCNN, TinyGPT, losses)
 from .engine import Engine
+from .engine.amp import check_amp
+from .engine.engine import NONFINITE_CHOICES
 from .nn import lr_scheduler as _lr_scheduler  # noqa: F401  (registers the LR schedulers)
 from .registry import HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
 from .trainer import Trainer
-from .trainer.hooks import LRSchedulerHook
+from .trainer.hooks import LRSchedulerHook, SaveCheckpointHook
 from .utils.logging import detach_log_file, get_logger, run_log_path
 from .utils.work_dir_lock import lock_work_dir
 
@@ -38,16 +40,65 @@ KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 
               'seed', 'work_dir', 'custom_imports', 'logging', 'dist_timeout', 'dist_host', 'dist_port',
               'fault_watch', 'nonfinite_loss', 'deterministic')
 DEFAULT_SEED = 1024
-# mmcv's keys for what is done another way here: ignored, they would silently start the run from scratch.
+# mmcv's keys for what is done another way here: ignored, the run would silently differ from what
+# they ask. Each maps to (what would happen, how to say it here).
 _MMCV_KEYS = {
-    'resume_from': lambda v: (f'colossal_runner resumes from the command line: drop the key and run '
-                              f'tools/train.py CONFIG --resume {v} (a checkpoint file or directory; '
-                              f'--resume alone continues from the newest checkpoint in the work dir)'),
-    'load_from': lambda v: (f"colossal_runner loads pretrained weights with a hook: drop the key and add "
-                            f"dict(type='LoadCheckpointHook', checkpoint_dir={str(v)!r}, finetune=True) to "
-                            f"hooks (finetune=True loads the weights only, as load_from does; a file a plain "
-                            f"torch loop saved loads too)"),
+    'resume_from': ('the run would start from scratch', lambda v: (
+        f'colossal_runner resumes from the command line: drop the key and run '
+        f'tools/train.py CONFIG --resume {v} (a checkpoint file or directory; '
+        f'--resume alone continues from the newest checkpoint in the work dir)')),
+    'load_from': ('the run would start from scratch', lambda v: (
+        f"colossal_runner loads pretrained weights with a hook: drop the key and add "
+        f"dict(type='LoadCheckpointHook', checkpoint_dir={str(v)!r}, finetune=True) to "
+        f"hooks (finetune=True loads the weights only, as load_from does; a file a plain "
+        f"torch loop saved loads too)")),
+    'lr_config': ('the run would train with another learning-rate schedule (lr_scheduler, or a constant '
+                  'LR)', lambda v: _lr_config_fix(v)),
+    'optimizer_config': ('the run would train without what it asks (gradient clipping, accumulation or '
+                         'loss scaling)', lambda v: _optimizer_config_fix(v)),
 }
+# mmcv's lr_config policies and the lr_scheduler types that do the same (a ...WarmupLR one warms up too).
+_MMCV_POLICIES = {'step': 'MultiStepLR', 'cosineannealing': 'CosineAnnealingLR',
+                  'flatcosineannealing': 'FlatAnnealingLR', 'poly': 'PolynomialLR', 'exp': 'ExponentialLR',
+                  'onecycle': 'OneCycleLR'}
+
+
+def _lr_config_fix(value: Any) -> str:
+    """How to write mmcv's ``lr_config`` as an ``lr_scheduler``."""
+    value = value if isinstance(value, Mapping) else {}
+    policy = str(value.get('policy', ''))
+    kind = _MMCV_POLICIES.get(policy.lower())
+    if kind == 'MultiStepLR' and isinstance(value.get('step'), int):
+        kind = 'StepLR'
+    if kind and value.get('warmup') and kind.replace('LR', 'WarmupLR') in LR_SCHEDULERS:
+        kind = kind.replace('LR', 'WarmupLR')
+    example = (f"lr_scheduler = dict(type={kind!r}, ...) for policy={policy!r}" if kind else
+               "lr_scheduler = dict(type='MultiStepLR', milestones=[...]) (or CosineAnnealingLR, "
+               "PolynomialLR, ...; a ...WarmupLR type warms up first)")
+    return (f'colossal_runner reads the schedule from lr_scheduler: drop lr_config and write {example}. '
+            f'Its lengths count optimizer steps, not epochs (mmcv\'s by_epoch default): milestones in steps, '
+            f'warmup_epochs=E or warmup_steps=N for the warm-up, total_steps computed from max_epochs; '
+            f"or keep epochs with hooks=[..., dict(type='LRSchedulerHook', by_epoch=True)]. "
+            f'See docs/lr_scheduler.md')
+
+
+def _optimizer_config_fix(value: Any) -> str:
+    """How to write mmcv's ``optimizer_config`` (an OptimizerHook's arguments) here."""
+    value = value if isinstance(value, Mapping) else {}
+    clip = value.get('grad_clip')
+    norm = clip.get('max_norm') if isinstance(clip, Mapping) else None
+    iters = value.get('cumulative_iters') or '<cumulative_iters>'
+    fixes = {'grad_clip': f'grad_clip -> clip_grad_norm = {norm if norm is not None else "<max_norm>"} (the '
+                          f'L2 norm of all gradients, clipped before each optimizer step)',
+             'cumulative_iters': f'cumulative_iters -> gradient_accumulation = {iters}',
+             'loss_scale': "loss_scale (Fp16OptimizerHook) -> amp = 'fp16'"}
+    asked = [fix for key, fix in fixes.items() if value.get(key) is not None] or list(fixes.values())
+    return f'colossal_runner sets these as top-level keys: drop optimizer_config and write {"; ".join(asked)}'
+
+
+def _asks_nothing(value: Any) -> bool:
+    """mmcv's defaults ``load_from = None``, ``optimizer_config = dict(grad_clip=None)``: nothing lost."""
+    return value is None or (isinstance(value, Mapping) and all(v is None for v in value.values()))
 
 
 class Initialized(NamedTuple):
@@ -89,15 +140,16 @@ def check_top_level_keys(cfg: Config) -> List[str]:
     """Check the top-level keys against the ones colossal_runner reads; return the unknown keys.
 
     A key that looks like a known one (``optimzer``) is a typo that would silently drop the
-    setting, so it is a ConfigError naming the known key. Other unknown keys warn: a config
+    setting, so it is a ConfigError naming the known key; so is an mmcv key done another way here
+    (``load_from``, ``lr_config``, ...) unless it asks for nothing. Other unknown keys warn: a config
     may keep its own variables. Keys starting with ``_`` are private helpers and are ignored.
     """
     unknown = [k for k in cfg.keys() if not str(k).startswith('_') and k not in KNOWN_KEYS]
     for key in unknown:
-        if key in _MMCV_KEYS and cfg[key] is not None:  # mmcv's `load_from = None` asks for nothing
-            raise ConfigError(f'{key} = {cfg[key]!r} is an mmcv key that colossal_runner does not read; the '
-                              f'run would start from scratch. {_MMCV_KEYS[key](cfg[key])}.',
-                              cfg.filename, str(key))
+        if key in _MMCV_KEYS and not _asks_nothing(cfg[key]):
+            happens, fix = _MMCV_KEYS[key]
+            raise ConfigError(f'{key} = {cfg[key]!r} is an mmcv key that colossal_runner does not read; '
+                              f'{happens}. {fix(cfg[key])}.', cfg.filename, str(key))
         close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.75)
         if close:
             raise ConfigError(f'unknown top-level key {key!r}; did you mean {close[0]!r}? Rename it '
@@ -377,8 +429,13 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
     cls = LR_SCHEDULERS.get(sched_cfg.get('type')) if isinstance(sched_cfg.get('type'), str) \
         else sched_cfg.get('type')
     if cls is None:
-        raise _where(cfg, KeyError(LR_SCHEDULERS._unknown_message(str(sched_cfg.get('type')))),
-                     'lr_scheduler.type')
+        message = LR_SCHEDULERS._unknown_message(str(sched_cfg.get('type')))
+        if 'plateau' in str(sched_cfg.get('type')).lower():  # torch's, which steps with a metric
+            message += (' ReduceLROnPlateau needs a metric at each step, which the Engine (it steps the '
+                        'scheduler once per optimizer step, without arguments) does not have: leave '
+                        'lr_scheduler out (None) and step it from a hook after each test epoch, as in '
+                        'docs/lr_scheduler.md, "Schedulers driven by a metric (ReduceLROnPlateau)".')
+        raise _where(cfg, KeyError(message), 'lr_scheduler.type')
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
@@ -409,6 +466,7 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
     for key in ('warmup_epochs', 'warmup_steps'):
         if key in sched_cfg and sched_cfg[key] is None:
             del sched_cfg[key]
+    _check_takes_warmup(cfg, cls, params, sched_cfg)
     if 'warmup_epochs' in sched_cfg:
         epochs = sched_cfg.pop('warmup_epochs')
         if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not epochs >= 0:
@@ -442,8 +500,58 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
                     f'warmup_steps={sched_cfg["warmup_steps"]} {units} ({unit} per epoch)')
     elif 'warmup_steps' in sched_cfg:
         logger.info(f'lr_scheduler warm-up: warmup_steps={sched_cfg["warmup_steps"]} {units}')
+    if 'milestones' in params:
+        _check_milestones(sched_cfg, None if by_epoch else steps_per_epoch, units.split(' (')[0], logger)
     sched_cfg['type'] = cls
     return _build(cfg, 'lr_scheduler', LR_SCHEDULERS.build, sched_cfg, default_args=dict(optimizer=optimizer))
+
+
+def _check_takes_warmup(cfg: Config, cls: Any, params: Mapping[str, inspect.Parameter],
+                        sched_cfg: Mapping[str, Any]) -> None:
+    """A warm-up given to a scheduler without one is a ConfigError naming the key the user wrote:
+    warmup_epochs is converted to warmup_steps, which the class would then refuse under a name
+    the config never had (typically a base's warm-up kept when --cfg-options changes the type)."""
+    given = [key for key in ('warmup_epochs', 'warmup_steps') if key in sched_cfg]
+    if not given or not params or 'warmup_steps' in params or \
+            any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    name = getattr(cls, '__name__', str(cls))
+    key, value = given[0], sched_cfg[given[0]]
+    variant = name[:-2] + 'WarmupLR' if name.endswith('LR') else ''
+    warmups = [variant] if variant in LR_SCHEDULERS.module_dict else \
+        sorted(n for n in LR_SCHEDULERS.module_dict if 'Warmup' in n)
+    where = ' (set in this config or one of its _base_ files: a type changed over a base keeps the ' \
+        "base's other keys)" if cfg.filename else ''
+    raise ConfigError(f'{name} has no warm-up, but {key}={value!r} asks for one{where}. Drop it: '
+                      f'--cfg-options lr_scheduler.{key}=None, or in a config lr_scheduler = '
+                      f"dict(type={name!r}, {key}=None) (or dict(_delete_=True, type={name!r}, ...) to drop "
+                      f"all of a base's keys); or use a scheduler that warms up first: "
+                      f'{", ".join(warmups)}', cfg.filename, f'lr_scheduler.{key}')
+
+
+def _check_milestones(sched_cfg: Mapping[str, Any], steps_per_epoch: Optional[int], units: str,
+                      logger: logging.Logger) -> None:
+    """Warn about milestones that look like mmcv's, which count epochs: here they count optimizer
+    steps, so they fall after the run's end or all within its first epoch."""
+    milestones, total = sched_cfg.get('milestones'), sched_cfg.get('total_steps')
+    if not (isinstance(milestones, (list, tuple)) and milestones and isinstance(total, int)
+            and all(isinstance(m, int) and not isinstance(m, bool) for m in milestones)):
+        return  # the scheduler reports a malformed value itself
+    in_steps = ''
+    if steps_per_epoch:
+        fits = [m for m in milestones if m * steps_per_epoch < total]
+        example = f', e.g. milestones={[m * steps_per_epoch for m in fits]} for epochs {fits}' if fits else ''
+        in_steps = (f', not epochs as in mmcv: epoch k starts at step k x {steps_per_epoch} '
+                    f'({steps_per_epoch} steps per epoch){example}')
+    late = [m for m in milestones if m >= total]
+    if late:
+        logger.warning(f'lr_scheduler: milestones {late} are at or after the end of the run (total_steps='
+                       f'{total} {units}), so the learning rate never decays there. Milestones count '
+                       f'{units}{in_steps}.')
+    elif steps_per_epoch and total > steps_per_epoch and max(milestones) < steps_per_epoch:
+        logger.warning(f'lr_scheduler: every milestone {list(milestones)} falls in the first epoch of a run '
+                       f'of {total} {units}, so the learning rate decays early and then stays constant. '
+                       f'Milestones count {units}{in_steps}.')
 
 
 def model_chunks(cfg: Config) -> int:
@@ -454,7 +562,13 @@ def model_chunks(cfg: Config) -> int:
     if not isinstance(schedule_cfg, Mapping):
         return 1
     if schedule_cfg.get('num_model_chunks') is not None:
-        return schedule_cfg['num_model_chunks']
+        chunks = schedule_cfg['num_model_chunks']
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+            # checked here, where the key is known: the model builder would blame the key 'model'
+            raise ConfigError(f'expected a positive int (model chunks per pipeline stage, e.g. 2), got '
+                              f'{type(chunks).__name__} {chunks!r}', cfg.filename,
+                              'schedule.num_model_chunks')
+        return chunks
     kind = schedule_cfg.get('type')
     cls = SCHEDULES.get(kind) if isinstance(kind, str) else kind
     try:
@@ -488,6 +602,7 @@ def build_hooks(cfg: Config, trainer: Trainer) -> None:
     if not isinstance(hooks, (list, tuple)):
         raise ConfigError(f"expected a list like [dict(type='LossHook')], got {type(hooks).__name__}",
                           cfg.filename, 'hooks')
+    built = []
     for i, hook_cfg in enumerate(hooks):
         if isinstance(hook_cfg, Mapping):
             hook_cfg = dict(hook_cfg)
@@ -496,7 +611,13 @@ def build_hooks(cfg: Config, trainer: Trainer) -> None:
                                   f'hooks[{i}]')
             if isinstance(hook_cfg['type'], str) and HOOKS.get(hook_cfg['type']) is None:
                 raise ConfigError(HOOKS._unknown_message(hook_cfg['type']), cfg.filename, f'hooks[{i}].type')
-        _build(cfg, f'hooks[{i}]', trainer.register_hook, hook_cfg)
+        hook = _build(cfg, f'hooks[{i}]', trainer.register_hook, hook_cfg)
+        built.append((i, hook))
+    # every metric hook of the config is attached now: a save_best naming no metric is a config
+    # error, before training starts
+    for i, hook in built:
+        if isinstance(hook, SaveCheckpointHook):
+            hook.check_save_best(trainer, cfg.filename, f'hooks[{i}].save_best')
 
 
 def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: str = 'none',
@@ -565,6 +686,7 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     _positive_int(cfg, 'max_epochs', 1)
     _positive_int(cfg, 'max_steps', None, allow_none=True)
     _positive_int(cfg, 'test_interval', 1)
+    _check_engine_settings(cfg)  # before data and model are built: a typo fails at once
 
     train_loader, test_loader = build_data(cfg, context, cfg.seed)
     model = build_model(cfg, context, train_loader, cfg.seed)
@@ -574,6 +696,7 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     if isinstance(criterion, nn.Module):
         criterion = criterion.to(get_device())
     opt_cfg = _require_dict(cfg, cfg.get('optimizer', None), 'optimizer', "dict(type='SGD', lr=0.1)")
+    _check_no_paramwise_cfg(cfg, opt_cfg)
     optimizer = _build(cfg, 'optimizer', OPTIMIZERS.build, opt_cfg,
                        default_args=dict(params=model.parameters()))
     steps_per_epoch = check_steps_per_epoch(cfg, train_loader, grad_acc)
@@ -604,6 +727,42 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     logger.info(f'initialized {_model_name(cfg, model)} on {get_device()} ({context}){per_step}; '
                 f'seed {cfg.seed}; work_dir {cfg.work_dir}')
     return Initialized(engine, trainer, train_loader, test_loader, cfg, context)
+
+
+def _check_engine_settings(cfg: Config) -> None:
+    """``amp``, ``clip_grad_norm`` and ``nonfinite_loss`` checked each by its own key (the Engine
+    checks them too, but knows no config keys). ``gradient_accumulation`` is checked earlier."""
+    try:
+        check_amp(cfg.get('amp', None))
+    except ValueError as err:
+        raise ConfigError(str(err), cfg.filename, 'amp') from None
+    clip = cfg.get('clip_grad_norm', 0.0)
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0:
+        raise ConfigError(f'clip_grad_norm must be a number >= 0 (the largest global gradient norm; 0 '
+                          f'disables clipping), got {type(clip).__name__} {clip!r}; e.g. '
+                          f'clip_grad_norm = 1.0',
+                          cfg.filename, 'clip_grad_norm')
+    nonfinite = cfg.get('nonfinite_loss', 'raise')
+    if not isinstance(nonfinite, str) or nonfinite not in NONFINITE_CHOICES:
+        raise ConfigError(f'nonfinite_loss must be one of {list(NONFINITE_CHOICES)} (what to do when a '
+                          f'training loss is NaN or Inf: stop the run, skip that step, or do not check), got '
+                          f"{nonfinite!r}; e.g. nonfinite_loss = 'skip'", cfg.filename, 'nonfinite_loss')
+
+
+def _check_no_paramwise_cfg(cfg: Config, opt_cfg: Dict[str, Any]) -> None:
+    """mmcv's per-parameter options: the optimizer class would refuse the key, suggesting ``params``,
+    which the framework fills in. ``None`` asks for nothing and is dropped."""
+    if opt_cfg.get('paramwise_cfg', 0) is None:
+        del opt_cfg['paramwise_cfg']
+    elif 'paramwise_cfg' in opt_cfg:
+        raise ConfigError(f"paramwise_cfg={opt_cfg['paramwise_cfg']!r} is mmcv's per-parameter options; "
+                          f'they are not config keys here: the optimizer is built with every parameter '
+                          f'of the model (params=model.parameters()). For parameter groups (another lr or '
+                          f'weight_decay for some parameters), register a function in OPTIMIZERS that takes '
+                          f"params and the config's other keys, splits params into groups and returns the "
+                          f'optimizer; name it in optimizer.type, with its module in custom_imports. '
+                          f'docs/config_reference.md, "optimizer", has an example',
+                          cfg.filename, 'optimizer.paramwise_cfg')
 
 
 def _model_name(cfg: Config, model: nn.Module) -> str:

@@ -5,7 +5,9 @@
     python tools/test.py configs/digits/cnn.py work_dirs/cnn --json      # newest checkpoint there
 
 Only the config's metric hooks run (no logs, checkpoints or TensorBoard files are written).
-Prints the test metrics (``--json``: one JSON object on stdout).
+Logs which checkpoint file it evaluates (a directory stands for its newest) and prints the test
+metrics (``--json``: one JSON object on stdout, with that file, its epoch and iteration under
+``checkpoint``).
 """
 from __future__ import annotations
 
@@ -61,16 +63,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         if not (cfg.get('data', None) or {}).get('test'):
             raise UsageError(f'config {args.config} has no data.test to evaluate on; add '
                              f"data.test = dict(dataset=..., dataloader=...)")
-        run = initialize(cfg, launcher=args.launcher, read_only=True)
+        # read_only writes nothing into a work_dir: the start-up line names the evaluated run's instead
+        run = initialize(cfg, launcher=args.launcher, work_dir=_run_dir(args.checkpoint), read_only=True)
         state = load_checkpoint(args.checkpoint)
         run.trainer.load_state_dict(state, finetune=True)
+        evaluated = _evaluated(state, args.checkpoint)
+        where = ('bare model weights, no epoch or iteration' if evaluated['epoch'] is None else
+                 f"epoch {evaluated['epoch']}, iteration {evaluated['iteration']}")
+        run.trainer.logger.info(f"evaluating {evaluated['path']} ({where})")
     with report_errors(prog, args.debug, EXIT_RUNTIME):
         metrics = run.trainer.evaluate(run.test_dataloader)
         metrics = {name: float(value) for name, value in metrics.items()}
         if run.context.is_logging_rank:
             if args.json:  # JSON has no NaN (a diverged model's loss): null
-                print(json.dumps({k: v if math.isfinite(v) else None for k, v in metrics.items()},
-                                 allow_nan=False))
+                values: Dict[str, Any] = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
+                values['checkpoint'] = evaluated
+                print(json.dumps(values, allow_nan=False))
             else:
                 print(format_test_metrics(metrics), flush=True)
     from .distributed import teardown
@@ -81,6 +89,22 @@ def format_test_metrics(metrics: Dict[str, float]) -> str:
     """``Test metrics: Loss=2.6e-05, Accuracy=0.988889``: six significant digits, as train.py prints
     its final metrics (a fixed number of decimals shows a small loss as 0)."""
     return 'Test metrics: ' + ', '.join(f'{k}={v:.6g}' for k, v in metrics.items())
+
+
+def _evaluated(state: Dict[str, Any], given: str) -> Dict[str, Any]:
+    """``{'path', 'epoch', 'iteration'}`` of the checkpoint read: the file a directory stood for,
+    and None for the epoch and iteration of bare model weights, which have none."""
+    meta = state.get('meta') if isinstance(state.get('meta'), dict) else {}
+    states = state.get('states') if isinstance(state.get('states'), dict) else {}
+    return dict(path=meta.get('path', given), epoch=states.get('epoch'), iteration=states.get('iteration'))
+
+
+def _run_dir(checkpoint: str) -> str:
+    """The work directory of the run that wrote ``checkpoint`` (a file or a directory): the folder
+    above ``checkpoints/`` when it is there."""
+    folder = checkpoint if osp.isdir(checkpoint) else osp.dirname(checkpoint) or '.'
+    folder = osp.normpath(folder)
+    return osp.dirname(folder) or '.' if osp.basename(folder) == 'checkpoints' else folder
 
 
 def _missing_checkpoint(path: str) -> str:

@@ -147,33 +147,52 @@ def checkpoint_dir_of(trainer: Any, default: str) -> str:
     return default
 
 
-def final_metrics(trainer: Any) -> Dict[str, Dict[str, float]]:
+def final_metrics(trainer: Any, test_moment: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, float]]:
     """``{'train': {...}, 'test': {...}}``: the metric values last measured, as floats.
 
     A metric without a value is NaN: one that saw no data this time (nothing left to train
-    after a resume), or a diverged loss.
+    after a resume), or a diverged loss. With ``test_moment`` (what :func:`watch_test_moment`
+    returned) the test values are those of the last evaluation, of this run or of the run whose
+    checkpoint it resumed; without any evaluation (no test data) there is no ``'test'`` entry.
     """
     from .trainer.hooks.metric_hook import read_metrics
     out = {}
-    for mode in ('train', 'test'):
+    for mode in ('train', 'test') if test_moment is None else ('train',):
         try:
             values = read_metrics(trainer, mode)
         except Exception:  # noqa: BLE001 - a metric that never saw data has no value to print
             values = {}
         out[mode] = {k: math.nan if v is None else float(v) for k, v in values.items()}
+    if test_moment:
+        out['test'] = dict(test_moment.get('values') or {})
     return out
 
 
 def watch_test_moment(trainer: Any) -> Dict[str, Any]:
-    """Add a hook that records the epoch and iteration of each evaluation during ``fit``; returns the
-    dict it fills (``{}`` until one runs). Evaluations run every ``test_interval`` epochs only, so the
-    test metrics may be older than the train metrics."""
+    """Add a hook that records the epoch, iteration and test metric values of each evaluation during
+    ``fit``; returns the dict it fills (``{}`` until one runs). Evaluations run every
+    ``test_interval`` epochs only, so the test metrics may be older than the train metrics.
+
+    The hook's state goes into checkpoints: register it before a resume, so that a resumed run
+    that evaluates no more (``test_interval=2`` from ``epoch_2.pt`` to 3 epochs) reports the
+    evaluation its checkpoint's run made, as the run without the stop does.
+    """
     from .trainer.hooks import BaseHook
+    from .trainer.hooks.metric_hook import read_metrics
     moment: Dict[str, Any] = {}
 
     class EvaluationMoment(BaseHook):
         def after_test_epoch(self, runner: Any) -> None:
-            moment.update(epoch=runner.states['epoch'], iteration=runner.states['iteration'])
+            values = read_metrics(runner, 'test')  # collective: hooks run on every rank
+            moment.update(epoch=runner.states['epoch'], iteration=runner.states['iteration'],
+                          values={k: math.nan if v is None else float(v) for k, v in values.items()})
+
+        def state_dict(self) -> Dict[str, Any]:
+            return dict(moment)
+
+        def load_state_dict(self, state: Dict[str, Any]) -> None:
+            moment.clear()
+            moment.update(state)
 
     trainer.register_hook(EvaluationMoment(priority='LOWEST'))
     return moment
@@ -378,6 +397,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         run = initialize(cfg, launcher=args.launcher, work_dir=args.work_dir, seed=args.seed,
                          deterministic=args.deterministic or None)
         cfg, trainer, context = run.config, run.trainer, run.context
+        test_moment = watch_test_moment(trainer)  # before the resume, which restores the last evaluation
         if args.resume is not None:
             from .checkpoint import resume
             where = checkpoint_dir_of(trainer, cfg.work_dir) if args.resume == 'auto' \
@@ -395,12 +415,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         log_cfg = dict(cfg.get('logging', None) or {})
         progress = bool(log_cfg.get('progress', True)) and not args.no_progress
         start = trainer.states['epoch'], trainer.states['iteration']
-        test_moment = watch_test_moment(trainer)
         trainer.fit(run.train_dataloader, epochs=cfg.get('max_epochs', 1),
                     max_steps=cfg.get('max_steps', None),
                     test_dataloader=run.test_dataloader, test_interval=cfg.get('test_interval', 1),
                     display_progress=progress)
-        metrics = final_metrics(trainer)
+        metrics = final_metrics(trainer, test_moment)
         trained = (trainer.states['epoch'], trainer.states['iteration']) != start
         if not trained:
             # A resumed run that had already reached max_epochs / max_steps: say so, and keep
@@ -417,8 +436,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         elif context.is_logging_rank:
             measured_at = {
                 'train': dict(epoch=trainer.states['epoch'], iteration=trainer.states['iteration'])
-                if trained else None,
-                'test': dict(test_moment) or None}
+                if trained else None}
+            if test_moment:  # no test part without an evaluation (no test data): nothing was measured
+                measured_at['test'] = dict(epoch=test_moment['epoch'], iteration=test_moment['iteration'])
             print(f'Final metrics: {format_final_metrics(metrics, measured_at)}', flush=True)
             write_final_metrics(metrics, measured_at, osp.join(cfg.work_dir, 'final_metrics.json'))
     from .distributed import teardown

@@ -200,6 +200,33 @@ def test_a_pipeline_checkpoint_named_without_a_pipeline_says_it_was_written_per_
         resolve_checkpoint_path(str(tmp_path / 'iter_90.pt'))
 
 
+def test_a_checkpoint_of_fewer_pipeline_stages_names_the_layout_that_wrote_it(tmp_path):
+    """A 2-stage run's epoch_1 read by stage 2 of 4 said 'does not exist; checkpoints in ...: none'."""
+    from colossal_runner.checkpoint import load_checkpoint, resolve_checkpoint_path
+    for stage in (0, 1):
+        (tmp_path / f'epoch_1_stage{stage}.pt').write_bytes(b'x')
+        os.symlink(f'epoch_1_stage{stage}.pt', tmp_path / f'latest_stage{stage}.pt')
+    expected = (r"epoch_1_stage2.pt' does not exist: a run with 2 pipeline stages wrote that moment "
+                r"\(epoch_1_stage0.pt, epoch_1_stage1.pt\), and this process is stage 2\. Resume or test "
+                r"with the layout it was trained with \(parallel.pipeline=2 and the same schedule\)")
+    for name in ('epoch_1.pt', 'epoch_1_stage0.pt'):
+        with pytest.raises(FileNotFoundError, match=expected):
+            resolve_checkpoint_path(str(tmp_path / name), 2)
+    with pytest.raises(FileNotFoundError, match=r'a run with 2 pipeline stages wrote.*parallel.pipeline=2'):
+        resolve_checkpoint_path(str(tmp_path / 'latest.pt'), 3)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of stage 3 in directory .*: its checkpoints "
+                                                r"\(epoch_1_stage0.pt, epoch_1_stage1.pt\) were written by a "
+                                                r"run with 2 pipeline stages.*parallel.pipeline=2"):
+        load_checkpoint(str(tmp_path), stage=3)
+    # stage 1's file missing while stage 2's is there: not another layout, a save cut short
+    (tmp_path / 'iter_5_stage0.pt').write_bytes(b'x')
+    (tmp_path / 'iter_5_stage2.pt').write_bytes(b'x')
+    with pytest.raises(FileNotFoundError, match=r"iter_5_stage1.pt' does not exist, though other stages "
+                                                r"have their file of that moment \(iter_5_stage0.pt, "
+                                                r"iter_5_stage2.pt\): a save was interrupted"):
+        resolve_checkpoint_path(str(tmp_path / 'iter_5.pt'), 1)
+
+
 def test_bare_weights_read_back_as_they_were_saved(tmp_path):
     """load_checkpoint names the file it read in a training checkpoint's meta, and adds nothing to
     a file of bare weights, which then loads into its module as it is."""
@@ -211,3 +238,43 @@ def test_bare_weights_read_back_as_they_were_saved(tmp_path):
     weights = load_checkpoint(str(tmp_path / 'weights.pt'))
     assert sorted(weights) == ['bias', 'weight']
     nn.Linear(3, 2).load_state_dict(weights)
+
+
+def test_a_multistep_schedule_saves_and_resumes_step_for_step(tmp_path):
+    """torch's MultiStepLR keeps its milestones in a collections.Counter, which a weights-only load
+    rebuilds: the save accepts it, and the resumed run's learning rate at every step is the
+    uninterrupted run's."""
+    from torch import nn
+
+    from colossal_runner.engine import Engine
+    from colossal_runner.nn.lr_scheduler import MultiStepLR
+
+    def build():
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return Engine(model, nn.CrossEntropyLoss(), optimizer,
+                      lr_scheduler=MultiStepLR(optimizer, 12, milestones=[3, 5, 9], gamma=0.5))
+
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(3, 4, generator=g), torch.randint(0, 2, (3,), generator=g)) for _ in range(12)]
+    uninterrupted, first = build(), build()
+    expected = []
+    for batch in batches:
+        uninterrupted.step(iter([batch]))
+        expected.append(uninterrupted.get_lr())
+    lrs = []
+    for batch in batches[:4]:
+        first.step(iter([batch]))
+        lrs.append(first.get_lr())
+    ckpt.save_checkpoint({'engine': first.state_dict()}, str(tmp_path / 'iter_4.pt'))
+    loaded = ckpt.load_checkpoint(str(tmp_path))['engine']
+    assert type(loaded['lr_scheduler']['milestones']).__name__ == 'Counter'  # get_lr indexes it, default 0
+    resumed = build()
+    resumed.load_state_dict(loaded)
+    for batch in batches[4:]:
+        resumed.step(iter([batch]))
+        lrs.append(resumed.get_lr())
+    assert lrs == expected and len(set(expected)) == 4  # each milestone passed, one after the other
+    for a, b in zip(uninterrupted.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)

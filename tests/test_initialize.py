@@ -1,5 +1,7 @@
+import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,9 +13,9 @@ import torch
 
 from colossal_runner.config import Config, ConfigError
 from colossal_runner.engine import Engine, NoPipelineSchedule
-from colossal_runner.initialize import Initialized, initialize
+from colossal_runner.initialize import Initialized, build_lr_scheduler, check_top_level_keys, initialize
 from colossal_runner.models import MLP, TinyGPT
-from colossal_runner.registry import HOOKS
+from colossal_runner.registry import HOOKS, OPTIMIZERS
 from colossal_runner.trainer import Trainer
 
 HERE = os.path.dirname(__file__)
@@ -168,7 +170,12 @@ def test_unwritable_work_dir_is_a_config_error(tmp_path):
     (dict(seed=True), ConfigError, r"key seed: seed must be an int, e.g. seed = 1024, got bool True"),
     (dict(lr_scheduler=dict(type='CosineAnealingLR')), KeyError, "Did you mean 'CosineAnnealingLR'"),
     (dict(gradient_accumulation=0), ConfigError, 'key gradient_accumulation: expected a positive int, got 0'),
-    (dict(nonfinite_loss='ignore'), ValueError, r"nonfinite_loss must be one of \['raise', 'skip', 'off'\]"),
+    (dict(nonfinite_loss='ignore'), ConfigError,
+     r"key nonfinite_loss: nonfinite_loss must be one of \['raise', 'skip', 'off'\].*got 'ignore'"),
+    (dict(amp='fp8'), ConfigError, r"key amp: amp must be None, 'bf16', 'fp16'; got 'fp8'"),
+    (dict(clip_grad_norm=-1), ConfigError,
+     r'key clip_grad_norm: clip_grad_norm must be a number >= 0 .*got int -1'),
+    (dict(clip_grad_norm='1'), ConfigError, r"key clip_grad_norm: .*got str '1'"),
     (dict(optimizer=None), ConfigError, r"key optimizer: expected a dict like dict\(type='SGD', lr=0.1\)"),
     (dict(data=dict(train=dict(dataloader=dict(batch_size=2)))), ConfigError,
      r"key data.train: expected the keys dataset \(required\) and dataloader"),
@@ -182,6 +189,10 @@ def test_unwritable_work_dir_is_a_config_error(tmp_path):
      RuntimeError, 'Dataset not found'),
     (dict(deterministic='yes'), ConfigError,
      r"key deterministic: expected True or False, got str 'yes'; e.g. deterministic = True"),
+    (dict(schedule=dict(type='InterleavedPipelineSchedule', num_microbatches=2, num_model_chunks=0)),
+     ConfigError, r'key schedule.num_model_chunks: expected a positive int .*got int 0'),
+    (dict(schedule=dict(type='InterleavedPipelineSchedule', num_microbatches=2, num_model_chunks=1.5)),
+     ConfigError, r'key schedule.num_model_chunks: expected a positive int .*got float 1.5'),
 ])
 def test_config_errors_name_the_key(tmp_path, overrides, error, message):
     with pytest.raises(error, match=message) as info:
@@ -439,3 +450,175 @@ def test_an_image_model_sized_for_other_images_is_a_config_error_naming_its_key(
     else:
         model[key] = {'in_features': 64, 'in_channels': 1, 'image_size': 8}[key]
     initialize(cfg, work_dir=str(tmp_path), log_file=False)  # the suggested fix works
+
+
+# ---------------------------------------------------------------- mmcv habits that would change the run
+
+def test_a_warmup_kept_from_the_base_for_a_scheduler_without_one_names_the_key_the_config_wrote(tmp_path):
+    """Before: TypeError about warmup_steps (converted from warmup_epochs), suggesting total_steps."""
+    options = {'lr_scheduler.type': 'CosineAnnealingLR'}  # over tiny.py's warmup_epochs=1
+    with pytest.raises(ConfigError, match=r'key lr_scheduler.warmup_epochs: CosineAnnealingLR has no '
+                                          r'warm-up, but warmup_epochs=1 asks for one') as info:
+        initialize(TINY, cfg_options=options, work_dir=str(tmp_path), log_file=False)
+    message = str(info.value)
+    assert info.value.filename == TINY and 'warmup_steps' not in message and 'total_steps' not in message
+    assert '--cfg-options lr_scheduler.warmup_epochs=None' in message and 'CosineAnnealingWarmupLR' in message
+    options['lr_scheduler.warmup_epochs'] = None  # the suggested fix works
+    run = initialize(TINY, cfg_options=options, work_dir=str(tmp_path), log_file=False)
+    assert type(run.engine.lr_scheduler).__name__ == 'CosineAnnealingLR'
+
+
+def test_warmup_steps_for_a_scheduler_without_a_warmup_lists_the_ones_with_one(tmp_path):
+    cfg = _cfg(lr_scheduler=dict(type='StepLR', step_size=2, warmup_steps=1))
+    with pytest.raises(ConfigError, match=r'key lr_scheduler.warmup_steps: StepLR has no warm-up, but '
+                                          r'warmup_steps=1 asks for one.*MultiStepWarmupLR'):
+        initialize(cfg, work_dir=str(tmp_path), log_file=False)
+
+
+def test_mmcvs_paramwise_cfg_is_an_error_pointing_to_a_registered_optimizer_function(tmp_path):
+    """Before: TypeError from SGD with "did you mean 'params'", which the framework fills in."""
+    cfg = _cfg(optimizer=dict(type='SGD', lr=0.1, paramwise_cfg=dict(bias_decay_mult=0.0)))
+    with pytest.raises(ConfigError, match=r"key optimizer.paramwise_cfg: paramwise_cfg=\{'bias_decay_mult': "
+                                          r"0.0\} is mmcv's per-parameter options; they are not config keys "
+                                          r'here.*register a function in OPTIMIZERS') as info:
+        initialize(cfg, work_dir=str(tmp_path), log_file=False)
+    assert 'did you mean' not in str(info.value)
+    cfg['optimizer']['paramwise_cfg'] = None  # mmcv's default: asks for nothing
+    assert initialize(cfg, work_dir=str(tmp_path), log_file=False).engine.optimizer.defaults['lr'] == 0.1
+
+
+def _python_block(doc: str, after: str) -> str:
+    return doc.split(after, 1)[1].split('```python\n', 1)[1].split('```', 1)[0]
+
+
+def test_the_config_references_parameter_group_example_builds_its_groups(tmp_path, monkeypatch):
+    doc = open(os.path.join(os.path.dirname(HERE), 'docs', 'config_reference.md'), encoding='utf-8').read()
+    section = doc.split('\n## optimizer\n', 1)[1].split('\n## ', 1)[0]
+    code = _python_block(section, 'For parameter groups')
+    config = Config.fromstring(_python_block(section, 'and in the config:'), '.py').to_dict()
+    module = config['custom_imports']['imports'][0]
+    (tmp_path / f'{module}.py').write_text(code, encoding='utf-8')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(OPTIMIZERS, '_module_dict', dict(OPTIMIZERS.module_dict))  # unregistered after
+    try:
+        engine = initialize(_cfg(**config, lr_scheduler=None), work_dir=str(tmp_path / 'run'),
+                            log_file=False).engine
+    finally:
+        sys.modules.pop(module, None)
+    decay, no_decay = engine.optimizer.param_groups
+    assert isinstance(engine.optimizer, torch.optim.AdamW)
+    assert decay['weight_decay'] == config['optimizer']['weight_decay'] and no_decay['weight_decay'] == 0.0
+    assert decay['lr'] == no_decay['lr'] == config['optimizer']['lr']
+    assert all(p.ndim > 1 for p in decay['params']) and all(p.ndim == 1 for p in no_decay['params'])
+    assert {id(p) for p in decay['params'] + no_decay['params']} == {id(p) for p in engine.model.parameters()}
+
+
+@pytest.mark.parametrize('key, value, expected', [
+    ('lr_config', dict(policy='step', step=[8, 11], warmup='linear', warmup_iters=500),
+     r"another learning-rate schedule.*lr_scheduler = dict\(type='MultiStepWarmupLR', ...\) for "
+     r"policy='step'. Its lengths count optimizer steps, not epochs"),
+    ('lr_config', dict(policy='CosineAnnealing', min_lr=0), r"dict\(type='CosineAnnealingLR', ...\)"),
+    ('optimizer_config', dict(grad_clip=dict(max_norm=35, norm_type=2)),
+     r'without what it asks \(gradient clipping.*grad_clip -> clip_grad_norm = 35 \(the L2 norm'),
+    ('optimizer_config', dict(type='GradientCumulativeOptimizerHook', cumulative_iters=4),
+     r'write cumulative_iters -> gradient_accumulation = 4\.$'),
+])
+def test_mmcvs_lr_config_and_optimizer_config_are_errors_saying_what_to_write(key, value, expected):
+    """Before: only a warning among the unknown keys, and the run trained without them."""
+    with pytest.raises(ConfigError, match=rf'key {key}: {key} = .* is an mmcv key that colossal_runner does '
+                                          rf'not read; .*{expected}'):
+        check_top_level_keys(Config({key: value}, filename='my.py'))
+
+
+@pytest.mark.parametrize('key, value', [('optimizer_config', dict(grad_clip=None)), ('lr_config', None)])
+def test_mmcv_keys_that_ask_for_nothing_only_warn(key, value):
+    with pytest.warns(UserWarning, match=f'unknown top-level key {key!r} is ignored'):
+        check_top_level_keys(Config({key: value}))
+
+
+def test_reduce_lr_on_plateau_as_the_lr_scheduler_points_to_the_hook_recipe(tmp_path):
+    with pytest.raises(KeyError, match='ReduceLROnPlateau needs a metric at each step.*docs/lr_scheduler.md, '
+                                       '"Schedulers driven by a metric') as info:
+        initialize(_cfg(lr_scheduler=dict(type='ReduceLROnPlateau')), work_dir=str(tmp_path), log_file=False)
+    assert 'key lr_scheduler.type' in ' '.join(info.value.__notes__)
+    doc = open(os.path.join(os.path.dirname(HERE), 'docs', 'lr_scheduler.md'), encoding='utf-8').read()
+    assert '\n## Schedulers driven by a metric (ReduceLROnPlateau)\n' in doc  # the section it names
+
+
+def _milestones_cfg(milestones, **overrides):
+    return Config(_cfg(lr_scheduler=dict(type='MultiStepLR', milestones=milestones), **overrides))
+
+
+@pytest.mark.parametrize('milestones, expected', [
+    ([30, 60], r'milestones \[30, 60\] are at or after the end of the run \(total_steps=8 optimizer steps\)'
+               r'.*count optimizer steps, not epochs as in mmcv: epoch k starts at step k x 4'),
+    ([1, 2], r'every milestone \[1, 2\] falls in the first epoch of a run of 8 optimizer steps.*'
+             r'e.g. milestones=\[4\] for epochs \[1\]'),
+])
+def test_milestones_counted_in_epochs_as_in_mmcv_warn_with_the_steps_per_epoch(milestones, expected,
+                                                                               project_log):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    build_lr_scheduler(_milestones_cfg(milestones), optimizer, 4, logging.getLogger('colossal_runner'))
+    assert re.search(expected, project_log.text), project_log.text
+
+
+@pytest.mark.parametrize('milestones, hooks', [([4], []),  # the start of epoch 1, in steps
+                                               ([1], [dict(type='LRSchedulerHook', by_epoch=True)])])
+def test_milestones_within_the_run_do_not_warn(milestones, hooks, project_log):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    cfg = _milestones_cfg(milestones, hooks=hooks)
+    build_lr_scheduler(cfg, optimizer, 4, logging.getLogger('colossal_runner'))
+    assert 'milestone' not in project_log.text
+
+
+# ---------------------------------------------------------------- numpy numbers in a .py config
+
+def test_a_numpy_lr_in_a_py_config_trains_saves_and_resumes(tmp_path):
+    # np.float64 reached the optimizer's initial_lr, which torch.load(weights_only=True) refuses:
+    # the first checkpoint save failed after a whole epoch
+    config = tmp_path / 'np_lr.py'
+    config.write_text(f'import numpy as np\n_base_ = {TINY!r}\n'
+                      f'optimizer = dict(lr=0.05 * np.sqrt(np.float32(4.0)))\nmax_epochs = 1\n')
+    train = os.path.join(HERE, '..', 'tools', 'train.py')
+    work_dir = tmp_path / 'run'
+    for extra in ([], ['--resume', '--cfg-options', 'max_epochs=2']):
+        proc = subprocess.run([sys.executable, train, str(config), '--work-dir', str(work_dir),
+                               '--no-progress', *extra], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(work_dir / 'checkpoints'))[:2] == ['epoch_1.pt', 'epoch_2.pt']
+    state = torch.load(work_dir / 'checkpoints' / 'epoch_2.pt', weights_only=True)
+    assert type(state['engine']['optimizer']['param_groups'][0]['initial_lr']) is float
+    merged = Config.fromfile(str(work_dir / 'np_lr.py'))  # the merged config shows the number that ran
+    assert type(merged.optimizer.lr) is float and merged.optimizer.lr == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------- save_best is checked with the config
+
+@pytest.mark.parametrize('save_best, message', [
+    ('Acc', r"key hooks\[3\]\.save_best: SaveCheckpointHook: save_best='Acc': no test metric named 'Acc'.*"
+            r"test metrics: \[Accuracy, Loss\]"),
+    ('valid/Accuracy', r"key hooks\[3\]\.save_best: SaveCheckpointHook: save_best='valid/Accuracy': the mode "
+                       r"must be 'train' or 'test'"),
+])
+def test_a_save_best_naming_no_metric_is_a_config_error_naming_its_key(tmp_path, save_best, message):
+    cfg = _cfg()
+    cfg['hooks'][3]['save_best'] = save_best
+    with pytest.raises(ConfigError, match=message) as info:
+        initialize(cfg, work_dir=str(tmp_path), log_file=False)
+    if '/' not in save_best:
+        assert isinstance(info.value, KeyError)  # what it was before, for code that catches that
+    assert str(info.value).count('key hooks[3].save_best') == 1
+    cfg['hooks'][3]['save_best'] = 'test/Accuracy'
+    initialize(cfg, work_dir=str(tmp_path / 'good'), log_file=False)  # a metric that exists builds
+
+
+def test_train_py_exits_2_for_a_bad_save_best(tmp_path):
+    train = os.path.join(HERE, '..', 'tools', 'train.py')
+    proc = subprocess.run([sys.executable, train, TINY, '--work-dir', str(tmp_path), '--no-progress',
+                           '--cfg-options', 'hooks.3.save_best=Acc'], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert (f'train.py: error: config {TINY}, key hooks[3].save_best: SaveCheckpointHook: save_best='
+            in proc.stderr)
+    assert not (tmp_path / 'checkpoints').exists() or not os.listdir(tmp_path / 'checkpoints')

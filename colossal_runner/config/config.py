@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 from .config_dict import ConfigDict
 from .errors import ConfigError, KeyPart
 from .loader import (RESERVED_KEYS, check_extension, check_reserved_keys, load_text, merge_into)
+from .pretty import plain_number
 from .pretty import pretty_text as _pretty_text
 from .yaml_io import dump_yaml
 
@@ -282,7 +283,10 @@ def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str], str_ke
         return {k: _plain_data(v, path + [k], filename, str_keys) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain_data(v, path + [i], filename, str_keys) for i, v in enumerate(value)]
-    if value is None or isinstance(value, (str, bool, int, float)):
+    value = plain_number(value)  # numpy's float64, float32, int64, bool_: the plain number they equal
+    if isinstance(value, str):
+        return str(value)  # a subclass (numpy's str_) is a str to JSON but nothing to YAML's dumper
+    if value is None or isinstance(value, (bool, int, float)):
         return value
     raise ConfigError(f'a {type(value).__name__} ({value!r}) cannot be written to JSON/YAML; dump to a .py '
                       'file or replace it with plain data.', filename, path)

@@ -20,6 +20,7 @@ import yaml
 from .base_ref import BaseRefMisuse, BaseRefs
 from .config_dict import ConfigDict
 from .errors import ConfigError, KeyPart
+from .pretty import plain_numbers
 from .yaml_io import load_yaml
 
 SUPPORTED_EXTENSIONS = ('.py', '.json', '.yaml', '.yml')
@@ -78,7 +79,10 @@ def _parse_text(text: str, ext: str, filename: str, refs: BaseRefs) -> Dict[str,
                 exc.add_note(hint)
             raise
         skip = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
-        return {k: v for k, v in namespace.items() if not k.startswith('__') and not isinstance(v, skip)}
+        # numpy scalars become the plain numbers they equal, as pretty_text writes them: the merged
+        # config shows what ran, and optimizer state holding them saves and loads like any float
+        return {k: plain_numbers(v) for k, v in namespace.items()
+                if not k.startswith('__') and not isinstance(v, skip)}
     if ext == '.json':
         def no_duplicates(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
             out: Dict[str, Any] = {}

@@ -12,6 +12,7 @@ import inspect
 import keyword
 import math
 import numbers
+import sys
 import unicodedata
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -72,6 +73,7 @@ def format_value(value: Any, literal_dicts: bool = False, path: Optional[List[Ke
         # Escape the second brace of '{{' so that reloading cannot take the text for a
         # {{ _base_.x }} or {{ fileDirname }} substitution (\x7b is '{' to Python).
         return repr(str(value)).replace('{{', '{\\x7b')
+    value = plain_number(value)  # numpy's bool_ too, which is not a number to the checks below
     if value is None or type(value) in (bool, bytes):
         return repr(value)
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, enum.Enum)):
@@ -87,6 +89,34 @@ def format_value(value: Any, literal_dicts: bool = False, path: Optional[List[Ke
         raise ConfigError(_unwritable_message(value), None, path)
     unwritable.append((format_key_path(path), value))
     return repr(describe(value))
+
+
+def plain_number(value: Any) -> Any:
+    """The plain ``bool`` / ``int`` / ``float`` that a numpy scalar or a subclass of int or float
+    equals; any other value unchanged.
+
+    ``lr = 0.1 * np.sqrt(2)`` is a ``numpy.float64``: it trains like a float, but it ends up in
+    optimizer state that ``torch.load(weights_only=True)`` refuses, and YAML cannot write it.
+    """
+    if type(value) in (bool, int, float) or isinstance(value, enum.Enum):
+        return value
+    np = sys.modules.get('numpy')  # not imported: there are no numpy scalars to convert
+    if np is not None and isinstance(value, np.bool_):  # first: numpy's bool is no int
+        return bool(value)
+    if isinstance(value, int) or (np is not None and isinstance(value, np.integer)):
+        return int(value)
+    if isinstance(value, float) or (np is not None and isinstance(value, np.floating)):
+        return float(value)
+    return value
+
+
+def plain_numbers(value: Any) -> Any:
+    """``value`` with :func:`plain_number` applied to every number inside dicts, lists, tuples and sets."""
+    if isinstance(value, dict):
+        return {k: plain_numbers(v) for k, v in value.items()}
+    if type(value) in (list, tuple, set, frozenset):  # not a namedtuple
+        return type(value)(plain_numbers(v) for v in value)
+    return plain_number(value)
 
 
 def describe(value: Any) -> str:

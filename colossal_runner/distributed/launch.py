@@ -271,11 +271,24 @@ def setup_parallel(cfg: ConfigLike, launcher: str = 'none', timeout: Optional[fl
     try:
         context = ParallelContext(**settings, rank=0, world_size=1)
     except ValueError as err:
-        raise ValueError(f'{err} (launcher "none" runs one process; to run {settings["pipeline"]} pipeline '
-                         f'stages start with `torchrun --nproc_per_node=N ... --launcher torch`.)') from None
+        raise ValueError(f'{err}{_more_processes_hint(settings)}') from None
     set_context(context)
     set_seed(seed)
     return context
+
+
+def _more_processes_hint(settings: dict) -> str:
+    """The torchrun hint for ``parallel`` settings that are fine but need more than the one process
+    launcher "none" runs; '' for any other error (``parallel.tensor=2``), which no process count fixes."""
+    pipeline, data = settings['pipeline'], settings['data']
+    try:
+        needed = pipeline * (1 if data is None else data)
+        ParallelContext(**settings, rank=0, world_size=needed)  # no process group here: only checks
+    except (TypeError, ValueError):
+        return ''
+    return (f' (launcher "none" runs one process; to run {needed} processes (parallel.pipeline={pipeline}'
+            f' x parallel.data={1 if data is None else data}) start with '
+            f'`torchrun --nproc_per_node={needed} ... --launcher torch`.)')
 
 
 def broadcast_parameters(model: nn.Module, context: Optional[ParallelContext] = None) -> None:

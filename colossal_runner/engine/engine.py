@@ -95,6 +95,16 @@ class Engine:
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f'optimizer must be a torch.optim.Optimizer or None, got '
                             f'{type(optimizer).__name__}')
+        # The class's step, bound: an LR scheduler replaces the instance's with a (*args) wrapper.
+        needs = _required_arguments(type(optimizer).step.__get__(optimizer)) if optimizer is not None else []
+        if needs:  # LBFGS's step(closure)
+            kind = type(optimizer).__name__
+            raise ValueError(
+                f"optimizer {kind}.step() needs the argument(s) {', '.join(needs)} "
+                f'(a closure that re-evaluates the model, called several times per step), but the engine '
+                f'calls optimizer.step() once per step, without arguments. Use an optimizer whose closure is '
+                f"optional (SGD, Adam, AdamW, ...: optimizer.type in the config), or drive {kind} from a "
+                f'loop of your own.')
         if lr_scheduler is not None:
             if not callable(getattr(lr_scheduler, 'step', None)):
                 raise TypeError(f'lr_scheduler must have a step() method (a torch LR scheduler), got '
@@ -134,6 +144,9 @@ class Engine:
         self.criterion = criterion
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        # A scheduler LRSchedulerHook(by_epoch=True) took over from lr_scheduler and steps per epoch;
+        # the hook saves its state, the engine its type, so that a resume can tell what changed.
+        self.epoch_lr_scheduler: Optional[Any] = None
         self.schedule = step_schedule
         self.gradient_accumulation = gradient_accumulation
         self.clip_grad_norm = float(clip_grad_norm)
@@ -488,29 +501,67 @@ class Engine:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
-        """Model (unwrapped from DDP), optimizer, LR scheduler and grad scaler state, and ``step_lr``."""
+        """Model (unwrapped from DDP), optimizer, LR scheduler and grad scaler state, ``step_lr``, and
+        the optimizer's and the scheduler's class names (a resume compares them with its own)."""
         model = self.model.module if self._is_ddp else self.model
+        by_epoch = self.lr_scheduler is None and self.epoch_lr_scheduler is not None
+        scheduler = self.epoch_lr_scheduler if by_epoch else self.lr_scheduler
         return {'model': model.state_dict(),
                 'optimizer': self.optimizer.state_dict() if self.optimizer is not None else None,
                 'lr_scheduler': self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
                 'scaler': self.scaler.state_dict() if self.scaler is not None else None,
                 # the LearningRate metric reads it; a run resumed before its next step reports it too
-                'step_lr': self.step_lr}
+                'step_lr': self.step_lr,
+                'optimizer_type': _type_name(self.optimizer),
+                # a per-epoch scheduler's state is LRSchedulerHook's; its type is recorded here
+                'lr_scheduler_type': _type_name(scheduler), 'lr_scheduler_by_epoch': by_epoch}
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Restore what :meth:`state_dict` saved; parts this engine does not have are skipped."""
+        """Restore what :meth:`state_dict` saved; parts this engine does not have are skipped.
+
+        An optimizer of another class than the checkpoint's is refused before anything is loaded.
+        An LR scheduler the checkpoint has no state for (none, another class, or stepped per epoch
+        where this run steps per optimizer step, or the reverse) starts from its first step, with a
+        warning; a checkpoint's scheduler that this run does not have leaves the checkpoint's
+        learning rate in place for the rest of the run, with a warning naming it.
+        """
         if not isinstance(state, Mapping) or 'model' not in state:
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise KeyError(f"an engine state needs the key 'model' (and optionally 'optimizer', "
                            f"'lr_scheduler', 'scaler', 'step_lr'); got {got}")
+        saved_kind = state.get('optimizer_type')  # None in checkpoints from before it was saved
+        if (self.optimizer is not None and state.get('optimizer') is not None and saved_kind is not None
+                and saved_kind != type(self.optimizer).__name__):
+            kind = type(self.optimizer).__name__
+            raise ValueError(
+                f"the checkpoint's optimizer is {saved_kind}, this run builds {kind}: the state of one does "
+                f'not fit the other (torch would load it, then fail at the first step or train on with '
+                f"{saved_kind}'s settings under {kind}'s update rule). Resume with optimizer.type="
+                f"'{saved_kind}' in the config, or load the weights only (finetune=True, e.g. "
+                f'LoadCheckpointHook(checkpoint_dir, finetune=True)) to start {kind} afresh.')
         model = self.model.module if self._is_ddp else self.model
         model.load_state_dict(state['model'], strict=strict)
+        by_epoch = self.lr_scheduler is None and self.epoch_lr_scheduler is not None
+        scheduler = self.epoch_lr_scheduler if by_epoch else self.lr_scheduler
+        fresh = scheduler is not None and _scheduler_is_fresh(scheduler, by_epoch, state)
         if self.optimizer is not None and state.get('optimizer') is not None:
             # settings a scheduler moves itself (OneCycleLR's momentum) differ from the config's anyway
-            driven = ('momentum', 'betas') if getattr(self.lr_scheduler, 'cycle_momentum', False) else ()
+            driven = ('momentum', 'betas') if getattr(scheduler, 'cycle_momentum', False) else ()
+            if fresh:  # the new schedule sets the LR from its first step, not the checkpoint
+                driven += ('lr', 'initial_lr')
+                own = [dict(group) for group in self.optimizer.param_groups]
             load_optimizer_state(self.optimizer, state['optimizer'], driven)
-        if self.lr_scheduler is not None and state.get('lr_scheduler') is not None:
+            if fresh:
+                for group, mine in zip(self.optimizer.param_groups, own):
+                    # and the keys the scheduler added (OneCycleLR's max_lr), which the checkpoint lacks
+                    group.update({k: v for k, v in mine.items() if k in driven or k not in group})
+        if self.lr_scheduler is not None and state.get('lr_scheduler') is not None and not fresh:
             load_scheduler_state(self.lr_scheduler, state['lr_scheduler'])
+        if fresh:
+            _warn_fresh_scheduler(scheduler, by_epoch, state)
+        elif (scheduler is None and self.optimizer is not None  # (an evaluation engine has neither)
+              and (state.get('lr_scheduler') is not None or state.get('lr_scheduler_type'))):
+            _warn_no_scheduler(self.optimizer, state)
         if self.scaler is not None and state.get('scaler') is not None:
             self.scaler.load_state_dict(state['scaler'])
         if state.get('step_lr') is not None:  # older checkpoints have none
@@ -564,6 +615,66 @@ def load_scheduler_state(scheduler: Any, saved: Mapping[str, Any]) -> None:
         f'lr_scheduler: the checkpoint was saved with other settings; this run continues at step {step} '
         f"with the config's {text}" + (f'; learning rate now {scheduler.get_last_lr()[0]:.6g}'
                                        if callable(closed_form) else ''))
+
+
+def _type_name(obj: Any) -> Optional[str]:
+    return type(obj).__name__ if obj is not None else None
+
+
+def _saved_scheduler(state: Mapping[str, Any]) -> Tuple[Optional[str], Optional[str]]:
+    """What the checkpoint's run had: ``(how, type)``, ``how`` being 'step' (stepped per optimizer
+    step), 'epoch' (by LRSchedulerHook(by_epoch=True)), 'none', or None where a checkpoint from
+    before the type was saved cannot tell a per-epoch scheduler from none."""
+    kind = state.get('lr_scheduler_type')
+    if state.get('lr_scheduler') is not None:
+        return 'step', kind
+    if 'lr_scheduler_type' not in state:
+        return None, None
+    return ('epoch' if state.get('lr_scheduler_by_epoch') else 'step') if kind else 'none', kind
+
+
+def _scheduler_is_fresh(scheduler: Any, by_epoch: bool, state: Mapping[str, Any]) -> bool:
+    """Whether the checkpoint has no state for ``scheduler``, which then starts from its first step."""
+    how, kind = _saved_scheduler(state)
+    if how is None:  # an older checkpoint: only a per-step scheduler's absence is known
+        return not by_epoch
+    return how != ('epoch' if by_epoch else 'step') or (kind is not None and kind != type(scheduler).__name__)
+
+
+def _how(by_epoch: bool, kind: Optional[str]) -> str:
+    """'a StepLR stepped per epoch (...)', 'an lr_scheduler stepped per optimizer step'."""
+    return (f'a {kind}' if kind else 'an lr_scheduler') + (
+        ' stepped per epoch (LRSchedulerHook(by_epoch=True))' if by_epoch else ' stepped per optimizer step')
+
+
+def _warn_fresh_scheduler(scheduler: Any, by_epoch: bool, state: Mapping[str, Any]) -> None:
+    how, kind = _saved_scheduler(state)
+    if how is None:
+        had = ('no lr_scheduler stepped per optimizer step (it had none, or LRSchedulerHook(by_epoch=True) '
+               'stepped it per epoch)')
+    elif how == 'none':
+        had = 'no lr_scheduler'
+    else:
+        had = _how(how == 'epoch', kind)
+    mine = type(scheduler).__name__
+    lr = scheduler.optimizer.param_groups[0]['lr']
+    logging.getLogger('colossal_runner').warning(
+        f"lr_scheduler: the checkpoint's run had {had}; this run has {_how(by_epoch, mine)}, with no state "
+        f'in it, so its schedule starts from its first step now, mid-run, at learning rate {lr:.6g} '
+        f"(the optimizer's other state is the checkpoint's). To continue the checkpoint's schedule, "
+        f'resume with the lr_scheduler it was trained with (same type; LRSchedulerHook with the same '
+        f'by_epoch); to restart the schedule on purpose, nothing to do.')
+
+
+def _warn_no_scheduler(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    how, kind = _saved_scheduler(state)
+    lr = f'{optimizer.param_groups[0]["lr"]:.6g}'
+    logging.getLogger('colossal_runner').warning(
+        f"lr_scheduler: the checkpoint's run had {_how(how == 'epoch', kind)}, this run has none: it "
+        f"trains on at the checkpoint's learning rate, {lr}, the old schedule's last value, for the rest "
+        f'of the run. To continue the schedule, put the lr_scheduler back in the config (the same type); '
+        f'for a constant learning rate of your choice, load the weights only (finetune=True) with that '
+        f'optimizer.lr.')
 
 
 def _required_arguments(method: Any) -> List[str]:

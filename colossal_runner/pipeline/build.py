@@ -175,6 +175,9 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
     meta_model, replays = _replays_init(cfg)
     layers = get_layers(meta_model)
     bounds = partition_layers(layers, num_parts, partition)
+    # Checked on the meta model, before anything is allocated, and for every stage: all ranks then
+    # stop with the same error, rather than one rank alone at its optimizer while the others wait.
+    _check_stages_have_parameters(layers, bounds, context.pipeline_size, num_model_chunks)
     parts = stage_parts(context, num_model_chunks)
     mine = {i for v in parts for i in range(bounds[v], bounds[v + 1])}
     if not replays:
@@ -190,23 +193,33 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
     # Every layer is initialized, even after ours, so that the random generator ends in the same
     # state on every stage (as after building the whole model): later draws (data order,
     # dropout) then agree between stages.
-    weighted = 0  # layers with parameters: a partition into more parts leaves one without any
     for i, layer in enumerate(layers):
         _materialize(layer)
-        weighted += any(p.numel() for p in layer.parameters())
         if i in mine:
             kept.append((i, layer))
     del meta_model, layers
     stage = _assemble(kept, bounds, parts)
-    if not any(True for _ in stage.parameters()):
-        total = len(bounds) - 1
-        fix = ('use partition="parameters" (it gives every part parameters when it can) or explicit '
-               'boundaries' if weighted >= total else
-               f'the model has only {weighted} layers with parameters for {total} pipeline parts: use at '
-               f'most {weighted} parts (parallel.pipeline x num_model_chunks)')
-        warnings.warn(f'pipeline stage {context.stage} got layers {sorted(mine)} which have no parameters, '
-                      f'so an optimizer cannot be built for it; {fix} (the partition was {bounds}).')
     return stage.to(device) if device is not None else stage
+
+
+def _check_stages_have_parameters(layers: List[nn.Module], bounds: List[int], stages: int,
+                                  chunks: int) -> None:
+    """Raise when a pipeline stage would hold no parameters: it could not build an optimizer (torch
+    only says "optimizer got an empty parameter list", naming no stage or setting)."""
+    weighted = [any(p.numel() for p in layer.parameters()) for layer in layers]  # meta tensors count too
+    held = {s: [i for c in range(chunks) for i in range(bounds[c * stages + s], bounds[c * stages + s + 1])]
+            for s in range(stages)}
+    empty = {s: held_layers for s, held_layers in held.items() if not any(weighted[i] for i in held_layers)}
+    if not empty:
+        return
+    total, have = len(bounds) - 1, sum(weighted)
+    where = '; '.join(f'stage {s}: layers {held_layers}' for s, held_layers in empty.items())
+    fix = ("set the model config's partition='parameters' (model.partition in a config; it gives every "
+           'part parameters when it can) or explicit boundaries' if have >= total else
+           f'the model has only {have} layers with parameters for {total} pipeline parts: use at most {have} '
+           f'parts (parallel.pipeline x num_model_chunks), or a model with more layers')
+    raise ValueError(f'the partition {bounds} leaves pipeline stages without parameters ({where}), so no '
+                     f'optimizer can be built for them; {fix}.')
 
 
 def _type_name(model_type: Any) -> str:

@@ -13,9 +13,10 @@ def _written_after(line: str, iteration: int, epochs_done: int) -> bool:
     """Whether a record was written after the point ``(iteration, epochs_done)`` of a run.
 
     A record at the point's own iteration is after it when it ends an epoch (``by`` other than
-    ``'step'``) that the point has not finished: a checkpoint taken at an epoch's last step,
-    before the epoch's end, or mid-epoch (the ``memory`` record of a run resumed there). Lines
-    that are not such records (a record of one's own, a damaged line before the last) are kept.
+    ``'step'``) that the point has not finished (a checkpoint taken at an epoch's last step,
+    before the epoch's end), or when it is the ``memory_start`` record of a run that started
+    there: a run resumed from the same checkpoint before, which this one replaces. Lines that
+    are not such records (a record of one's own, a damaged line before the last) are kept.
     """
     try:
         record: Any = json.loads(line)
@@ -28,6 +29,8 @@ def _written_after(line: str, iteration: int, epochs_done: int) -> bool:
         return False
     if it != iteration:
         return it > iteration
+    if record.get('by') == 'memory_start':
+        return True
     return record.get('by') != 'step' and isinstance(epoch, int) and epoch > epochs_done
 
 

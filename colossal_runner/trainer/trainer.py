@@ -1,16 +1,20 @@
 """Trainer: runs epochs of ``engine.step`` and calls hooks at the twelve lifecycle points."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import itertools
+import logging
 import os
+import sys
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..checkpoint import FORMAT, get_rng_state, resume, set_rng_state
 from ..data import order_depends_on_global_rng
@@ -307,7 +311,8 @@ class Trainer:
             self._note_step_failure(exc, 'train', states['iteration'] + 1)
         feeds = (itertools.repeat(data_iter, total) if total is not None
                  else _whole_steps(data_iter, engine.gradient_accumulation, self._reached_max_steps, note))
-        with self._progress(total, f"Epoch {states['epoch']}", display_progress) as bar:
+        # The bar counts the whole epoch: after a mid-epoch resume it starts at the steps done.
+        with self._progress(steps, f"Epoch {states['epoch']}", display_progress, initial=skip) as bar:
             show = not bar.disable
             for feed in feeds:
                 # Every step: a hook may lower max_steps to stop early.
@@ -381,10 +386,20 @@ class Trainer:
                              f'try fewer num_workers or a smaller batch, data.{phase}.dataloader.num_workers '
                              f'/ .batch_size in a config)')
 
-    def _progress(self, total: Optional[int], desc: str, display_progress: bool) -> tqdm:
+    @contextlib.contextmanager
+    def _progress(self, total: Optional[int], desc: str, display_progress: bool,
+                  initial: int = 0) -> Iterator[tqdm]:
         enabled = display_progress and get_context().is_logging_rank
         self._postfix_time = float('-inf')  # a new bar shows its first step's loss at once
-        return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True)
+        with tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True) as bar:
+            if not enabled:
+                yield bar
+                return
+            # While the bar is shown, console log lines go through tqdm.write, above the bar rather
+            # than over its line; set up once per bar, so the steps pay nothing for it.
+            loggers = _console_loggers(self.logger)
+            with logging_redirect_tqdm(loggers=loggers) if loggers else contextlib.nullcontext():
+                yield bar
 
     def _show(self, bar: tqdm, loss: Any, training: bool = False) -> None:
         if bar.disable:
@@ -404,7 +419,9 @@ class Trainer:
         if loss is not None:
             postfix['loss'] = f'{float(loss):.4g}'
         if training and getattr(self.engine, 'optimizer', None) is not None:
-            postfix['lr'] = f'{self.engine.get_lr():.3g}'
+            # the rate the shown step used: get_lr() is already the next step's once the scheduler stepped
+            lr = getattr(self.engine, 'step_lr', None)
+            postfix['lr'] = f'{float(self.engine.get_lr() if lr is None else lr):.3g}'
         bar.set_postfix(postfix, refresh=False)
 
     # ------------------------------------------------------------------ testing / inference
@@ -451,7 +468,11 @@ class Trainer:
         return values
 
     def predict(self, data: Any) -> Any:
-        """The model's output for ``data`` (an input batch, without labels), without gradients."""
+        """The model's output for ``data`` (an input batch, without labels), without gradients.
+
+        An interleaved schedule's model chunks in one process run in turn, through the schedule as
+        in ``evaluate``; the batch then splits into its ``num_microbatches``.
+        """
         if get_context().pipeline_size > 1:
             raise ValueError('predict runs the whole model in this process, but this run is split into '
                              f'{get_context().pipeline_size} pipeline stages; use evaluate(), or build the '
@@ -459,6 +480,11 @@ class Trainer:
         was_training = self.engine.training
         self.engine.eval()
         try:
+            if getattr(self.engine.schedule, 'num_model_chunks', 1) > 1:
+                # the chunks are an nn.ModuleList, which has no forward: only the schedule composes them
+                with torch.no_grad():
+                    return self.engine.schedule.forward_backward_step(
+                        self.engine, iter([(data, None)]), forward_only=True, return_loss=False)[0]
             with torch.no_grad(), self.engine.autocast():
                 # unwrapped: DDP's forward could start a buffer broadcast the other ranks never join
                 return call_model(self.engine.module, to_device(data, self.engine.device))
@@ -562,7 +588,9 @@ class Trainer:
                        f'before fit; tools/test.py evaluates such a file as it is.')
             raise KeyError(f"not a colossal_runner training checkpoint: expected the keys 'engine', "
                            f"'states', 'hooks', 'rng'; got {got}. {fix}")
-        if strict and not finetune:  # a partial load (weights by name) may come from any layout
+        # Weights only too (tools/test.py): another layout's keys would not match, and the error would
+        # blame the model config. A partial load (weights by name) may come from any layout.
+        if strict:
             self._check_layout(state.get('meta'))
         matched = self._load_engine(state['engine'], strict, finetune)
         if finetune:
@@ -691,6 +719,18 @@ def _build_hook(cfg: Dict[str, Any]) -> Any:
     if isinstance(hook, BaseHook):  # anything else: register_hook says what a hook must be
         hook.priority = priority  # checked with the others' in register_hook
     return hook
+
+
+def _console_loggers(logger: Any) -> List[logging.Logger]:
+    """``logger`` (and the root logger it propagates to) where it prints to the console: the loggers
+    whose lines would land on a progress bar's line. One without a console handler is left out,
+    since redirecting it would give it one."""
+    candidates = [logger] if isinstance(logger, logging.Logger) else []
+    if not candidates or logger.propagate:
+        candidates.append(logging.getLogger())
+    consoles = (sys.stdout, sys.stderr)
+    return [c for c in candidates
+            if any(isinstance(h, logging.StreamHandler) and h.stream in consoles for h in c.handlers)]
 
 
 def _length(loader: Iterable) -> Optional[int]:

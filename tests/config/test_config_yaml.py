@@ -26,3 +26,34 @@ def test_a_yaml_dump_loads_back_to_the_same_values(tmp_path):
     assert reloaded.to_dict() == values
     assert type(reloaded.lr) is float and type(reloaded.float_text) is str
     assert Config.fromstring(cfg.dump(), '.yaml').to_dict() == values  # dump() as text, too
+
+
+def test_numpy_numbers_dump_to_yaml_and_json_as_the_plain_numbers_they_equal(tmp_path):
+    np = pytest.importorskip('numpy')
+    values = dict(lr=np.float64(0.25), half=np.float32(0.5), steps=[np.int64(7), (np.int32(2),)],
+                  flag=np.bool_(True), name=np.str_('mlp'))
+    plain = dict(lr=0.25, half=0.5, steps=[7, [2]], flag=True, name='mlp')
+    for ext in ('.yaml', '.json'):
+        out = tmp_path / f'dumped{ext}'
+        Config(values).dump(str(out))  # used to fail on YAML with a bare RepresenterError
+        reloaded = Config.fromfile(str(out)).to_dict()
+        assert reloaded == plain
+        assert [type(reloaded[k]) for k in ('lr', 'half', 'flag', 'name')] == [float, float, bool, str]
+        assert type(reloaded['steps'][0]) is int and type(reloaded['steps'][1][0]) is int
+
+
+def test_numpy_numbers_in_a_py_config_load_as_plain_numbers(tmp_path):
+    pytest.importorskip('numpy')
+    base = tmp_path / 'base.py'
+    base.write_text('import numpy as np\n'
+                    'optimizer = dict(lr=0.003 * np.sqrt(1.0), betas=(np.float32(0.5), 0.9))\n'
+                    'steps = [np.int64(3), [np.int16(4)]]\nflag = np.bool_(False)\n')
+    child = tmp_path / 'child.yaml'  # a YAML config on a .py base: its dump used to fail
+    child.write_text('_base_: ./base.py\n')
+    cfg = Config.fromfile(str(child))
+    assert type(cfg.optimizer.lr) is float and cfg.optimizer.lr == 0.003
+    assert [type(v) for v in cfg.optimizer.betas] == [float, float] and type(cfg.optimizer.betas) is tuple
+    assert type(cfg.steps[0]) is int and [type(v) for v in cfg.steps[1]] == [int]
+    assert cfg.flag is False
+    assert [type(v) for v in Config.fromstring('import numpy as np\ns = {np.int16(4)}', '.py').s] == [int]
+    assert Config.fromstring(cfg.dump(), '.yaml').to_dict()['optimizer'] == dict(lr=0.003, betas=[0.5, 0.9])

@@ -103,6 +103,26 @@ def test_single_process_setup_and_its_errors(monkeypatch):
     assert get_device(0) == (torch.device('cuda', 0) if torch.cuda.is_available() else torch.device('cpu'))
 
 
+def test_single_process_hint_only_where_more_processes_help(monkeypatch):
+    monkeypatch.delenv('WORLD_SIZE', raising=False)
+    with pytest.raises(ValueError) as err:
+        setup_parallel(dict(parallel=dict(pipeline=2, data=2)))
+    assert 'not divisible' in str(err.value)
+    assert 'to run 4 processes (parallel.pipeline=2 x parallel.data=2)' in str(err.value)
+    assert '`torchrun --nproc_per_node=4 ... --launcher torch`' in str(err.value)
+    with pytest.raises(ValueError) as err:
+        setup_parallel(dict(parallel=dict(data=3)))
+    assert '--nproc_per_node=3 ' in str(err.value)
+    # more processes would not fix these: no torchrun hint, only the error itself
+    for parallel, expected in ((dict(tensor=2), 'parallel.tensor=2 is not supported'),
+                               (dict(pipeline=2, tensor=2), 'parallel.tensor=2 is not supported'),
+                               (dict(pipeline=0), 'parallel.pipeline must be a positive int')):
+        with pytest.raises(ValueError) as err:
+            setup_parallel(dict(parallel=parallel))
+        assert expected in str(err.value)
+        assert 'launcher "none"' not in str(err.value) and 'torchrun' not in str(err.value)
+
+
 def test_launcher_none_under_torchrun_with_several_processes_is_refused(monkeypatch):
     """torchrun sets WORLD_SIZE and TORCHELASTIC_RUN_ID: without --launcher torch each process would
     train alone and all of them would write one work directory."""

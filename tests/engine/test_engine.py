@@ -367,6 +367,12 @@ def _saved(engine):
     return torch.load(buffer, weights_only=True)
 
 
+def _older(state):
+    """``state`` as a checkpoint from before the optimizer's and the scheduler's types were saved."""
+    return {k: v for k, v in state.items()
+            if k not in ('optimizer_type', 'lr_scheduler_type', 'lr_scheduler_by_epoch')}
+
+
 def test_a_resumed_schedule_keeps_the_configs_length_and_continues_on_it(project_log):
     """'Train longer': a checkpoint of a 4-step cosine run loaded into an 8-step run continues on
     the 8-step curve at step 4 (the LR is not stuck at the old schedule's end), and says so."""
@@ -411,6 +417,7 @@ def test_an_unchanged_schedule_loads_exactly_and_quietly(project_log):
 
 
 def test_an_optimizer_state_of_another_kind_is_refused_and_nothing_is_loaded(project_log):
+    """A checkpoint without the optimizer's type: told apart by the settings it lacks."""
     model = make_model()
     adam = Engine(model, nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=0.01))
     adam.step(iter(make_batches(1, 5)))
@@ -421,7 +428,7 @@ def test_an_optimizer_state_of_another_kind_is_refused_and_nothing_is_loaded(pro
     with pytest.raises(ValueError, match=r"does not fit this run's SGD: it has no "
                                          r"\['dampening', 'momentum'\].*another kind of optimizer"
                                          r".*finetune=True"):
-        sgd.load_state_dict(_saved(adam))
+        sgd.load_state_dict(_older(_saved(adam)))
     assert sgd.optimizer.state_dict() == before
     sgd.step(iter(make_batches(1, 5)))  # still usable
 
@@ -479,7 +486,8 @@ def test_composite_and_one_cycle_schedulers_resume(project_log):
 
 def test_an_sgd_state_into_adam_is_refused_and_adam_is_left_as_it_was(project_log):
     """torch's Adam.__setstate__ stops half-way on SGD's state (KeyError: 'step'), after SGD's
-    settings and momentum buffers are in place; the engine puts Adam's own state back."""
+    settings and momentum buffers are in place; the engine puts Adam's own state back (a checkpoint
+    without the optimizer's type, which is otherwise refused before anything is loaded)."""
     sgd_model = make_model()
     sgd = Engine(sgd_model, nn.CrossEntropyLoss(),
                  torch.optim.SGD(sgd_model.parameters(), lr=0.1, momentum=0.9))
@@ -489,7 +497,7 @@ def test_an_sgd_state_into_adam_is_refused_and_adam_is_left_as_it_was(project_lo
     before = adam.optimizer.state_dict()
     with pytest.raises(ValueError, match=r"does not fit this run's AdamW: it has no \['betas', 'eps'\]"
                                          r".*another kind of optimizer") as info:
-        adam.load_state_dict(_saved(sgd))
+        adam.load_state_dict(_older(_saved(sgd)))
     assert isinstance(info.value.__cause__, KeyError)
     assert adam.optimizer.state_dict() == before  # no momentum buffers, AdamW's settings
     reference_model = make_model()
@@ -560,3 +568,150 @@ def test_step_lr_is_saved_and_restored(steps):
     untouched = build()
     untouched.load_state_dict(older)
     assert untouched.step_lr is None and untouched.get_lr() == first.get_lr()
+
+
+@pytest.mark.parametrize('saved, mine', [('AdamW', 'Adamax'), ('Adam', 'RAdam'), ('Adam', 'AdamW'),
+                                         ('AdamW', 'Adam'), ('SGD', 'Adam')])
+def test_an_optimizer_of_another_class_is_refused_before_anything_is_loaded(saved, mine):
+    """Within the Adam family torch loads the state of one into the other; then the first step
+    fails (Adamax's KeyError 'exp_inf') or trains on with the other's update rule (Adam's
+    decoupled_weight_decay=False under AdamW). The saved class name tells them apart."""
+    model = make_model()
+    first = Engine(model, nn.CrossEntropyLoss(), getattr(torch.optim, saved)(model.parameters(), lr=0.01))
+    first.step(iter(make_batches(1, 5)))
+    other = make_model(seed=1)
+    second = Engine(other, nn.CrossEntropyLoss(), getattr(torch.optim, mine)(other.parameters(), lr=0.01))
+    weights, before = params_of(other), second.optimizer.state_dict()
+    with pytest.raises(ValueError, match=rf"the checkpoint's optimizer is {saved}, this run builds {mine}.*"
+                                         rf"optimizer\.type='{saved}'.*finetune=True"):
+        second.load_state_dict(_saved(first))
+    assert second.optimizer.state_dict() == before
+    assert all(torch.equal(a, b) for a, b in zip(weights, params_of(other)))
+
+
+def test_an_optimizer_whose_step_needs_a_closure_is_refused_when_built():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"optimizer LBFGS\.step\(\) needs the argument\(s\) closure.*"
+                                         r"once per step, without arguments.*optimizer\.type"):
+        Engine(model, nn.CrossEntropyLoss(), torch.optim.LBFGS(model.parameters()))
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    StepLR(sgd, 10)  # a scheduler wraps the instance's step in a (*args, **kwargs) function: still fine
+    Engine(model, nn.CrossEntropyLoss(), sgd)
+
+
+def _engine(scheduler=None, lr=0.1, **kwargs):
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    return Engine(model, nn.CrossEntropyLoss(), optimizer,
+                  lr_scheduler=scheduler(optimizer, 10, **kwargs) if scheduler else None)
+
+
+def _trained(engine, steps=3):
+    for x, y in make_batches(steps, 5):
+        engine.step(iter([(x, y)]))
+    return _saved(engine)
+
+
+def test_a_scheduler_removed_before_a_resume_keeps_the_checkpoints_rate_and_says_so(project_log):
+    saved = _trained(_engine(CosineAnnealingLR))
+    resumed = _engine()
+    resumed.load_state_dict(saved)
+    lr = saved['optimizer']['param_groups'][0]['lr']
+    assert resumed.get_lr() == lr < 0.1
+    assert (f"had a CosineAnnealingLR stepped per optimizer step, this run has none: it trains on at the "
+            f"checkpoint's learning rate, {lr:.6g}, the old schedule's last value") in project_log.text
+    assert 'put the lr_scheduler back in the config' in project_log.text
+
+
+@pytest.mark.parametrize('older', [False, True])
+def test_a_scheduler_added_before_a_resume_starts_from_its_first_step_and_says_so(project_log, older):
+    """The optimizer's load used to put back the checkpoint's rate over the one the new schedule set
+    (and OneCycleLR lost its max_lr: KeyError at the first step)."""
+    from colossal_runner.nn.lr_scheduler import CosineAnnealingWarmupLR, OneCycleLR
+
+    for make, kwargs in ((CosineAnnealingWarmupLR, dict(warmup_steps=3)), (OneCycleLR, {})):
+        saved = _trained(_engine(lr=0.07))
+        saved = _older(saved) if older else saved
+        resumed, fresh = _engine(make, **kwargs), _engine(make, **kwargs)
+        project_log.lines.clear()
+        resumed.load_state_dict(saved)
+        assert resumed.optimizer.param_groups[0]['momentum'] == fresh.optimizer.param_groups[0]['momentum']
+        for x, y in make_batches(4, 5, seed=5):  # the new schedule from its first step
+            assert resumed.get_lr() == fresh.get_lr() != 0.07
+            resumed.step(iter([(x, y)]))
+            fresh.step(iter([(x, y)]))
+        had = 'no lr_scheduler stepped per optimizer step (it had none' if older else 'no lr_scheduler'
+        assert (f"the checkpoint's run had {had}" in project_log.text
+                and f'this run has a {make.__name__} stepped per optimizer step, with no state in it, so '
+                    f'its schedule starts from its first step now, mid-run' in project_log.text)
+
+
+def test_a_scheduler_of_another_class_starts_from_its_first_step_and_says_so(project_log):
+    """torch would copy CosineAnnealingLR's attributes into StepLR, which then follows neither."""
+    saved = _trained(_engine(CosineAnnealingLR), steps=4)
+    resumed, fresh = _engine(StepLR, step_size=2, gamma=0.5), _engine(StepLR, step_size=2, gamma=0.5)
+    resumed.load_state_dict(saved)
+    assert not hasattr(resumed.lr_scheduler, 'T_max') and resumed.lr_scheduler.last_epoch == 0
+    for x, y in make_batches(3, 5, seed=5):
+        assert resumed.get_lr() == fresh.get_lr()
+        resumed.step(iter([(x, y)]))
+        fresh.step(iter([(x, y)]))
+    assert ("had a CosineAnnealingLR stepped per optimizer step; this run has a StepLR stepped per "
+            "optimizer step, with no state in it") in project_log.text
+
+
+def _with_epoch_hook(engine, by_epoch=True):
+    """What LRSchedulerHook does to an engine when a Trainer attaches it."""
+    from types import SimpleNamespace
+
+    from colossal_runner.trainer.hooks import LRSchedulerHook
+    hook = LRSchedulerHook(by_epoch=by_epoch, store_lr_in_state=False)
+    hook.after_hook_is_attached(SimpleNamespace(engine=engine))
+    return hook
+
+
+def test_switching_to_and_from_a_per_epoch_scheduler_restarts_it_and_says_so(project_log):
+    # per step -> per epoch: the engine's state is a per-step schedule's, the epoch one starts afresh
+    saved = _trained(_engine(StepLR, step_size=2, gamma=0.5))
+    resumed = _engine(StepLR, step_size=2, gamma=0.5)
+    hook = _with_epoch_hook(resumed)
+    resumed.load_state_dict(saved)
+    assert hook.lr_scheduler.last_epoch == 0 and resumed.get_lr() == 0.1
+    assert ('had a StepLR stepped per optimizer step; this run has a StepLR stepped per epoch '
+            '(LRSchedulerHook(by_epoch=True)), with no state in it') in project_log.text
+    # per epoch -> per step
+    first = _engine(StepLR, step_size=1, gamma=0.5)
+    first_hook = _with_epoch_hook(first)
+    _trained(first)
+    first_hook.lr_scheduler.step()  # one epoch
+    saved, hook_state = _saved(first), first_hook.state_dict()
+    assert saved['lr_scheduler'] is None and saved['lr_scheduler_by_epoch'] and first.get_lr() == 0.05
+    project_log.lines.clear()
+    per_step = _engine(StepLR, step_size=1, gamma=0.5)
+    per_step_hook = _with_epoch_hook(per_step, by_epoch=False)
+    per_step.load_state_dict(saved)
+    per_step_hook.load_state_dict(hook_state)
+    assert per_step.lr_scheduler.last_epoch == 0 and per_step.get_lr() == 0.1
+    assert ('had a StepLR stepped per epoch (LRSchedulerHook(by_epoch=True)); this run has a StepLR stepped '
+            'per optimizer step') in project_log.text
+    # per epoch -> per epoch, the same class: loaded by the hook, quietly
+    project_log.lines.clear()
+    again = _engine(StepLR, step_size=1, gamma=0.5)
+    again_hook = _with_epoch_hook(again)
+    again.load_state_dict(saved)
+    again_hook.load_state_dict(hook_state)
+    assert again_hook.lr_scheduler.last_epoch == 1 and again.get_lr() == 0.05 and project_log.text == ''
+    # per epoch, another class: not loaded (the engine warned)
+    other = _engine(CosineAnnealingLR)
+    other_hook = _with_epoch_hook(other)
+    other.load_state_dict(saved)
+    other_hook.load_state_dict(hook_state)
+    assert other_hook.lr_scheduler.last_epoch == 0 and other.get_lr() == 0.1
+    assert 'had a StepLR stepped per epoch' in project_log.text
+
+
+def test_an_evaluation_engine_loads_a_scheduled_checkpoint_quietly(project_log):
+    saved = _trained(_engine(CosineAnnealingLR))
+    evaluation = Engine(make_model(seed=2), nn.CrossEntropyLoss(), None)
+    evaluation.load_state_dict(saved)
+    assert project_log.text == ''

@@ -213,21 +213,37 @@ def test_models_that_list_their_layers_can_be_split_and_others_cannot():
         get_layers(nn.Conv2d(1, 1, 1))
 
 
-def test_a_stage_without_parameters_warns():
-    # explicit boundaries that give stage 1 a ReLU alone: another partition would do
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        build_pipeline_model(dict(type='MLP', hidden=[8, 8, 8], partition=[0, 2, 3, 5, 8]),
-                             ParallelContext(4, rank=1, world_size=4))
-    assert any('got layers [2] which have no parameters' in str(w.message)
-               and 'partition="parameters"' in str(w.message) for w in caught)
+def test_a_stage_without_parameters_is_an_error_on_every_stage():
+    """Explicit boundaries that give stage 1 a ReLU alone: another partition would do. Every rank
+    raises (not only stage 1, at its optimizer), so that none goes on to wait for it."""
+    for rank in range(4):
+        with pytest.raises(ValueError, match=r'leaves pipeline stages without parameters \(stage 1: layers '
+                                             r'\[2\]\).*partition=\'parameters\''):
+            build_pipeline_model(dict(type='MLP', hidden=[8, 8, 8], partition=[0, 2, 3, 5, 8]),
+                                 ParallelContext(4, rank=rank, world_size=4))
 
 
 def test_a_stage_left_without_parameters_is_told_how_many_parts_fit():
     """configs/digits/mlp.py's MLP has 3 Linear layers: over 4 stages one stage holds none, and no
-    partition helps, so the warning says how many parts fit instead of suggesting one."""
-    from colossal_runner.distributed import ParallelContext
+    partition helps, so the error says how many parts fit instead of suggesting one."""
     mlp = dict(type='MLP', in_features=64, hidden=[128, 64], num_classes=10, partition='parameters')
-    with pytest.warns(UserWarning, match=r'stage 0 got layers \[0\] which have no parameters.*only 3 layers '
-                                         r'with parameters for 4 pipeline parts: use at most 3 parts'):
-        build_pipeline_model(mlp, ParallelContext(pipeline=4, rank=0, world_size=4))
+    with pytest.raises(ValueError, match=r'\(stage 0: layers \[0\]\).*only 3 layers with parameters for 4 '
+                                         r'pipeline parts: use at most 3 parts \(parallel.pipeline'):
+        build_pipeline_model(mlp, ParallelContext(pipeline=4, rank=3, world_size=4))
+
+
+def test_uniform_parts_of_a_two_layer_mlp_over_four_stages_name_each_bare_stage():
+    """hidden=[8] is Flatten, Linear, ReLU, Linear: uniform over 4 stages leaves stages 0 and 2 bare
+    (torch said only 'optimizer got an empty parameter list')."""
+    with pytest.raises(ValueError, match=r'\(stage 0: layers \[0\]; stage 2: layers \[2\]\).*only 2 layers'):
+        build_pipeline_model(dict(type='MLP', hidden=[8], partition='uniform'),
+                             ParallelContext(pipeline=4, rank=1, world_size=4))
+
+
+def test_a_chunk_without_parameters_is_fine_while_its_stage_has_some():
+    """Interleaved: a stage's optimizer holds all its chunks' parameters, so only a whole stage
+    without any is refused."""
+    cfg = dict(type='MLP', hidden=[8, 8], partition=[0, 1, 2, 4, 6])  # stage 0's chunk 0: Flatten alone
+    stage0 = build_pipeline_model(cfg, ParallelContext(2, rank=0, world_size=2), num_model_chunks=2)
+    assert [list(chunk._modules) for chunk in stage0] == [['0'], ['2', '3']]
+    assert not list(stage0[0].parameters()) and list(stage0[1].parameters())

@@ -24,7 +24,9 @@ def test_a_diverged_runs_nan_loss_is_kept_and_test_json_stays_valid(capsys, tmp_
     assert 0 <= final['test']['Accuracy'] <= 1
     test_cli.main([TINY, str(tmp_path), '--json'])
     printed = capsys.readouterr().out.strip()
-    assert 'NaN' not in printed and json.loads(printed) == dict(Loss=None, Accuracy=final['test']['Accuracy'])
+    tested = json.loads(printed)
+    assert 'NaN' not in printed and tested.pop('checkpoint')['epoch'] == 1
+    assert tested == dict(Loss=None, Accuracy=final['test']['Accuracy'])
 
 
 def test_final_metrics_say_when_each_modes_values_were_measured(capsys, tmp_path):
@@ -78,3 +80,46 @@ def test_resuming_a_finished_run_keeps_its_final_metrics_even_with_a_metric_that
     train_cli.main([str(config), '--work-dir', str(tmp_path), '--no-progress', '--resume'])
     assert 'nothing to train' in capsys.readouterr().err
     assert (tmp_path / 'final_metrics.json').read_text(encoding='utf-8') == before
+
+
+def test_a_resumed_run_that_evaluates_no_more_reports_the_checkpoints_evaluation(capsys, tmp_path):
+    """test_interval=2, 3 epochs, resumed from epoch_2.pt: epoch 3 runs no evaluation. The resumed
+    run used to print 'test Loss=nan' and write null test metrics over the finished run's."""
+    options = ['--no-progress', '--cfg-options', 'max_epochs=3', 'test_interval=2']
+    train_cli.main([TINY, '--work-dir', str(tmp_path)] + options)
+    whole_line = capsys.readouterr().out.strip().splitlines()[-1]
+    whole = json.loads((tmp_path / 'final_metrics.json').read_text(encoding='utf-8'))
+    assert whole['measured_at']['test'] == dict(epoch=2, iteration=8)
+    train_cli.main([TINY, '--work-dir', str(tmp_path), '--resume',
+                    str(tmp_path / 'checkpoints' / 'epoch_2.pt')] + options)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    resumed = json.loads((tmp_path / 'final_metrics.json').read_text(encoding='utf-8'))
+    assert resumed['test'] == whole['test'] and resumed['measured_at'] == whole['measured_at']
+    assert resumed['test']['Loss'] is not None and 'nan' not in line
+    assert line.split('test ', 1)[1] == whole_line.split('test ', 1)[1]  # '... (epoch 2)' included
+
+
+def test_a_run_without_test_data_has_no_test_part(capsys, tmp_path):
+    train_cli.main([TINY, '--work-dir', str(tmp_path), '--no-progress', '--cfg-options', 'max_epochs=1',
+                    'data.test=None'])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith('Final metrics: train Loss=') and 'test' not in line and 'nan' not in line
+    final = json.loads((tmp_path / 'final_metrics.json').read_text(encoding='utf-8'))
+    assert set(final) == {'train', 'measured_at'} and set(final['measured_at']) == {'train'}
+
+
+def test_test_py_says_which_checkpoint_it_evaluated(capsys, tmp_path):
+    """Given a directory, test.py used to pick its newest file silently, and its start-up line named
+    the config's default work_dir (work_dirs/tiny), which it does not use."""
+    train_cli.main([TINY, '--work-dir', str(tmp_path), '--no-progress'])
+    capsys.readouterr()
+    test_cli.main([TINY, str(tmp_path), '--json'])
+    out, err = capsys.readouterr()
+    evaluated = str(tmp_path / 'checkpoints' / 'epoch_2.pt')
+    assert f'evaluating {evaluated} (epoch 2, iteration 8)' in err
+    assert f'work_dir {tmp_path}\n' in err and 'work_dirs' not in err
+    assert json.loads(out)['checkpoint'] == dict(path=evaluated, epoch=2, iteration=8)
+    test_cli.main([TINY, str(tmp_path / 'checkpoints' / 'epoch_1.pt')])
+    out, err = capsys.readouterr()
+    assert f"evaluating {tmp_path / 'checkpoints' / 'epoch_1.pt'} (epoch 1, iteration 4)" in err
+    assert out.startswith('Test metrics: Loss=')

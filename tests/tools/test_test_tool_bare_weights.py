@@ -21,6 +21,11 @@ def test_test_tool_evaluates_bare_weights(trained, tmp_path):
         torch.save(content, files[-1])
     runs = [run_tool(['test.py', 'configs/digits/mlp.py', file, '--json']) for file in files]
     assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
-    for run in runs[1:]:  # the same metrics as from the run's own checkpoint
-        assert json.loads(run.stdout) == json.loads(runs[0].stdout)
+    tested = [json.loads(run.stdout) for run in runs]
+    assert tested[0].pop('checkpoint') == dict(path=os.path.realpath(latest), epoch=2, iteration=90)
+    # the same metrics as from the run's own checkpoint
+    for file, run, metrics in zip(files[1:], runs[1:], tested[1:]):
+        assert metrics.pop('checkpoint') == dict(path=file, epoch=None, iteration=None)
+        assert metrics == tested[0]
         assert 'loaded only model weights' in run.stderr
+        assert f'evaluating {file} (bare model weights, no epoch or iteration)' in run.stderr

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from colossal_runner.checkpoint import load_checkpoint
+from colossal_runner.config import ConfigError
 from colossal_runner.data import SyntheticClassification, build_dataloader
 from colossal_runner.trainer import Trainer
 from colossal_runner.trainer.hooks import (AccuracyHook, LoadCheckpointHook, LossHook, MetricHook,
@@ -275,3 +276,16 @@ def test_load_checkpoint_hook_takes_a_stage_less_file_name_of_a_pipeline_run(tmp
     assert resolve_checkpoint_path(path, 1) == str(tmp_path / 'epoch_1_stage1.pt')
     with pytest.raises(FileNotFoundError, match='does not exist'):  # a directory name still must exist
         LoadCheckpointHook(str(tmp_path / 'no_such_dir')).checkpoint_path()
+
+
+def test_a_save_best_naming_no_metric_is_a_config_error_too(tmp_path):
+    # tools report a ConfigError as a bad config (exit 2); a KeyError is what it was before
+    saver = SaveCheckpointHook(checkpoint_dir=str(tmp_path), save_best='Acuracy')
+    trainer = Trainer(make_engine(), hooks=[LossHook(), AccuracyHook(), saver])
+    with pytest.raises(ConfigError) as info:
+        saver.check_save_best(trainer, 'cfg.py', 'hooks[2].save_best')
+    assert isinstance(info.value, KeyError)
+    assert str(info.value).startswith("config cfg.py, key hooks[2].save_best: SaveCheckpointHook: "
+                                      "save_best='Acuracy': no test metric")  # a sentence, not a repr
+    saver.save_best = 'test/Accuracy'
+    saver.check_save_best(trainer, 'cfg.py', 'hooks[2].save_best')  # a metric that exists passes

@@ -158,11 +158,24 @@ def test_a_checkpoint_of_another_pipeline_layout_is_refused_naming_both_layouts(
             Trainer(_engine(_model())).load_state_dict(dict(state, meta=dict(state['meta'], **meta)))
     older = dict(state, meta={k: v for k, v in state['meta'].items() if k != 'model_chunks'})
     Trainer(_engine(_model())).load_state_dict(older)  # checkpoints from before model_chunks was recorded
-    # Weights by name (fine-tuning, strict=False) may come from any layout: a whole model's
-    # checkpoint gives each pipeline stage its own layers, whose names keep the whole model's indices.
+    # Weights by name (strict=False) may come from any layout: a whole model's checkpoint gives each
+    # pipeline stage its own layers, whose names keep the whole model's indices.
     other = dict(state, meta=dict(state['meta'], pipeline_size=4))
-    Trainer(_engine(_model())).load_state_dict(other, finetune=True)
+    Trainer(_engine(_model())).load_state_dict(other, finetune=True, strict=False)
     Trainer(_engine(_model())).load_state_dict(other, strict=False)
+
+
+def test_weights_only_loads_check_the_pipeline_layout_too():
+    """tools/test.py loads with finetune=True: a checkpoint of another chunk layout gave a raw
+    'missing keys' KeyError blaming the model config, where --resume names the layout."""
+    state = Trainer(_engine(_model())).state_dict()
+    chunked = dict(state, meta=dict(state['meta'], model_chunks=2))
+    with pytest.raises(ValueError, match=r'written by a run with 1 pipeline stage x 2 model chunks; this run '
+                                         r'has 1 pipeline stage.*parallel.pipeline=1 and the same schedule'):
+        Trainer(_engine(_model())).load_state_dict(chunked, finetune=True)
+    # a checkpoint of this layout, and bare weights (no layout recorded), still load as weights only
+    Trainer(_engine(_model())).load_state_dict(state, finetune=True)
+    Trainer(_engine(_model())).load_state_dict(state['engine']['model'], finetune=True)
 
 
 def _batch_sampler_loader(seed=0):

@@ -1,6 +1,7 @@
 """LogMetricByStepHook / TensorboardHook: a step dropped for a NaN/Inf loss gets no per-step record."""
 import json
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -8,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from colossal_runner.testing import run_distributed
 from colossal_runner.trainer import Trainer
-from colossal_runner.trainer.hooks import LogMetricByStepHook, LossHook, TensorboardHook
+from colossal_runner.trainer.hooks import LogMetricByStepHook, LossHook, MetricHook, TensorboardHook
 
 from ._toy import make_dataset, make_engine
 
@@ -74,3 +75,27 @@ def test_pipeline_and_data_parallel_ranks_drop_the_same_step_and_the_last_stage_
     records = logging[0]['records']
     assert [r['iteration'] for r in records] == [1, 3, 4]
     assert all(isinstance(r['Loss'], float) for r in records)  # a value on the stage with the loss
+
+
+@pytest.mark.parametrize('name', ['epoch', 'iteration', 'mode', 'by'])
+def test_a_metric_named_like_a_record_key_is_refused_when_attached(name):
+    """Before, the run crashed at its first log: dict() got multiple values for keyword argument."""
+    trainer = Trainer(make_engine(), hooks=[LogMetricByStepHook(interval=1)])
+    with pytest.raises(ValueError, match=f"a metric cannot be named '{name}': mode, by, epoch, iteration are "
+                                         f"the keys .* give this MetricHook another name=") as info:
+        trainer.register_hook(MetricHook(metric=dict(type='Loss'), name=name))
+    assert 'metrics.jsonl' in str(info.value) and name not in trainer.states['metrics']['train']
+
+
+def test_a_metric_class_named_like_a_record_key_says_where_to_rename_it():
+    from colossal_runner.trainer.metrics import Loss
+
+    class Epoch(Loss):
+        name = 'epoch'
+
+    class EpochHook(MetricHook):
+        def __init__(self):
+            super().__init__(metric=Epoch)
+
+    with pytest.raises(ValueError, match="EpochHook takes no name=: set another name on its metric class"):
+        Trainer(make_engine(), hooks=[EpochHook()])

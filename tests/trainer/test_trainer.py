@@ -1,8 +1,10 @@
 """Trainer.fit / evaluate / predict, states, progress and logs."""
 import json
+import logging
 import math
 import os
 import re
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -153,6 +155,34 @@ def test_predict_runs_the_model_without_gradients():
     assert torch.equal(out, engine.model(data).detach())
 
 
+def test_predict_runs_an_interleaved_models_chunks_in_turn_in_one_process():
+    """An interleaved config on one process builds an nn.ModuleList of chunks, which has no forward:
+    predict crashed in torch while evaluate worked. Its outputs are the un-chunked model's."""
+    import colossal_runner.models  # noqa: F401  (registers MLP)
+    from colossal_runner.distributed.context import ParallelContext
+    from colossal_runner.engine import Engine
+    from colossal_runner.engine.schedule import InterleavedPipelineSchedule
+    from colossal_runner.pipeline import build_pipeline_model
+    from colossal_runner.registry import MODELS
+
+    cfg = dict(type='MLP', in_features=6, hidden=(8, 8), num_classes=3)
+    torch.manual_seed(4)
+    whole = MODELS.build(cfg).eval()
+    torch.manual_seed(4)
+    chunks = build_pipeline_model(dict(cfg, partition='parameters'), ParallelContext(), num_model_chunks=3)
+    assert isinstance(chunks, torch.nn.ModuleList) and len(chunks) == 3
+    schedule = InterleavedPipelineSchedule(num_microbatches=2, num_model_chunks=3)
+    engine = Engine(chunks, None, None, step_schedule=schedule)
+    engine.train()
+    data = torch.randn(4, 6)
+    out = Trainer(engine).predict(data)
+    assert out.shape == (4, 3) and not out.requires_grad
+    torch.testing.assert_close(out, whole(data).detach(), rtol=0, atol=1e-6)
+    assert engine.training  # the train/eval mode is restored
+    with pytest.raises(ValueError, match='cannot split a batch of size 3 into 2 equal microbatches'):
+        Trainer(engine).predict(data[:3])
+
+
 def test_missing_metric_lists_the_available_ones():
     trainer = Trainer(make_engine(), hooks=[LossHook(), AccuracyHook()])
     with pytest.raises(KeyError, match=r"no train metric named 'Acc'.*\[Accuracy, Loss\]"):
@@ -274,9 +304,45 @@ def test_each_progress_bar_ends_on_its_last_step_and_the_test_bar_shows_no_learn
     err = capsys.readouterr().err
     assert len(set(f'{v:.4g}' for v in losses.train)) > 1  # the first step's loss would not do
     train_bar = _last_bar_state(err, 'Epoch 1')
-    assert f'loss={losses.train[-1]:.4g}' in train_bar and f'lr={trainer.engine.get_lr():.3g}' in train_bar
+    # the rate the last step used, not the next step's: StepLR(step_size=2) halved it after step 12
+    assert trainer.engine.step_lr != trainer.engine.get_lr()
+    assert f'loss={losses.train[-1]:.4g}' in train_bar and f'lr={trainer.engine.step_lr:.3g}' in train_bar
     test_bar = _last_bar_state(err, 'Test')
     assert f'loss={losses.test[-1]:.4g}' in test_bar and 'lr=' not in test_bar
+
+
+def test_log_lines_go_above_the_progress_bar_not_over_its_line(capsys):
+    """A line logged while a bar is shown is written through tqdm (the bar is cleared first and
+    drawn again below it); before, it was appended to the bar's text on the bar's line."""
+    logger = logging.getLogger('colossal_runner.test_bar_lines')
+    logger.propagate, logger.handlers = False, [logging.StreamHandler(sys.stderr)]  # capsys's stderr
+    logger.setLevel(logging.INFO)
+
+    class Say(BaseHook):
+        def after_train_iter(self, runner, output, label, loss):
+            runner.logger.info(f"logged at step {runner.states['iteration']}")
+
+    trainer = Trainer(make_engine(), hooks=[Say()], logger=logger)
+    trainer.fit(make_loader(16), epochs=1, display_progress=True)
+    lines = [line for line in capsys.readouterr().err.split('\n') if 'logged at step' in line]
+    assert len(lines) == 4
+    for step, line in enumerate(lines, 1):  # what follows the line's last carriage return is the text
+        assert line.split('\r')[-1] == f'logged at step {step}', repr(line)
+    assert logger.handlers[0].stream is sys.stderr and len(logger.handlers) == 1  # put back after the bar
+    trainer.fit(make_loader(16), epochs=2)  # no bar: written as it is
+    assert capsys.readouterr().err == ''.join(f'logged at step {step}\n' for step in range(5, 9))
+
+
+def test_the_bar_of_an_epoch_resumed_in_its_middle_counts_the_whole_epoch(capsys):
+    """Resumed after 3 of 5 steps, the bar starts at 3/5 and ends at 5/5 (it used to show 2 steps
+    of 2, as if the epoch had 2)."""
+    trainer = Trainer(make_engine())
+    trainer.fit(make_loader(20), epochs=1, max_steps=3)
+    capsys.readouterr()
+    trainer.fit(make_loader(20), epochs=1, display_progress=True)
+    assert trainer.states['iteration'] == 5
+    states = [part for part in re.split(r'[\r\n]', capsys.readouterr().err) if part.startswith('Epoch 1:')]
+    assert '| 3/5 [' in states[0] and '| 5/5 [' in states[-1], states
 
 
 def test_evaluate_restores_train_mode_when_a_hook_raises():

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from ...checkpoint import (check_writable, checkpoint_name, list_checkpoints, load_agreed,
                            remove_stale_temporaries, save_checkpoint)
+from ...config import ConfigError
 from ...distributed import get_context
 from ...registry import HOOKS
 from ..priority import Priority
@@ -21,6 +22,13 @@ from ...utils.checks import check_positive_int
 def _stage() -> Optional[int]:
     context = get_context()
     return context.stage if context.pipeline_size > 1 else None
+
+
+class SaveBestError(ConfigError, KeyError):
+    """``save_best`` names no metric: a KeyError (a missing key of ``runner.states['metrics']``) and
+    a ConfigError, so that tools report it as a bad config (exit 2) naming ``hooks[i].save_best``."""
+
+    __str__ = BaseException.__str__  # the sentence as it is, not KeyError's repr of it
 
 
 @HOOKS.register_module()
@@ -84,17 +92,28 @@ class SaveCheckpointHook(BaseHook):
         self.checkpoint_dir = dir_in_work_dir(runner, self.checkpoint_dir, 'SaveCheckpointHook',
                                               'checkpoint_dir', 'checkpoints')
 
-    def _best_metric(self, runner: Any):
+    def check_save_best(self, runner: Any, filename: Optional[str] = None,
+                        key_path: Optional[str] = None) -> None:
+        """Raise :class:`SaveBestError` if ``save_best`` names no metric ``runner`` has.
+
+        :func:`colossal_runner.initialize.build_hooks` calls it once the config's hooks are
+        attached, with the config file and ``hooks[i].save_best`` for the message; ``before_train``
+        checks again for hooks registered in code.
+        """
+        if self.save_best is not None:
+            self._best_metric(runner, filename, key_path)
+
+    def _best_metric(self, runner: Any, filename: Optional[str] = None, key_path: Optional[str] = None):
         mode, _, name = self.save_best.rpartition('/')
         metrics = runner.states['metrics']
         bare = not mode
         if bare:
             mode = 'test' if name in metrics['test'] else 'train'
         if mode not in ('train', 'test'):
-            raise ValueError(f"save_best={self.save_best!r}: the mode must be 'train' or 'test', "
-                             f"e.g. 'test/Accuracy'")
+            raise ConfigError(f"SaveCheckpointHook: save_best={self.save_best!r}: the mode must be 'train' "
+                              f"or 'test', e.g. 'test/Accuracy'", filename, key_path)
         if name not in metrics[mode]:
-            raise KeyError(self._missing_metric(metrics, mode, name, bare))
+            raise SaveBestError(self._missing_metric(metrics, mode, name, bare), filename, key_path)
         return metrics[mode][name]
 
     def _missing_metric(self, metrics: Dict[str, Any], mode: str, name: str, bare: bool) -> str:
@@ -112,8 +131,7 @@ class SaveCheckpointHook(BaseHook):
 
     def before_train(self, runner: Any) -> None:
         self._saved_at = runner.states['iteration']  # a resumed state is already on disk
-        if self.save_best is not None:
-            self._best_metric(runner)  # fail now, not after the first epoch
+        self.check_save_best(runner)  # fail now, not after the first epoch
         if get_context().dp_rank == 0:
             check_writable(self.checkpoint_dir)  # an unwritable directory fails now, not at the first save
             removed = remove_stale_temporaries(self.checkpoint_dir, _stage())

@@ -26,6 +26,10 @@ def memory_usage(device: torch.device) -> Dict[str, float]:
             values['rss_mb'] = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / _MB
     except (OSError, ValueError, IndexError):
         pass
+    else:
+        # The kernel updates ru_maxrss lazily, so it can read below the RSS just measured; a
+        # peak is at least the current value.
+        values['rss_peak_mb'] = max(values['rss_peak_mb'], values['rss_mb'])
     if device.type == 'cuda':
         values['cuda_allocated_mb'] = torch.cuda.memory_allocated(device) / _MB
         values['cuda_peak_mb'] = torch.cuda.max_memory_allocated(device) / _MB
@@ -34,7 +38,8 @@ def memory_usage(device: torch.device) -> Dict[str, float]:
 
 @HOOKS.register_module()
 class LogMemoryByEpochHook(BaseHook):
-    """Logs memory use after every ``interval``-th train epoch and after each test."""
+    """Logs memory use when training starts (``by='memory_start'``), after every ``interval``-th
+    train epoch and after each test (``by='memory'``)."""
 
     def __init__(self, interval: int = 1, priority: Union[int, str, Priority] = 'BELOW_NORMAL'):
         super().__init__(priority)
@@ -42,7 +47,8 @@ class LogMemoryByEpochHook(BaseHook):
         self.interval = interval
 
     def before_train(self, runner: Any) -> None:
-        log_values(runner, 'train', 'memory', memory_usage(runner.engine.device))
+        # A key of its own: a run resumed from epoch_N.pt starts at epoch N, whose end has a 'memory' record
+        log_values(runner, 'train', 'memory_start', memory_usage(runner.engine.device))
 
     def after_train_epoch(self, runner: Any) -> None:
         if runner.states['epoch'] % self.interval == 0:

@@ -15,7 +15,9 @@ class LogTimingByEpochHook(BaseHook):
     """Logs each epoch's wall-clock time and mean step time, for training and for testing.
 
     A train epoch is timed from ``before_train_epoch`` to its last iteration, so the test that
-    ends the epoch is not counted. Times are this process's (the logging rank's).
+    ends the epoch is not counted. Times are this process's (the logging rank's). Each record
+    holds ``steps``, the steps timed: fewer than the epoch has after a resume in its middle. An
+    epoch in which this process ran no step (resumed at its last step) gets no record.
     """
 
     def __init__(self, priority: Union[int, str, Priority] = 'BELOW_NORMAL'):
@@ -40,8 +42,10 @@ class LogTimingByEpochHook(BaseHook):
 
     def _log(self, runner: Any, mode: str) -> None:
         steps = self._steps.get(mode, 0)
+        if not steps:  # nothing timed: a record of 0 s would replace the epoch's real one
+            return
         values = dict(epoch_time=self._epoch_end[mode] - self._epoch_start[mode],
-                      step_time=self._step_total[mode] / steps if steps else float('nan'))
+                      step_time=self._step_total[mode] / steps, steps=steps)
         log_values(runner, mode, 'epoch_timing', values)
 
     def before_train_epoch(self, runner: Any) -> None:

@@ -51,6 +51,8 @@ class LRSchedulerHook(MetricHook):
                                  'has lr_scheduler=None; pass lr_scheduler=... to the Engine.')
             # Take it over so that the engine does not also step it every iteration.
             self.lr_scheduler, runner.engine.lr_scheduler = runner.engine.lr_scheduler, None
+            # the engine still records its type in checkpoints, and warns when a resume changes it
+            runner.engine.epoch_lr_scheduler = self.lr_scheduler
 
     def before_train_epoch(self, runner: Any) -> None:
         pass  # the learning rate is not an epoch average: nothing to reset
@@ -65,9 +67,16 @@ class LRSchedulerHook(MetricHook):
             self.lr_scheduler.step()
 
     def state_dict(self) -> Dict[str, Any]:
-        return {'lr_scheduler': self.lr_scheduler.state_dict()} if self.lr_scheduler is not None else {}
+        if self.lr_scheduler is None:
+            return {}
+        return {'lr_scheduler': self.lr_scheduler.state_dict(),
+                'lr_scheduler_type': type(self.lr_scheduler).__name__}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if self.lr_scheduler is not None and 'lr_scheduler' in state:
-            # the progress from the checkpoint, the settings (the run's length) from the config
-            load_scheduler_state(self.lr_scheduler, state['lr_scheduler'])
+        if self.lr_scheduler is None or 'lr_scheduler' not in state:
+            return
+        mine = type(self.lr_scheduler).__name__
+        if state.get('lr_scheduler_type', mine) != mine:
+            return  # another class's state does not fit: it starts from its first step (the engine warned)
+        # the progress from the checkpoint, the settings (the run's length) from the config
+        load_scheduler_state(self.lr_scheduler, state['lr_scheduler'])

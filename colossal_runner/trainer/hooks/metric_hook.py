@@ -11,6 +11,8 @@ from ..priority import Priority
 from .base_hook import BaseHook
 
 MODES = ('train', 'test')
+#: keys of every metrics.jsonl record besides the metric values (log_values): no metric may take them
+RESERVED_NAMES = ('mode', 'by', 'epoch', 'iteration')
 
 
 def read_metrics(runner: Any, mode: str, accumulated: bool = True,
@@ -86,6 +88,10 @@ class MetricHook(BaseHook):
         return self._metric_cfg()
 
     def after_hook_is_attached(self, runner: Any) -> None:
+        if self.name in RESERVED_NAMES:
+            raise ValueError(f'a metric cannot be named {self.name!r}: {", ".join(RESERVED_NAMES)} are the '
+                             f'keys each metrics.jsonl record holds besides the metric values; '
+                             f'{self._rename_fix()}')
         for mode, metric in self.metrics.items():
             table = runner.states['metrics'][mode]
             if self.name in table:
@@ -94,13 +100,23 @@ class MetricHook(BaseHook):
             metric.to(runner.engine.device)
             table[self.name] = metric
 
+    def _takes_name(self) -> bool:
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        return any(p.name == 'name' or p.kind is p.VAR_KEYWORD for p in parameters)
+
     def _duplicate_fix(self) -> str:
         """How to fix a second metric of the same name: rename it, when this hook takes a name."""
         hook = type(self).__name__
-        parameters = inspect.signature(type(self).__init__).parameters.values()
-        if any(p.name == 'name' or p.kind is p.VAR_KEYWORD for p in parameters):
+        if self._takes_name():
             return f'give this {hook} another name=...'
         return f"{hook} takes no name=: remove the duplicate hook (a config's _base_ may already list one)"
+
+    def _rename_fix(self) -> str:
+        """How to give this hook's metric another name."""
+        hook = type(self).__name__
+        if self._takes_name():
+            return f'give this {hook} another name=...'
+        return f"{hook} takes no name=: set another name on its metric class (its 'name' attribute)"
 
     def update(self, metric: Metric, runner: Any, output: Any, label: Any, loss: Any) -> None:
         """Feed one iteration to ``metric``; override to pass other inputs."""
