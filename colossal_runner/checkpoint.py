@@ -299,7 +299,10 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
                                     f'it per stage ({", ".join(staged)}). Load it with the config it was '
                                     f'trained with (parallel.pipeline={len(staged)}), where each stage reads '
                                     f'its own.')
-        wrote = _pipeline_that_wrote([int(pattern.fullmatch(n)[1]) for n in staged], stage) if staged else 0
+        # blamed on the layout only when this stage has no checkpoint at all there: with files of its
+        # own, this stage's run wrote them, and this moment's save was cut short
+        wrote = (_pipeline_that_wrote([int(pattern.fullmatch(n)[1]) for n in staged], stage)
+                 if staged and not existing else 0)
         if wrote:
             raise FileNotFoundError(f'checkpoint {path!r} does not exist: a run with {wrote} pipeline stages '
                                     f'wrote that moment ({", ".join(staged)}), and this process is stage '
@@ -321,12 +324,14 @@ def _pipeline_that_wrote(stages: List[Optional[int]], stage: int) -> int:
     if not stages or None in stages:
         return 0
     wrote = max(stages) + 1
-    return wrote if set(stages) == set(range(wrote)) and stage >= wrote else 0
+    # a one-stage run writes no _stage files: stage 0's file alone is a cut-short save
+    return wrote if wrote >= 2 and set(stages) == set(range(wrote)) and stage >= wrote else 0
 
 
 def _use_layout(stages: int) -> str:
     return (f'Resume or test with the layout it was trained with (parallel.pipeline={stages} and the same '
-            f'schedule), where each stage reads its own file.')
+            f'schedule), where each stage reads its own file. (If this run has the layout that trained, its '
+            f'first save was cut short after stage {stages - 1}: start the run afresh.)')
 
 
 def _few_names(names: List[str], n: int = 4) -> str:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from .config import Config, ConfigError
 from .config.config import import_custom
+from .config.pretty import plain_numbers
 from .data import build_dataloader, build_dataset
 from .distributed import (ParallelContext, get_context, get_device, set_seed, setup_parallel,
                           wrap_data_parallel)
@@ -96,9 +97,23 @@ def _optimizer_config_fix(value: Any) -> str:
     return f'colossal_runner sets these as top-level keys: drop optimizer_config and write {"; ".join(asked)}'
 
 
-def _asks_nothing(value: Any) -> bool:
-    """mmcv's defaults ``load_from = None``, ``optimizer_config = dict(grad_clip=None)``: nothing lost."""
-    return value is None or (isinstance(value, Mapping) and all(v is None for v in value.values()))
+def _asks_nothing(key: str, value: Any) -> bool:
+    """mmcv's defaults ``load_from = None``, ``optimizer_config = dict(grad_clip=None)``: nothing lost.
+
+    For ``optimizer_config`` only clipping, accumulation and loss scaling count (mmcv's OptimizerHook
+    takes other arguments, such as ``detect_anomalous_params``, and a ``type``); ``lr_config`` with
+    ``policy='fixed'`` and no warm-up keeps the learning rate constant, as a run without a scheduler
+    does.
+    """
+    if value is None:
+        return True
+    if not isinstance(value, Mapping):
+        return False
+    if key == 'optimizer_config':
+        return all(value.get(k) is None for k in ('grad_clip', 'cumulative_iters', 'loss_scale'))
+    if key == 'lr_config' and value.get('policy') == 'fixed':
+        return value.get('warmup') is None
+    return all(v is None for v in value.values())
 
 
 class Initialized(NamedTuple):
@@ -146,7 +161,7 @@ def check_top_level_keys(cfg: Config) -> List[str]:
     """
     unknown = [k for k in cfg.keys() if not str(k).startswith('_') and k not in KNOWN_KEYS]
     for key in unknown:
-        if key in _MMCV_KEYS and not _asks_nothing(cfg[key]):
+        if key in _MMCV_KEYS and not _asks_nothing(key, cfg[key]):
             happens, fix = _MMCV_KEYS[key]
             raise ConfigError(f'{key} = {cfg[key]!r} is an mmcv key that colossal_runner does not read; '
                               f'{happens}. {fix(cfg[key])}.', cfg.filename, str(key))
@@ -502,6 +517,7 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
         logger.info(f'lr_scheduler warm-up: warmup_steps={sched_cfg["warmup_steps"]} {units}')
     if 'milestones' in params:
         _check_milestones(sched_cfg, None if by_epoch else steps_per_epoch, units.split(' (')[0], logger)
+    sched_cfg = plain_numbers(sched_cfg)  # as the optimizer's: the scheduler's state is saved too
     sched_cfg['type'] = cls
     return _build(cfg, 'lr_scheduler', LR_SCHEDULERS.build, sched_cfg, default_args=dict(optimizer=optimizer))
 
@@ -613,11 +629,12 @@ def build_hooks(cfg: Config, trainer: Trainer) -> None:
                 raise ConfigError(HOOKS._unknown_message(hook_cfg['type']), cfg.filename, f'hooks[{i}].type')
         hook = _build(cfg, f'hooks[{i}]', trainer.register_hook, hook_cfg)
         built.append((i, hook))
-    # every metric hook of the config is attached now: a save_best naming no metric is a config
-    # error, before training starts
+    # A save_best naming no metric is a config error naming its key. It is checked when training
+    # starts (before_train), not here: hooks registered in code, or set up in a before_train of their
+    # own, may still add the metric.
     for i, hook in built:
         if isinstance(hook, SaveCheckpointHook):
-            hook.check_save_best(trainer, cfg.filename, f'hooks[{i}].save_best')
+            hook.config_source = (cfg.filename, f'hooks[{i}].save_best')
 
 
 def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: str = 'none',
@@ -697,6 +714,9 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
         criterion = criterion.to(get_device())
     opt_cfg = _require_dict(cfg, cfg.get('optimizer', None), 'optimizer', "dict(type='SGD', lr=0.1)")
     _check_no_paramwise_cfg(cfg, opt_cfg)
+    # numpy numbers set from code (a .py config's are plain already) would reach the optimizer's state,
+    # which a weights-only checkpoint load refuses: the first save would fail after a whole epoch
+    opt_cfg = plain_numbers(opt_cfg)
     optimizer = _build(cfg, 'optimizer', OPTIMIZERS.build, opt_cfg,
                        default_args=dict(params=model.parameters()))
     steps_per_epoch = check_steps_per_epoch(cfg, train_loader, grad_acc)

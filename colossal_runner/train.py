@@ -59,7 +59,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 @contextlib.contextmanager
 def report_errors(prog: str, debug: bool, status: int,
                   logs_before: Optional[Collection[logging.Handler]] = None) -> Iterator[None]:
-    """One line on stderr and ``SystemExit(status)`` for any exception, unless ``debug``.
+    """One line on stderr and ``SystemExit(status)`` for any exception, unless ``debug``; a
+    ``ConfigError`` exits with ``EXIT_CONFIG`` wherever it was raised.
 
     None for a communication error that another rank's failure caused: the fault watcher has
     already said, on stderr and in the log file, which rank failed and why.
@@ -84,6 +85,9 @@ def report_errors(prog: str, debug: bool, status: int,
             _log_error(f'{prog}: error: {format_config_error(exc)}', logs_before)
         if debug:
             raise
+        if isinstance(exc, ConfigError):
+            # a config error found once training starts (a save_best naming no metric) is still one
+            status = EXIT_CONFIG
         if follow_on:
             raise SystemExit(status) from None
         print(f'{prog}: error: {format_config_error(exc)} (rerun with --debug for the traceback)',

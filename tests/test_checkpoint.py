@@ -227,6 +227,31 @@ def test_a_checkpoint_of_fewer_pipeline_stages_names_the_layout_that_wrote_it(tm
         resolve_checkpoint_path(str(tmp_path / 'iter_5.pt'), 1)
 
 
+def test_a_save_cut_short_between_stages_is_not_blamed_on_the_layout(tmp_path):
+    """A 2-stage run's epoch_2 save died after stage 0: stage 1 was told 'a run with 1 pipeline
+    stages wrote that moment', though one-stage runs write no _stage files."""
+    from colossal_runner.checkpoint import load_checkpoint, resolve_checkpoint_path
+    for stage in (0, 1):
+        (tmp_path / f'epoch_1_stage{stage}.pt').write_bytes(b'x')
+    (tmp_path / 'epoch_2_stage0.pt').write_bytes(b'x')
+    cut = (r"epoch_2_stage1.pt' does not exist, though other stages have their file of that moment "
+           r"\(epoch_2_stage0.pt\): a save was interrupted.*checkpoints of stage 1 in .*epoch_1_stage1.pt")
+    with pytest.raises(FileNotFoundError, match=cut):
+        resolve_checkpoint_path(str(tmp_path / 'epoch_2.pt'), 1)
+    # 4 stages cut after stage 1 at epoch 2: stage 2 has its own epoch_1 file, so no other layout
+    for stage in (1, 2, 3):
+        (tmp_path / f'epoch_1_stage{stage}.pt').write_bytes(b'x')
+    (tmp_path / 'epoch_2_stage1.pt').write_bytes(b'x')
+    with pytest.raises(FileNotFoundError, match='a save was interrupted'):
+        resolve_checkpoint_path(str(tmp_path / 'epoch_2.pt'), 2)
+    first = tmp_path / 'first'  # killed during the first save: stage 0's file alone
+    first.mkdir()
+    (first / 'iter_10_stage0.pt').write_bytes(b'x')
+    with pytest.raises(FileNotFoundError) as info:
+        load_checkpoint(str(first), stage=1)
+    assert '1 pipeline stages' not in str(info.value)
+
+
 def test_bare_weights_read_back_as_they_were_saved(tmp_path):
     """load_checkpoint names the file it read in a training checkpoint's meta, and adds nothing to
     a file of bare weights, which then loads into its module as it is."""

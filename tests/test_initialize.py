@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from colossal_runner.checkpoint import check_weights_only, resume
 from colossal_runner.config import Config, ConfigError
 from colossal_runner.engine import Engine, NoPipelineSchedule
 from colossal_runner.initialize import Initialized, build_lr_scheduler, check_top_level_keys, initialize
 from colossal_runner.models import MLP, TinyGPT
 from colossal_runner.registry import HOOKS, OPTIMIZERS
 from colossal_runner.trainer import Trainer
+from colossal_runner.trainer.hooks import MetricHook
+from colossal_runner.trainer.metrics import Loss
 
 HERE = os.path.dirname(__file__)
 TINY = os.path.join(HERE, 'data', 'e2e', 'tiny.py')
@@ -530,7 +533,12 @@ def test_mmcvs_lr_config_and_optimizer_config_are_errors_saying_what_to_write(ke
         check_top_level_keys(Config({key: value}, filename='my.py'))
 
 
-@pytest.mark.parametrize('key, value', [('optimizer_config', dict(grad_clip=None)), ('lr_config', None)])
+@pytest.mark.parametrize('key, value', [
+    ('optimizer_config', dict(grad_clip=None)), ('lr_config', None),
+    # mmcv OptimizerHook arguments other than clipping, accumulation and loss scaling ask for nothing here
+    ('optimizer_config', dict(type='OptimizerHook', grad_clip=None, detect_anomalous_params=False)),
+    ('lr_config', dict(policy='fixed')),  # a constant rate: what a run without lr_scheduler does
+])
 def test_mmcv_keys_that_ask_for_nothing_only_warn(key, value):
     with pytest.warns(UserWarning, match=f'unknown top-level key {key!r} is ignored'):
         check_top_level_keys(Config({key: value}))
@@ -579,18 +587,30 @@ def test_a_numpy_lr_in_a_py_config_trains_saves_and_resumes(tmp_path):
     config = tmp_path / 'np_lr.py'
     config.write_text(f'import numpy as np\n_base_ = {TINY!r}\n'
                       f'optimizer = dict(lr=0.05 * np.sqrt(np.float32(4.0)))\nmax_epochs = 1\n')
-    train = os.path.join(HERE, '..', 'tools', 'train.py')
+    cfg = Config.fromfile(str(config))
+    assert type(cfg.optimizer.lr) is float and cfg.optimizer.lr == pytest.approx(0.1)
+    assert "lr=0.1" in cfg.pretty_text  # the merged config shows the number that ran
     work_dir = tmp_path / 'run'
-    for extra in ([], ['--resume', '--cfg-options', 'max_epochs=2']):
-        proc = subprocess.run([sys.executable, train, str(config), '--work-dir', str(work_dir),
-                               '--no-progress', *extra], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(os.listdir(work_dir / 'checkpoints'))[:2] == ['epoch_1.pt', 'epoch_2.pt']
-    state = torch.load(work_dir / 'checkpoints' / 'epoch_2.pt', weights_only=True)
+    first = initialize(cfg, work_dir=str(work_dir), log_file=False)
+    first.trainer.fit(first.train_dataloader, epochs=1)
+    state = torch.load(work_dir / 'checkpoints' / 'epoch_1.pt', weights_only=True)
     assert type(state['engine']['optimizer']['param_groups'][0]['initial_lr']) is float
-    merged = Config.fromfile(str(work_dir / 'np_lr.py'))  # the merged config shows the number that ran
-    assert type(merged.optimizer.lr) is float and merged.optimizer.lr == pytest.approx(0.1)
+    again = initialize(cfg, work_dir=str(work_dir), log_file=False)
+    resume(again.trainer, str(work_dir / 'checkpoints'))
+    again.trainer.fit(again.train_dataloader, epochs=2)
+    assert os.path.exists(work_dir / 'checkpoints' / 'epoch_2.pt')
+
+
+def test_numpy_numbers_set_from_code_reach_the_optimizer_and_scheduler_as_plain_floats(tmp_path):
+    """A config changed in code (not loaded from a .py file) is not converted on load."""
+    np = pytest.importorskip('numpy')
+    cfg = _cfg(optimizer=dict(type='SGD', lr=np.float64(0.003) * np.sqrt(2), momentum=np.float32(0.9)),
+               lr_scheduler=dict(type='CosineAnnealingLR', eta_min=np.float64(1e-5)))
+    engine = initialize(cfg, work_dir=str(tmp_path), log_file=False).engine
+    group = engine.optimizer.param_groups[0]
+    assert [type(group[k]) for k in ('lr', 'initial_lr', 'momentum')] == [float, float, float]
+    assert type(engine.lr_scheduler.eta_min) is float
+    check_weights_only(engine.state_dict())  # what the first checkpoint save checks
 
 
 # ---------------------------------------------------------------- save_best is checked with the config
@@ -604,13 +624,23 @@ def test_a_numpy_lr_in_a_py_config_trains_saves_and_resumes(tmp_path):
 def test_a_save_best_naming_no_metric_is_a_config_error_naming_its_key(tmp_path, save_best, message):
     cfg = _cfg()
     cfg['hooks'][3]['save_best'] = save_best
+    run = initialize(cfg, work_dir=str(tmp_path), log_file=False)
     with pytest.raises(ConfigError, match=message) as info:
-        initialize(cfg, work_dir=str(tmp_path), log_file=False)
+        run.trainer.fit(run.train_dataloader, epochs=1)  # at before_train, before the first step
     if '/' not in save_best:
         assert isinstance(info.value, KeyError)  # what it was before, for code that catches that
     assert str(info.value).count('key hooks[3].save_best') == 1
-    cfg['hooks'][3]['save_best'] = 'test/Accuracy'
-    initialize(cfg, work_dir=str(tmp_path / 'good'), log_file=False)  # a metric that exists builds
+    assert run.trainer.states['iteration'] == 0
+
+
+def test_a_save_best_metric_registered_in_code_after_initialize_counts(tmp_path):
+    # it used to be checked as initialize attached the config's hooks, before this hook was there
+    cfg = _cfg()
+    cfg['hooks'][3]['save_best'] = 'train/MaxErr'
+    run = initialize(cfg, work_dir=str(tmp_path), log_file=False)
+    run.trainer.register_hook(MetricHook(metric=Loss, name='MaxErr'))
+    run.trainer.fit(run.train_dataloader, epochs=1)
+    assert os.path.exists(tmp_path / 'checkpoints' / 'best.pt')
 
 
 def test_train_py_exits_2_for_a_bad_save_best(tmp_path):

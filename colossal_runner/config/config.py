@@ -285,7 +285,9 @@ def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str], str_ke
         return [_plain_data(v, path + [i], filename, str_keys) for i, v in enumerate(value)]
     value = plain_number(value)  # numpy's float64, float32, int64, bool_: the plain number they equal
     if isinstance(value, str):
-        return str(value)  # a subclass (numpy's str_) is a str to JSON but nothing to YAML's dumper
+        # a subclass (numpy's str_, a (str, Enum) member) is a str to JSON but nothing to YAML's
+        # dumper; str.__str__ gives its text, where str() gives an Enum member's name
+        return str.__str__(value)
     if value is None or isinstance(value, (bool, int, float)):
         return value
     raise ConfigError(f'a {type(value).__name__} ({value!r}) cannot be written to JSON/YAML; dump to a .py '

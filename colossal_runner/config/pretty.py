@@ -72,7 +72,8 @@ def format_value(value: Any, literal_dicts: bool = False, path: Optional[List[Ke
     if isinstance(value, str):
         # Escape the second brace of '{{' so that reloading cannot take the text for a
         # {{ _base_.x }} or {{ fileDirname }} substitution (\x7b is '{' to Python).
-        return repr(str(value)).replace('{{', '{\\x7b')
+        # str.__str__: a (str, Enum) member's value, where str() gives its name ('Mode.A')
+        return repr(str.__str__(value)).replace('{{', '{\\x7b')
     value = plain_number(value)  # numpy's bool_ too, which is not a number to the checks below
     if value is None or type(value) in (bool, bytes):
         return repr(value)
@@ -91,32 +92,40 @@ def format_value(value: Any, literal_dicts: bool = False, path: Optional[List[Ke
     return repr(describe(value))
 
 
-def plain_number(value: Any) -> Any:
-    """The plain ``bool`` / ``int`` / ``float`` that a numpy scalar or a subclass of int or float
-    equals; any other value unchanged.
+def plain_number(value: Any, subclasses: bool = True) -> Any:
+    """The plain ``bool`` / ``int`` / ``float`` that a numpy scalar (or, with ``subclasses``, a
+    subclass of int or float) equals; any other value unchanged.
 
     ``lr = 0.1 * np.sqrt(2)`` is a ``numpy.float64``: it trains like a float, but it ends up in
     optimizer state that ``torch.load(weights_only=True)`` refuses, and YAML cannot write it.
+    numpy's ``timedelta64`` and ``datetime64`` count as integers to numpy but are not numbers here.
     """
     if type(value) in (bool, int, float) or isinstance(value, enum.Enum):
         return value
     np = sys.modules.get('numpy')  # not imported: there are no numpy scalars to convert
-    if np is not None and isinstance(value, np.bool_):  # first: numpy's bool is no int
-        return bool(value)
-    if isinstance(value, int) or (np is not None and isinstance(value, np.integer)):
+    if np is not None and isinstance(value, np.generic):
+        if isinstance(value, np.bool_):  # first: numpy's bool is no int
+            return bool(value)
+        if isinstance(value, np.integer) and not isinstance(value, np.timedelta64):
+            return int(value)
+        if isinstance(value, np.floating):
+            return float(value)
+        return value
+    if subclasses and isinstance(value, int):
         return int(value)
-    if isinstance(value, float) or (np is not None and isinstance(value, np.floating)):
+    if subclasses and isinstance(value, float):
         return float(value)
     return value
 
 
 def plain_numbers(value: Any) -> Any:
-    """``value`` with :func:`plain_number` applied to every number inside dicts, lists, tuples and sets."""
+    """``value`` with every numpy scalar inside dicts, lists, tuples and sets made the plain number it
+    equals (:func:`plain_number`); user subclasses of int and float keep their type."""
     if isinstance(value, dict):
         return {k: plain_numbers(v) for k, v in value.items()}
     if type(value) in (list, tuple, set, frozenset):  # not a namedtuple
         return type(value)(plain_numbers(v) for v in value)
-    return plain_number(value)
+    return plain_number(value, subclasses=False)
 
 
 def describe(value: Any) -> str:

@@ -512,9 +512,9 @@ class Engine:
                 'scaler': self.scaler.state_dict() if self.scaler is not None else None,
                 # the LearningRate metric reads it; a run resumed before its next step reports it too
                 'step_lr': self.step_lr,
-                'optimizer_type': _type_name(self.optimizer),
+                'optimizer_type': kind_name(self.optimizer),
                 # a per-epoch scheduler's state is LRSchedulerHook's; its type is recorded here
-                'lr_scheduler_type': _type_name(scheduler), 'lr_scheduler_by_epoch': by_epoch}
+                'lr_scheduler_type': kind_name(scheduler), 'lr_scheduler_by_epoch': by_epoch}
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         """Restore what :meth:`state_dict` saved; parts this engine does not have are skipped.
@@ -531,8 +531,8 @@ class Engine:
                            f"'lr_scheduler', 'scaler', 'step_lr'); got {got}")
         saved_kind = state.get('optimizer_type')  # None in checkpoints from before it was saved
         if (self.optimizer is not None and state.get('optimizer') is not None and saved_kind is not None
-                and saved_kind != type(self.optimizer).__name__):
-            kind = type(self.optimizer).__name__
+                and saved_kind != kind_name(self.optimizer)):
+            kind = kind_name(self.optimizer)
             raise ValueError(
                 f"the checkpoint's optimizer is {saved_kind}, this run builds {kind}: the state of one does "
                 f'not fit the other (torch would load it, then fail at the first step or train on with '
@@ -617,8 +617,22 @@ def load_scheduler_state(scheduler: Any, saved: Mapping[str, Any]) -> None:
                                        if callable(closed_form) else ''))
 
 
-def _type_name(obj: Any) -> Optional[str]:
-    return type(obj).__name__ if obj is not None else None
+_KIND_BASES = ('Optimizer', 'LRScheduler', '_LRScheduler', 'object')
+
+
+def kind_name(obj: Any) -> Optional[str]:
+    """The name of the optimizer or LR scheduler class ``obj`` follows, which a checkpoint records and
+    a resume compares: the first class in its MRO that torch or colossal_runner defines, so that a
+    user's subclass (``class MySGD(torch.optim.SGD)`` adding logging) resumes an ``SGD``
+    checkpoint; the class's own name when none is (an optimizer written from scratch)."""
+    if obj is None:
+        return None
+    for cls in type(obj).__mro__:
+        if cls.__name__ in _KIND_BASES:
+            break
+        if cls.__module__.split('.')[0] in ('torch', 'colossal_runner'):
+            return cls.__name__
+    return type(obj).__name__
 
 
 def _saved_scheduler(state: Mapping[str, Any]) -> Tuple[Optional[str], Optional[str]]:
@@ -638,7 +652,7 @@ def _scheduler_is_fresh(scheduler: Any, by_epoch: bool, state: Mapping[str, Any]
     how, kind = _saved_scheduler(state)
     if how is None:  # an older checkpoint: only a per-step scheduler's absence is known
         return not by_epoch
-    return how != ('epoch' if by_epoch else 'step') or (kind is not None and kind != type(scheduler).__name__)
+    return how != ('epoch' if by_epoch else 'step') or (kind is not None and kind != kind_name(scheduler))
 
 
 def _how(by_epoch: bool, kind: Optional[str]) -> str:

@@ -14,7 +14,6 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..checkpoint import FORMAT, get_rng_state, resume, set_rng_state
 from ..data import order_depends_on_global_rng
@@ -397,8 +396,7 @@ class Trainer:
                 return
             # While the bar is shown, console log lines go through tqdm.write, above the bar rather
             # than over its line; set up once per bar, so the steps pay nothing for it.
-            loggers = _console_loggers(self.logger)
-            with logging_redirect_tqdm(loggers=loggers) if loggers else contextlib.nullcontext():
+            with _log_above_bars(self.logger):
                 yield bar
 
     def _show(self, bar: tqdm, loss: Any, training: bool = False) -> None:
@@ -721,16 +719,42 @@ def _build_hook(cfg: Dict[str, Any]) -> Any:
     return hook
 
 
-def _console_loggers(logger: Any) -> List[logging.Logger]:
-    """``logger`` (and the root logger it propagates to) where it prints to the console: the loggers
-    whose lines would land on a progress bar's line. One without a console handler is left out,
-    since redirecting it would give it one."""
-    candidates = [logger] if isinstance(logger, logging.Logger) else []
-    if not candidates or logger.propagate:
-        candidates.append(logging.getLogger())
-    consoles = (sys.stdout, sys.stderr)
-    return [c for c in candidates
-            if any(isinstance(h, logging.StreamHandler) and h.stream in consoles for h in c.handlers)]
+class _AboveBars:
+    """A console stream whose writes go through ``tqdm.write``: above an open progress bar, not
+    over its line."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        tqdm.write(text, file=self.stream, end='')
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def _log_above_bars(logger: Any) -> Iterator[None]:
+    """While open, the console handlers of ``logger`` (and of the root logger it propagates to)
+    write above progress bars.
+
+    Written here rather than using tqdm's ``logging_redirect_tqdm``: that replaces the handlers
+    with one of its own, which drops their levels and filters (a console set to WARNING would
+    print every INFO line while a bar is shown). Only the handlers' streams are swapped here.
+    """
+    loggers = [logger] if isinstance(logger, logging.Logger) else []
+    if not loggers or logger.propagate:
+        loggers.append(logging.getLogger())
+    swapped = []
+    for each in loggers:
+        for handler in each.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr):
+                swapped.append((handler, handler.setStream(_AboveBars(handler.stream))))
+    try:
+        yield
+    finally:
+        for handler, stream in reversed(swapped):
+            handler.setStream(stream)
 
 
 def _length(loader: Iterable) -> Optional[int]:

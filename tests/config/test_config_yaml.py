@@ -1,4 +1,6 @@
 """YAML configs: YAML 1.2 floats on load, and dumps that load back unchanged."""
+import sys
+
 import pytest
 
 from colossal_runner.config import Config
@@ -57,3 +59,26 @@ def test_numpy_numbers_in_a_py_config_load_as_plain_numbers(tmp_path):
     assert cfg.flag is False
     assert [type(v) for v in Config.fromstring('import numpy as np\ns = {np.int16(4)}', '.py').s] == [int]
     assert Config.fromstring(cfg.dump(), '.yaml').to_dict()['optimizer'] == dict(lr=0.003, betas=[0.5, 0.9])
+
+
+def test_only_numpy_numbers_are_converted_on_load_and_str_enums_dump_their_value(tmp_path):
+    pytest.importorskip('numpy')
+    helper = tmp_path / 'cr_cfg_kinds.py'
+    helper.write_text('import enum\n\nclass Mode(str, enum.Enum):\n    A = "a"\n\n'
+                      'class Milestone(int):\n    pass\n')
+    config = tmp_path / 'kinds.py'
+    config.write_text('import sys\nsys.path.insert(0, %r)\nimport numpy as np\n'
+                      'from cr_cfg_kinds import Milestone, Mode\n'
+                      'period = np.timedelta64(30, "m")\nmilestone = Milestone(3)\nmode = Mode.A\n'
+                      % str(tmp_path))
+    try:
+        cfg = Config.fromfile(str(config))  # a timedelta64 is an integer to numpy: it used to fail here
+        assert type(cfg.period).__name__ == 'timedelta64'
+        assert type(cfg.milestone).__name__ == 'Milestone' and cfg.mode.value == 'a'
+        dumped = Config(dict(mode=cfg.mode, milestone=cfg.milestone))
+        for ext in ('.json', '.yaml', '.py'):
+            out = tmp_path / f'dumped{ext}'
+            dumped.dump(str(out))  # a (str, Enum) member used to be written as its name, 'Mode.A'
+            assert Config.fromfile(str(out)).to_dict() == dict(mode='a', milestone=3)
+    finally:
+        sys.modules.pop('cr_cfg_kinds', None)

@@ -589,6 +589,43 @@ def test_an_optimizer_of_another_class_is_refused_before_anything_is_loaded(save
     assert all(torch.equal(a, b) for a, b in zip(weights, params_of(other)))
 
 
+def test_subclasses_of_an_optimizer_or_scheduler_resume_its_checkpoint_exactly():
+    """A user's subclass adding, say, logging follows the same class: its checkpoint resumes both
+    ways, where a comparison of the exact class names refused the optimizer and restarted the
+    schedule."""
+
+    class MySGD(torch.optim.SGD):
+        pass
+
+    class MyStepLR(StepLR):
+        pass
+
+    def build(optimizer_cls, scheduler_cls):
+        model = make_model()
+        optimizer = optimizer_cls(model.parameters(), lr=0.1, momentum=0.9)
+        scheduler = scheduler_cls(optimizer, 10, step_size=2, gamma=0.5)
+        return Engine(model, nn.CrossEntropyLoss(), optimizer, lr_scheduler=scheduler)
+
+    plain, subclassed = (torch.optim.SGD, StepLR), (MySGD, MyStepLR)
+    for saved, mine in ((plain, subclassed), (subclassed, plain)):
+        straight = build(*saved)
+        straight.train()
+        batches = make_batches(6, 5)
+        for batch in batches[:3]:
+            straight.step(iter([batch]))
+        state = _saved(straight)
+        resumed = build(*mine)
+        resumed.train()
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')  # neither a restart of the schedule nor a settings warning
+            resumed.load_state_dict(state)
+        for batch in batches[3:]:
+            straight.step(iter([batch]))
+            resumed.step(iter([batch]))
+        assert resumed.get_lr() == straight.get_lr()
+        assert all(torch.equal(a, b) for a, b in zip(params_of(straight.model), params_of(resumed.model)))
+
+
 def test_an_optimizer_whose_step_needs_a_closure_is_refused_when_built():
     model = make_model()
     with pytest.raises(ValueError, match=r"optimizer LBFGS\.step\(\) needs the argument\(s\) closure.*"

@@ -5,10 +5,10 @@ or key and says how to fix it, no traceback (``--debug`` shows one), and must no
 file of an earlier good run. The cases run as real subprocesses, a few at a time.
 """
 import hashlib
+import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -21,13 +21,35 @@ CASE_TIMEOUT = 30
 pytestmark = pytest.mark.timeout(400)  # ~30 tool runs, one per core at a time, on a shared machine
 
 
-def tool(name, args, cwd, timeout=CASE_TIMEOUT):
+def tool_env():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([E2E, ROOT, os.environ.get('PYTHONPATH', '')]),
                OMP_NUM_THREADS='1')
     for var in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
         env.pop(var, None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'tools', name)] + list(args), cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return env
+
+
+def tool(name, args, cwd, timeout=CASE_TIMEOUT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'tools', name)] + list(args), cwd=cwd,
+                          env=tool_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def run_forked(cases, cwd, at_once):
+    """Each (id, tool, args, _) case as ``python tools/<tool> <args>``, run by
+    tests/data/reliability/forked_tools.py in a process of its own forked after the torch import
+    (which is most of a failing run's time); a CompletedProcess or TimeoutExpired for each."""
+    server = os.path.join(ROOT, 'tests', 'data', 'reliability', 'forked_tools.py')
+    requests = [dict(tool=os.path.join(ROOT, 'tools', which), args=list(args), cwd=cwd, timeout=CASE_TIMEOUT)
+                for _, which, args, _ in cases]
+    proc = subprocess.run([sys.executable, server, str(at_once)], input=json.dumps(requests), env=tool_env(),
+                          capture_output=True, text=True, timeout=60 + CASE_TIMEOUT * len(cases) // at_once)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outcomes = []
+    for (_, which, args, _), got in zip(cases, json.loads(proc.stdout)):
+        command = [which, *args]
+        outcomes.append(subprocess.TimeoutExpired(command, CASE_TIMEOUT) if got['timed_out'] else
+                        subprocess.CompletedProcess(command, got['returncode'], got['stdout'], got['stderr']))
+    return outcomes
 
 
 def snapshot(directory):
@@ -149,20 +171,14 @@ def results(tmp_path_factory):
     d = str(tmp_path_factory.mktemp('bad'))
     cases = build_cases(d, good)
 
-    def one(case):
-        name, which, args, _ = case
-        try:
-            for _ in range(10):  # the cases share the good work dir, which admits one training at a time
-                proc = tool(which, args, d)
-                if 'another training (pid' not in proc.stderr:
-                    break
-            return proc
-        except subprocess.TimeoutExpired as exc:
-            return exc
-
     # One run per core: the 30 s limit is per run, and more runs than cores would share them.
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2)) as pool:
-        outcomes = dict(zip([c[0] for c in cases], pool.map(one, cases)))
+    outcomes = dict(zip([c[0] for c in cases], run_forked(cases, d, min(4, os.cpu_count() or 2))))
+    for _ in range(10):  # the cases share the good work dir, which admits one training at a time
+        again = [c for c in cases if not isinstance(outcomes[c[0]], subprocess.TimeoutExpired)
+                 and 'another training (pid' in outcomes[c[0]].stderr]
+        if not again:
+            break
+        outcomes.update(zip([c[0] for c in again], run_forked(again, d, 1)))
     debug = tool('train.py', [os.path.join(E2E, 'unknown_model.py'), '--work-dir', good, '--debug'], d)
     return dict(cases=cases, outcomes=outcomes, before=before, after=snapshot(good), good=good, d=d,
                 debug=debug)

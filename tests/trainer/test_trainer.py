@@ -333,6 +333,29 @@ def test_log_lines_go_above_the_progress_bar_not_over_its_line(capsys):
     assert capsys.readouterr().err == ''.join(f'logged at step {step}\n' for step in range(5, 9))
 
 
+def test_a_console_handlers_level_and_filters_hold_while_a_bar_is_shown(capsys):
+    """tqdm's logging_redirect_tqdm, used at first, swapped the handler for one of its own that
+    printed every INFO line to a console set to WARNING."""
+    logger = logging.getLogger('colossal_runner.test_bar_levels')
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    console.addFilter(lambda record: 'hidden' not in record.getMessage())
+    logger.propagate, logger.handlers = False, [console]
+    logger.setLevel(logging.INFO)
+
+    class Say(BaseHook):
+        def after_train_iter(self, runner, output, label, loss):
+            step = runner.states['iteration']
+            runner.logger.info(f'info at step {step}')
+            runner.logger.warning(f'warning at step {step}' + (' hidden' if step == 2 else ''))
+
+    Trainer(make_engine(), hooks=[Say()], logger=logger).fit(make_loader(16), epochs=1, display_progress=True)
+    err = capsys.readouterr().err
+    assert 'info at step' not in err
+    assert [step for step in range(1, 5) if f'warning at step {step}' in err] == [1, 3, 4]
+    assert logger.handlers == [console] and console.stream is sys.stderr
+
+
 def test_the_bar_of_an_epoch_resumed_in_its_middle_counts_the_whole_epoch(capsys):
     """Resumed after 3 of 5 steps, the bar starts at 3/5 and ends at 5/5 (it used to show 2 steps
     of 2, as if the epoch had 2)."""

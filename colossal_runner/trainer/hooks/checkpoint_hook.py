@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -87,6 +87,8 @@ class SaveCheckpointHook(BaseHook):
         self.saved: List[str] = []          # periodic files this hook wrote, oldest first
         self.best_value = float('nan')
         self.best_epoch: Optional[int] = None
+        # (config file, key path) when built from a config, for the save_best error
+        self.config_source: Tuple[Optional[str], Optional[str]] = (None, None)
 
     def after_hook_is_attached(self, runner: Any) -> None:
         self.checkpoint_dir = dir_in_work_dir(runner, self.checkpoint_dir, 'SaveCheckpointHook',
@@ -96,9 +98,9 @@ class SaveCheckpointHook(BaseHook):
                         key_path: Optional[str] = None) -> None:
         """Raise :class:`SaveBestError` if ``save_best`` names no metric ``runner`` has.
 
-        :func:`colossal_runner.initialize.build_hooks` calls it once the config's hooks are
-        attached, with the config file and ``hooks[i].save_best`` for the message; ``before_train``
-        checks again for hooks registered in code.
+        ``before_train`` calls it, with the config file and ``hooks[i].save_best`` for the message
+        when :func:`colossal_runner.initialize.build_hooks` built this hook from a config
+        (``config_source``).
         """
         if self.save_best is not None:
             self._best_metric(runner, filename, key_path)
@@ -131,7 +133,7 @@ class SaveCheckpointHook(BaseHook):
 
     def before_train(self, runner: Any) -> None:
         self._saved_at = runner.states['iteration']  # a resumed state is already on disk
-        self.check_save_best(runner)  # fail now, not after the first epoch
+        self.check_save_best(runner, *self.config_source)  # fail now, not after the first epoch
         if get_context().dp_rank == 0:
             check_writable(self.checkpoint_dir)  # an unwritable directory fails now, not at the first save
             removed = remove_stale_temporaries(self.checkpoint_dir, _stage())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Union
 
-from ...engine.engine import load_scheduler_state
+from ...engine.engine import kind_name, load_scheduler_state
 from ...registry import HOOKS
 from ..metrics import LearningRate, Metric
 from ..priority import Priority
@@ -70,12 +70,12 @@ class LRSchedulerHook(MetricHook):
         if self.lr_scheduler is None:
             return {}
         return {'lr_scheduler': self.lr_scheduler.state_dict(),
-                'lr_scheduler_type': type(self.lr_scheduler).__name__}
+                'lr_scheduler_type': kind_name(self.lr_scheduler)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if self.lr_scheduler is None or 'lr_scheduler' not in state:
             return
-        mine = type(self.lr_scheduler).__name__
+        mine = kind_name(self.lr_scheduler)
         if state.get('lr_scheduler_type', mine) != mine:
             return  # another class's state does not fit: it starts from its first step (the engine warned)
         # the progress from the checkpoint, the settings (the run's length) from the config
