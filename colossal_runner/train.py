@@ -166,10 +166,15 @@ def final_metrics(trainer: Any, test_moment: Optional[Dict[str, Any]] = None) ->
             values = read_metrics(trainer, mode)
         except Exception:  # noqa: BLE001 - a metric that never saw data has no value to print
             values = {}
-        out[mode] = {k: math.nan if v is None else float(v) for k, v in values.items()}
+        out[mode] = _as_floats(values)
     if test_moment:
         out['test'] = dict(test_moment.get('values') or {})
     return out
+
+
+def _as_floats(values: Dict[str, Any]) -> Dict[str, float]:
+    """Metric values as floats, NaN for a metric that saw no data (None)."""
+    return {k: math.nan if v is None else float(v) for k, v in values.items()}
 
 
 def watch_test_moment(trainer: Any) -> Dict[str, Any]:
@@ -189,7 +194,7 @@ def watch_test_moment(trainer: Any) -> Dict[str, Any]:
         def after_test_epoch(self, runner: Any) -> None:
             values = read_metrics(runner, 'test')  # collective: hooks run on every rank
             moment.update(epoch=runner.states['epoch'], iteration=runner.states['iteration'],
-                          values={k: math.nan if v is None else float(v) for k, v in values.items()})
+                          values=_as_floats(values))
 
         def state_dict(self) -> Dict[str, Any]:
             return dict(moment)

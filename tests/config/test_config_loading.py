@@ -339,43 +339,39 @@ def test_mmengine_environment_variables_warn_that_they_are_not_supported(tmp_pat
     assert '$DATA_ROOT' in cfg.data_root  # left as written
 
 
-def test_a_key_from_a_file_two_bases_share_names_that_file_and_both_paths(tmp_path):
+def _diamond_error(tmp_path, b='', c='', d=''):
+    """Load a.py, which inherits b.py and c.py, which both inherit d.py (each with the text given
+    after its _base_ line): the ConfigError, and the paths of b.py, c.py and d.py."""
     cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
-                                 'b.py': "_base_ = './d.py'\nmodel = dict(a=1)\n",
-                                 'c.py': "_base_ = './d.py'\ndata = dict(a=1)\n",
-                                 'd.py': 'runtime = dict(seed=1)\n'})
+                                 'b.py': "_base_ = './d.py'\n" + b, 'c.py': "_base_ = './d.py'\n" + c,
+                                 'd.py': d})
     with pytest.raises(ConfigError) as info:
         Config.fromfile(cfg_file)
-    b, c, d = (str(tmp_path / n) for n in ('b.py', 'c.py', 'd.py'))
-    assert info.value.key_path == 'runtime'
-    assert info.value.message == (f"'runtime' is defined in {d}, which two _base_ files bring in: {b} -> {d} "
-                                  f'and {c} -> {d}; a key may come from only one base. Let only one of {b} '
-                                  f'and {c} inherit {d}.')
+    return (info.value, *(str(tmp_path / n) for n in ('b.py', 'c.py', 'd.py')))
+
+
+def test_a_key_from_a_file_two_bases_share_names_that_file_and_both_paths(tmp_path):
+    error, b, c, d = _diamond_error(tmp_path, b='model = dict(a=1)\n', c='data = dict(a=1)\n',
+                                    d='runtime = dict(seed=1)\n')
+    assert error.key_path == 'runtime'
+    assert error.message == (f"'runtime' is defined in {d}, which two _base_ files bring in: {b} -> {d} "
+                             f'and {c} -> {d}; a key may come from only one base. Let only one of {b} '
+                             f'and {c} inherit {d}.')
 
 
 def test_a_diamond_is_named_as_one_also_when_a_middle_base_sets_the_shared_key(tmp_path):
     """b.py merges into d.py's model: removing it from b.py would not help, so it is the diamond."""
-    cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
-                                 'b.py': "_base_ = './d.py'\nmodel = dict(hidden=[8])\n",
-                                 'c.py': "_base_ = './d.py'\n",
-                                 'd.py': 'model = dict(hidden=[4], depth=2)\n'})
-    with pytest.raises(ConfigError) as info:
-        Config.fromfile(cfg_file)
-    b, c, d = (str(tmp_path / n) for n in ('b.py', 'c.py', 'd.py'))
-    assert info.value.message.endswith(f'Let only one of {b} and {c} inherit {d}.')
+    error, b, c, d = _diamond_error(tmp_path, b='model = dict(hidden=[8])\n',
+                                    d='model = dict(hidden=[4], depth=2)\n')
+    assert error.message.endswith(f'Let only one of {b} and {c} inherit {d}.')
 
 
 def test_a_diamond_whose_middle_bases_both_set_the_key_says_both_fixes(tmp_path):
-    cfg_file = _write(tmp_path, {'a.py': "_base_ = ['./b.py', './c.py']\n",
-                                 'b.py': "_base_ = './d.py'\nmodel = dict(hidden=[8])\n",
-                                 'c.py': "_base_ = './d.py'\nmodel = dict(hidden=[16])\n",
-                                 'd.py': 'model = dict(hidden=[4], depth=2)\n'})
-    with pytest.raises(ConfigError) as info:
-        Config.fromfile(cfg_file)
-    b, c, d = (str(tmp_path / n) for n in ('b.py', 'c.py', 'd.py'))
-    assert info.value.message.startswith(f"'model' is set in both {b} and {c}, which also both bring it in "
-                                         f'from {d}')
-    assert info.value.message.endswith(f'Set it in one of them, and let only one of {b} and {c} inherit {d}.')
+    error, b, c, d = _diamond_error(tmp_path, b='model = dict(hidden=[8])\n', c='model = dict(hidden=[16])\n',
+                                    d='model = dict(hidden=[4], depth=2)\n')
+    assert error.message.startswith(f"'model' is set in both {b} and {c}, which also both bring it in "
+                                    f'from {d}')
+    assert error.message.endswith(f'Set it in one of them, and let only one of {b} and {c} inherit {d}.')
 
 
 def test_a_key_two_bases_inherit_from_different_files_names_the_defining_files(tmp_path):
