@@ -267,6 +267,13 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
         if found is None:
             names = sorted(n for n in os.listdir(path) if _NAME.match(n))
             stages = [_stage_of(n) for n in names]
+            if stage is None and stages and None not in stages and max(stages) >= 1:
+                # one process given a pipeline run's directory: no file holds the whole model
+                raise FileNotFoundError(f'no checkpoint in directory {path!r} holds the whole model: a run '
+                                        f'with {max(stages) + 1} pipeline stages wrote them per stage '
+                                        f'({_few_names(names)}). Load them with the config it was trained '
+                                        f'with (parallel.pipeline={max(stages) + 1}), where each stage reads '
+                                        f'its own.')
             wrote = _pipeline_that_wrote(stages, stage) if stage is not None else 0
             if wrote:
                 raise FileNotFoundError(f'no checkpoint of stage {stage} in directory {path!r}: its '

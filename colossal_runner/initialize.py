@@ -22,14 +22,16 @@ from .config import Config, ConfigError
 from .config.config import import_custom
 from .config.pretty import plain_numbers
 from .data import build_dataloader, build_dataset
-from .distributed import (ParallelContext, get_context, get_device, set_seed, setup_parallel,
-                          wrap_data_parallel)
+from .data.char_text import VocabularyError
+from .distributed import (ParallelContext, broadcast_parameters, get_context, get_device, set_seed,
+                          setup_parallel, wrap_data_parallel)
 from . import models as _models  # noqa: F401  (registers MLP, SimpleCNN, TinyGPT, losses)
 from .engine import Engine
 from .engine.amp import check_amp
 from .engine.engine import NONFINITE_CHOICES
+from .engine.schedule.runtime import PipelineRuntime
 from .nn import lr_scheduler as _lr_scheduler  # noqa: F401  (registers the LR schedulers)
-from .registry import HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
+from .registry import DATASETS, HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
 from .trainer import Trainer
 from .trainer.hooks import LRSchedulerHook, SaveCheckpointHook
 from .utils.logging import detach_log_file, get_logger, run_log_path
@@ -41,8 +43,8 @@ KNOWN_KEYS = ('model', 'loss', 'optimizer', 'lr_scheduler', 'data', 'schedule', 
               'seed', 'work_dir', 'custom_imports', 'logging', 'dist_timeout', 'dist_host', 'dist_port',
               'fault_watch', 'nonfinite_loss', 'deterministic')
 DEFAULT_SEED = 1024
-# mmcv's keys for what is done another way here: ignored, the run would silently differ from what
-# they ask. Each maps to (what would happen, how to say it here).
+# mmcv's and mmengine's keys for what is done another way here: ignored, the run would silently differ
+# from what they ask. Each maps to (what would happen, how to say it here).
 _MMCV_KEYS = {
     'resume_from': ('the run would start from scratch', lambda v: (
         f'colossal_runner resumes from the command line: drop the key and run '
@@ -57,6 +59,73 @@ _MMCV_KEYS = {
                   'LR)', lambda v: _lr_config_fix(v)),
     'optimizer_config': ('the run would train without what it asks (gradient clipping, accumulation or '
                          'loss scaling)', lambda v: _optimizer_config_fix(v)),
+    'resume': ("the run would start from scratch and overwrite the earlier run's checkpoints",
+               lambda v: _resume_fix(v)),
+    'auto_resume': ("the run would start from scratch and overwrite the earlier run's checkpoints",
+                    lambda v: _resume_fix(v)),
+    'runner': ('the run would train for max_epochs = {max_epochs} instead',
+               lambda v: _sub_key_fix('runner', v, _RUN_LENGTH)),
+    'total_epochs': ('the run would train for max_epochs = {max_epochs} instead',
+                     lambda v: f'{_DROP.format(key="total_epochs")} max_epochs = {v}'),
+    'train_cfg': ('the run would train for max_epochs = {max_epochs} and evaluate with test_interval = '
+                  '{test_interval} instead',
+                  lambda v: _sub_key_fix('train_cfg', v, _TRAIN_LOOP)),
+    'evaluation': ('the run would evaluate with test_interval = {test_interval} and the metric hooks in '
+                   'hooks instead', lambda v: _sub_key_fix('evaluation', v, _EVALUATION)),
+    'checkpoint_config': ('the run would save only the checkpoints a SaveCheckpointHook in hooks asks (none '
+                          'without one)', lambda v: (f'{_DROP.format(key="checkpoint_config")} hooks = [..., '
+                                                     f'{_checkpoint_hook(v)}]')),
+    'default_hooks': ('the run would have only the hooks in hooks (no checkpoints, no log lines without '
+                      'them)', lambda v: _sub_key_fix('default_hooks', v, _DEFAULT_HOOKS)),
+    'custom_hooks': ('the run would have only the hooks in hooks', lambda v: (
+        f'{_DROP.format(key="custom_hooks")} its dicts into hooks, in the same dict(type=..., priority=...) '
+        f'form (each type must be in the HOOKS registry; your own through custom_imports)')),
+    'log_config': ('the run would log only what the hooks in hooks log', lambda v: _log_config_fix(v)),
+    'log_level': ("the run would log at the level logging sets ('INFO' without it)",
+                  lambda v: f'{_DROP.format(key="log_level")} logging = dict(level={v!r})'),
+    'fp16': ('the run would train in full precision', lambda v: (
+        f"{_DROP.format(key='fp16')} amp = 'fp16' (the loss is scaled by torch's GradScaler, dynamically; "
+        f"a fixed loss_scale has no counterpart)")),
+    'optim_wrapper': ("the run would train with the optimizer key's optimizer (an error without one) and "
+                      'without the clipping, accumulation or mixed precision it asks',
+                      lambda v: _optim_wrapper_fix(v)),
+    'randomness': ('the run would use seed = {seed} and deterministic = {deterministic} instead',
+                   lambda v: _sub_key_fix('randomness', v, _RANDOMNESS)),
+    'param_scheduler': ('the run would train with lr_scheduler (a constant LR without one)',
+                        lambda v: _param_scheduler_fix(v)),
+}
+# In what the run would do instead (_MMCV_KEYS' first items), {name} is the config's value (or default).
+_RUN_DEFAULTS = {'max_epochs': 1, 'test_interval': 1, 'seed': DEFAULT_SEED, 'deterministic': False}
+# mmengine's keys; the rest of _MMCV_KEYS are mmcv 1.x's (auto_resume: its downstream projects').
+_MMENGINE_KEYS = ('resume', 'train_cfg', 'default_hooks', 'optim_wrapper', 'randomness', 'param_scheduler')
+_DROP = 'colossal_runner does this another way: drop {key} (= None where a _base_ file sets it) and write'
+# The parts of these dicts that ask for something; the others (runner.type, default_hooks.timer, ...) are
+# built in here or change nothing. Each maps to how to write it here.
+_RUN_LENGTH = {'max_epochs': lambda v: f'max_epochs = {v}',
+               'max_iters': lambda v: (f'max_steps = {v} (it counts optimizer steps: divide by '
+                                       f'gradient_accumulation when that is above 1)')}
+_TRAIN_LOOP = dict(_RUN_LENGTH, val_interval=lambda v: f'test_interval = {v} (epochs between evaluations)')
+_EVALUATION = {'interval': lambda v: f'test_interval = {v}',
+               'metric': lambda v: ("metric hooks in hooks: dict(type='AccuracyHook') for accuracy, "
+                                    "dict(type='MetricHook', metric=...) for others (docs/hooks.md)"),
+               'save_best': lambda v: "save_best='<metric, e.g. Accuracy>' on a SaveCheckpointHook in hooks"}
+_DEFAULT_HOOKS = {'checkpoint': lambda v: f'hooks = [..., {_checkpoint_hook(v)}]',
+                  'logger': lambda v: (f"hooks = [..., dict(type='LogMetricByStepHook', interval="
+                                       f"{v.get('interval', 10) if isinstance(v, Mapping) else 10}), "
+                                       f"dict(type='LogMetricByEpochHook')]")}
+_RANDOMNESS = {'seed': lambda v: f'seed = {v}', 'deterministic': lambda v: f'deterministic = {v}',
+               'diff_rank_seed': lambda v: 'no counterpart (every rank is seeded with seed here)'}
+_ASKING_PARTS = {'runner': _RUN_LENGTH, 'train_cfg': _TRAIN_LOOP, 'evaluation': _EVALUATION,
+                 'default_hooks': _DEFAULT_HOOKS, 'randomness': _RANDOMNESS}
+# Warned about, not refused: nothing here says the same, and the run trains the same (or, for
+# find_unused_parameters, fails loudly where it would differ).
+_MMCV_NOTES = {
+    'workflow': ("mmcv's workflow: here each epoch trains, and data.test is evaluated every test_interval "
+                 'epochs (a LossHook in hooks reports its loss)'),
+    'dist_params': ("mmcv's dist_params: the backend follows the device here (nccl on a GPU, gloo on the "
+                    'CPU); the port is dist_port (or torchrun\'s MASTER_PORT), the timeout dist_timeout'),
+    'find_unused_parameters': ('DistributedDataParallel is built without it: a model with parameters a step '
+                               "does not use stops at its first data-parallel steps with torch's error"),
 }
 # mmcv's lr_config policies and the lr_scheduler types that do the same (a ...WarmupLR one warms up too).
 _MMCV_POLICIES = {'step': 'MultiStepLR', 'cosineannealing': 'CosineAnnealingLR',
@@ -97,18 +166,136 @@ def _optimizer_config_fix(value: Any) -> str:
     return f'colossal_runner sets these as top-level keys: drop optimizer_config and write {"; ".join(asked)}'
 
 
-def _asks_nothing(key: str, value: Any) -> bool:
+def _asks(value: Any) -> bool:
+    return value is not None and value is not False
+
+
+def _resume_fix(value: Any) -> str:
+    checkpoint = f' {value}' if isinstance(value, str) else ''
+    return (f'colossal_runner resumes from the command line: drop the key and run tools/train.py CONFIG '
+            f'--resume{checkpoint} (--resume alone continues from the newest checkpoint in the work dir; '
+            f'--resume CKPT from a checkpoint file or directory)')
+
+
+def _sub_key_fix(key: str, value: Any, fixes: Mapping[str, Any]) -> str:
+    """How to write the parts of the mmcv/mmengine dict ``key`` that ask for something here."""
+    value = value if isinstance(value, Mapping) else {}
+    asked = [(sub, fix(value[sub])) for sub, fix in fixes.items() if _asks(value.get(sub))]
+    asked = asked or [(sub, fix(f'<{sub}>')) for sub, fix in fixes.items()]
+    # the part's name only where the key here has another one (checkpoint -> hooks = [...])
+    return f'{_DROP.format(key=key)} ' + '; '.join(
+        fix if fix.startswith(f'{sub} =') else f'{sub} -> {fix}' for sub, fix in asked)
+
+
+def _checkpoint_hook(value: Any) -> str:
+    """mmcv's / mmengine's CheckpointHook arguments as a SaveCheckpointHook dict."""
+    value = value if isinstance(value, Mapping) else {}
+    args = ''
+    for theirs, ours in (('interval', 'interval'), ('by_epoch', 'by_epoch'), ('max_keep_ckpts', 'max_keep'),
+                         ('save_last', 'save_last')):
+        arg = value.get(theirs)
+        if arg is not None and not (isinstance(arg, int) and arg < 1 and ours != 'by_epoch'):  # -1: off
+            args += f', {ours}={arg!r}'
+    if value.get('save_best') is not None:
+        args += ", save_best='<metric, e.g. Accuracy>'"
+    return f"dict(type='SaveCheckpointHook'{args})"
+
+
+def _log_config_fix(value: Any) -> str:
+    """mmcv's logger hooks as the logging hooks here."""
+    value = value if isinstance(value, Mapping) else {}
+    ours = {'TextLoggerHook': (f"dict(type='LogMetricByStepHook', interval={value.get('interval', 10)}), "
+                               f"dict(type='LogMetricByEpochHook')"),
+            'TensorboardLoggerHook': "dict(type='TensorboardHook')"}
+    kinds = [h.get('type') if isinstance(h, Mapping) else h for h in value.get('hooks') or []]
+    written = [ours[k] for k in kinds if k in ours] or ["dict(type='LogMetricByEpochHook')"]
+    others = [str(k) for k in kinds if k not in ours]
+    text = f'{_DROP.format(key="log_config")} hooks = [..., {", ".join(written)}]'
+    if others:
+        text += f' ({", ".join(others)}: no counterpart; a hook of your own can log there, docs/hooks.md)'
+    return text
+
+
+def _dict_text(value: Mapping) -> str:
+    return 'dict(' + ', '.join(f'{k}={v!r}' for k, v in value.items()) + ')'
+
+
+def _optim_wrapper_fix(value: Any) -> str:
+    """mmengine's OptimWrapper as the optimizer, clip_grad_norm, gradient_accumulation and amp keys."""
+    value = value if isinstance(value, Mapping) else {}
+    optimizer, clip = value.get('optimizer'), value.get('clip_grad')
+    parts = [f'optimizer = {_dict_text(optimizer)}' if isinstance(optimizer, Mapping) else
+             'optimizer = dict(type=..., lr=...)']
+    if isinstance(clip, Mapping) and 'max_norm' in clip:
+        parts.append(f"clip_grad_norm = {clip['max_norm']} (the L2 norm of all gradients)")
+    elif isinstance(clip, Mapping):
+        parts.append(f'nothing for clip_grad={clip!r}: clip_grad_norm clips the norm of the gradients only')
+    if _asks(value.get('accumulative_counts')):
+        parts.append(f"gradient_accumulation = {value['accumulative_counts']}")
+    if value.get('type') == 'AmpOptimWrapper' or _asks(value.get('loss_scale')):
+        parts.append("amp = 'bf16'" if 'bfloat16' in str(value.get('dtype')) else "amp = 'fp16'")
+    if _asks(value.get('paramwise_cfg')):
+        parts.append('paramwise_cfg -> a registered optimizer function that builds parameter groups '
+                     '(docs/config_reference.md, "optimizer")')
+    return f'{_DROP.format(key="optim_wrapper")} {"; ".join(parts)}'
+
+
+def _param_scheduler_fix(value: Any) -> str:
+    """mmengine's list of parameter schedulers as one lr_scheduler."""
+    entries = [e for e in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(e, Mapping)]
+    warmup = next((e for e in entries if e.get('type') == 'LinearLR'), None) if len(entries) > 1 else None
+    main = next((e for e in reversed(entries) if e is not warmup), {})
+    kind = {'PolyLR': 'PolynomialLR'}.get(str(main.get('type')), main.get('type'))
+    kind = kind if isinstance(kind, str) and kind in LR_SCHEDULERS else None
+    extra = ''
+    if warmup is not None:
+        length = warmup.get('end', '<end>')
+        # mmengine's by_epoch defaults to True: begin/end count epochs
+        extra = f', warmup_steps={length}' if warmup.get('by_epoch') is False else f', warmup_epochs={length}'
+        with_warmup = kind.replace('LR', 'WarmupLR') if kind else ''
+        kind = with_warmup if with_warmup and with_warmup in LR_SCHEDULERS else None
+    example = f'lr_scheduler = dict(type={repr(kind) if kind else "..."}, ...{extra})'
+    return (f'colossal_runner takes one scheduler dict, not a list: drop param_scheduler and write '
+            f'{example}. Its lengths count optimizer steps, not epochs (mmengine\'s by_epoch default) nor '
+            f'begin/end: milestones in steps, total_steps computed from max_epochs; a LinearLR warm-up '
+            f'entry becomes warmup_steps=N (or warmup_epochs=E) of a ...WarmupLR type; or keep epochs with '
+            f"hooks=[..., dict(type='LRSchedulerHook', by_epoch=True)]. See docs/lr_scheduler.md")
+
+
+def _asks_nothing(key: str, value: Any, cfg: Optional[Mapping] = None) -> bool:
     """mmcv's defaults ``load_from = None``, ``optimizer_config = dict(grad_clip=None)``: nothing lost.
 
-    For ``optimizer_config`` only clipping, accumulation and loss scaling count (mmcv's OptimizerHook
-    takes other arguments, such as ``detect_anomalous_params``, and a ``type``); ``lr_config`` with
-    ``policy='fixed'`` and no warm-up keeps the learning rate constant, as a run without a scheduler
-    does.
+    ``None``, ``False``, ``''`` and an empty list ask for nothing, as mmcv's ``if cfg.load_from:``
+    reads them; ``resume`` and ``auto_resume`` only when true. mmcv builds an Fp16OptimizerHook or a
+    CheckpointHook from an empty dict too, so ``fp16`` and ``checkpoint_config`` ask for something
+    unless ``None``. For ``optimizer_config`` only clipping, accumulation and loss scaling count
+    (mmcv's OptimizerHook takes other arguments, such as ``detect_anomalous_params``, and a
+    ``type``); ``lr_config`` with ``policy='fixed'`` and no warm-up keeps the learning rate
+    constant, as a run without a scheduler does. ``log_level`` asks for nothing when it is the
+    level ``logging`` sets (``cfg``; INFO without it) and a ``workflow`` of train phases only.
     """
-    if value is None:
+    if value is None or value is False or (key in ('resume', 'auto_resume') and not value):
         return True
+    if key in ('fp16', 'checkpoint_config'):
+        return False
+    if isinstance(value, (str, list, tuple)) and not value:
+        return True
+    if key == 'log_level':
+        logging_cfg = (cfg or {}).get('logging') or {}
+        level = logging_cfg.get('level', 'INFO') if isinstance(logging_cfg, Mapping) else 'INFO'
+        return str(value).upper() == str(level).upper()
+    if key == 'workflow' and isinstance(value, (list, tuple)):
+        return all(isinstance(phase, (list, tuple)) and list(phase[:1]) == ['train'] for phase in value)
     if not isinstance(value, Mapping):
         return False
+    if key in _ASKING_PARTS:
+        return not any(_asks(value.get(sub)) for sub in _ASKING_PARTS[key])
+    if key == 'optim_wrapper':
+        return value.get('type') != 'AmpOptimWrapper' and not any(
+            _asks(value.get(sub)) for sub in ('optimizer', 'clip_grad', 'accumulative_counts', 'loss_scale',
+                                              'paramwise_cfg'))
+    if key == 'log_config':
+        return not value.get('hooks')
     if key == 'optimizer_config':
         return all(value.get(k) is None for k in ('grad_clip', 'cumulative_iters', 'loss_scale'))
     if key == 'lr_config' and value.get('policy') == 'fixed':
@@ -155,25 +342,61 @@ def check_top_level_keys(cfg: Config) -> List[str]:
     """Check the top-level keys against the ones colossal_runner reads; return the unknown keys.
 
     A key that looks like a known one (``optimzer``) is a typo that would silently drop the
-    setting, so it is a ConfigError naming the known key; so is an mmcv key done another way here
-    (``load_from``, ``lr_config``, ...) unless it asks for nothing. Other unknown keys warn: a config
-    may keep its own variables. Keys starting with ``_`` are private helpers and are ignored.
+    setting, so it is a ConfigError naming the known key; so is an mmcv or mmengine key done another
+    way here (``load_from``, ``runner``, ``optim_wrapper``, ...) unless it asks for nothing
+    (docs/config.md lists them). Other unknown keys warn: a config may keep its own variables.
+    Keys starting with ``_`` are private helpers and are ignored.
     """
     unknown = [k for k in cfg.keys() if not str(k).startswith('_') and k not in KNOWN_KEYS]
+    refused = [k for k in unknown if k in _MMCV_KEYS and not _asks_nothing(k, cfg[k], cfg)]
     for key in unknown:
-        if key in _MMCV_KEYS and not _asks_nothing(key, cfg[key]):
+        if key in refused:
             happens, fix = _MMCV_KEYS[key]
-            raise ConfigError(f'{key} = {cfg[key]!r} is an mmcv key that colossal_runner does not read; '
-                              f'{happens}. {fix(cfg[key])}.', cfg.filename, str(key))
+            happens = happens.format(**{k: d if cfg.get(k, None) is None else cfg[k]
+                                        for k, d in _RUN_DEFAULTS.items()})
+            origin = 'mmengine' if key in _MMENGINE_KEYS else 'mmcv'
+            # named all at once: a converted mmcv config has several, and one error per try is slow
+            others = ', '.join(k for k in refused if k != key)
+            also = f' The same for {others} (docs/config.md, "mmcv and mmengine keys").' if others else ''
+            advice = fix(cfg[key])
+            if {'resume', 'load_from'} <= set(refused) and isinstance(cfg['load_from'], str):
+                # mmengine's resume = True with load_from = PATH resumes from PATH (weights, optimizer,
+                # position): not a fine-tuning start from its weights
+                origin = 'mmengine'
+                advice = (f'With resume = True, load_from = {cfg["load_from"]!r} asks to resume from that '
+                          f'file: drop both keys and run tools/train.py CONFIG --resume {cfg["load_from"]}')
+            raise ConfigError(f'{key} = {cfg[key]!r} is an {origin} key that colossal_runner does not read; '
+                              f'{happens}. {advice}.{also}', cfg.filename, str(key))
         close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1, cutoff=0.75)
-        if close:
+        if close and key not in _MMCV_KEYS and key not in _MMCV_NOTES:  # param_scheduler is no typo
             raise ConfigError(f'unknown top-level key {key!r}; did you mean {close[0]!r}? Rename it '
                               f'(or, for a variable of your own, start its name with _)',
                               cfg.filename, str(key))
-        warnings.warn(f'config {cfg.filename or "(dict)"}: unknown top-level key {key!r} is ignored. '
-                      f'Known keys: {", ".join(KNOWN_KEYS)}; start a private variable\'s name with _ '
-                      f'to silence this.', UserWarning, stacklevel=3)
+        warnings.warn(_unknown_key_warning(cfg, key), UserWarning, stacklevel=3)
     return unknown
+
+
+def _unknown_key_warning(cfg: Config, key: str) -> str:
+    """What :func:`check_top_level_keys` warns about the unknown top-level ``key``: short, as it is
+    repeated in the run's log file; the known keys are listed in docs/config_reference.md."""
+    where = f'config {cfg.filename or "(dict)"}: unknown top-level key {key!r} is ignored'
+    if key in _MMCV_NOTES and not _asks_nothing(key, cfg[key]):
+        return f'{where}: {_MMCV_NOTES[key]}'
+    if key in _MMCV_KEYS or key in _MMCV_NOTES:
+        return f'{where}: this value asks for nothing (docs/config.md lists the mmcv and mmengine keys)'
+    close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)  # a closer one is an error above
+    hint = f' (the closest known key is {close[0]!r})' if close else ''
+    return f'{where}{hint}. Keys read: docs/config_reference.md; start a variable of your own with _'
+
+
+def _log_to_file(logger: logging.Logger, message: str) -> None:
+    """Write a warning given before the log file existed into it (the console has it already)."""
+    if not logger.isEnabledFor(logging.WARNING):
+        return
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _where(cfg: Config, exc: BaseException, key_path: str) -> BaseException:
@@ -340,7 +563,26 @@ def build_data(cfg: Config, context: ParallelContext, seed: int):
             raise ConfigError(f'expected the keys dataset (required) and dataloader, got {sorted(part)}',
                               cfg.filename, f'data.{split}')
         dataset_cfg = _require_dict(cfg, part['dataset'], f'data.{split}.dataset', "dict(type='Digits')")
-        dataset = _build(cfg, f'data.{split}.dataset', build_dataset, dataset_cfg)
+        vocabulary = getattr(getattr(loaders.get('train'), 'dataset', None), 'chars', None)
+        shared = (split == 'test' and vocabulary is not None and 'chars' not in dataset_cfg
+                  and _takes_argument(DATASETS, dataset_cfg.get('type'), 'chars'))
+        if shared:  # the model's ids are the training text's: a vocabulary of its own would remap them
+            dataset_cfg['chars'] = vocabulary
+        try:
+            dataset = _build(cfg, f'data.{split}.dataset', build_dataset, dataset_cfg)
+        except VocabularyError as exc:
+            if not shared:
+                raise
+            shown = ''.join(exc.missing[:20]) + ('...' if len(exc.missing) > 20 else '')
+            raise ConfigError(f'the test text has {len(exc.missing)} distinct characters that the training '
+                              f'text has not: {shown!r}. The test dataset is given the training dataset\'s '
+                              f'vocabulary ({len(vocabulary)} characters), so that each id means the same '
+                              f'character as in training. Use the same text and max_chars in '
+                              f'data.train.dataset and data.test.dataset (the test split is the end of that '
+                              f'text), or set data.test.dataset.chars to a vocabulary holding them: the '
+                              f'training characters first, in their order, then the new ones, with '
+                              f'model.vocab_size covering them all',
+                              cfg.filename, 'data.test.dataset') from None
         loaders[split] = _build(cfg, f'data.{split}.dataloader', build_dataloader, part.get('dataloader'),
                                 dataset, context=context, seed=seed, shuffle=None,
                                 pad_shards=split == 'train')
@@ -348,21 +590,38 @@ def build_data(cfg: Config, context: ParallelContext, seed: int):
 
 
 def build_model(cfg: Config, context: ParallelContext, train_loader: Optional[DataLoader],
-                seed: int) -> nn.Module:
-    """The model (this rank's pipeline stage when ``parallel.pipeline > 1``), on the device, DDP-wrapped."""
+                seed: int, test_loader: Optional[DataLoader] = None) -> nn.Module:
+    """The model (this rank's pipeline stage when ``parallel.pipeline > 1``), on the device; DDP-wrapped
+    over several data-parallel replicas unless the Engine averages the gradients
+    (:func:`engine_averages_gradients`).
+
+    Settings taken from the data (``vocab_size=None``) and the checks of the model against it use
+    the training dataset, or the test dataset when there is none (``tools/test.py``)."""
     model_cfg = _require_dict(cfg, cfg.get('model', None), 'model', "dict(type='MLP', in_features=64)")
-    dataset = getattr(train_loader, 'dataset', None)
-    if 'vocab_size' in model_cfg and model_cfg['vocab_size'] is None and hasattr(dataset, 'vocab_size'):
+    test_set = getattr(test_loader, 'dataset', None)
+    dataset = getattr(train_loader, 'dataset', None) if train_loader is not None else test_set
+    source = 'training' if train_loader is not None else 'test'
+    filled = 'vocab_size' in model_cfg and model_cfg['vocab_size'] is None and hasattr(dataset, 'vocab_size')
+    if filled:
         model_cfg['vocab_size'] = dataset.vocab_size  # a text model sized by its corpus
         cfg.model.vocab_size = dataset.vocab_size
-    needed = getattr(dataset, 'vocab_size', None)
     given = model_cfg.get('vocab_size')
-    if isinstance(given, int) and isinstance(needed, int) and given < needed:
-        # torch would only say "index out of range in self" at the first step
-        raise ConfigError(f'the model has vocab_size={given}, but the training text has {needed} distinct '
-                          f'tokens: set model.vocab_size to at least {needed}, or to None to take it from '
-                          f'the dataset', cfg.filename, 'model.vocab_size')
-    _check_input_shape(cfg, model_cfg, dataset)
+    for split, data in (('training', dataset if train_loader is not None else None), ('test', test_set)):
+        needed = getattr(data, 'vocab_size', None)
+        if isinstance(given, int) and isinstance(needed, int) and given < needed:
+            # torch would only say "index out of range in self" at the first step
+            if filled:
+                raise ConfigError(f'model.vocab_size=None took vocab_size={given} from the {source} dataset, '
+                                  f'but the {split} dataset has a vocabulary of {needed} tokens: set '
+                                  f'model.vocab_size to at least {needed}, or give the {split} dataset the '
+                                  f"{source} dataset's vocabulary (leave its chars unset)", cfg.filename,
+                                  'model.vocab_size')
+            raise ConfigError(f'the model has vocab_size={given}, but the {split} dataset has a vocabulary '
+                              f'of {needed} tokens: set model.vocab_size to at least {needed}, or to None '
+                              f'to take it from the {source} dataset', cfg.filename, 'model.vocab_size')
+    _check_input_shape(cfg, model_cfg, dataset, source)
+    if train_loader is not None and test_set is not None:
+        _check_input_shape(cfg, model_cfg, test_set, 'test')  # a test split of other samples fails late
     set_seed(seed)  # the weights depend on the seed only, not on what was built before
     chunks = model_chunks(cfg)
     if context.pipeline_size > 1 or chunks > 1:  # one process runs an interleaved plan's chunks in turn
@@ -372,16 +631,48 @@ def build_model(cfg: Config, context: ParallelContext, train_loader: Optional[Da
         model_cfg.pop('partition', None)
         model = _build(cfg, 'model', MODELS.build, model_cfg)
     model = model.to(get_device())
+    if engine_averages_gradients(cfg, context):
+        broadcast_parameters(model, context)  # every replica starts from replica 0's weights, as DDP's would
+        return model
     return wrap_data_parallel(model, context)
 
 
-def _check_input_shape(cfg: Config, model_cfg: Mapping, dataset: Any) -> None:
-    """For the shipped image models, the first training sample against the model's input sizes:
-    torch would only say "mat1 and mat2 shapes cannot be multiplied (32x1024 and 256x128)" or
-    "expected input to have 1 channels" at the first step, naming no config key."""
+def engine_averages_gradients(cfg: Config, context: ParallelContext) -> bool:
+    """Whether the Engine, not DDP, averages the gradients over ``context.data_group``.
+
+    With several pipeline stages, and with a pipeline schedule on one stage: DDP's reducer
+    expects each forward's backward before the next forward, and GPipe runs all of a batch's
+    microbatch forwards first, which DDP averages wrongly (interleaving needs the model's chunks
+    unwrapped too). The Engine averages once per optimizer step instead.
+    """
+    if context.pipeline_size > 1:
+        return True
+    if context.data_size == 1:
+        return False
+    schedule_cfg = cfg.get('schedule', None) or {}
+    kind = schedule_cfg.get('type') if isinstance(schedule_cfg, Mapping) else None
+    cls = SCHEDULES.get(kind) if isinstance(kind, str) else kind
+    return inspect.isclass(cls) and issubclass(cls, PipelineRuntime)
+
+
+def _takes_argument(registry: Any, kind: Any, name: str) -> bool:
+    """Whether the class (or function) ``kind`` names in ``registry`` takes the argument ``name``."""
+    try:
+        cls = registry.get(kind) if isinstance(kind, str) else kind
+        return name in inspect.signature(cls).parameters
+    except (TypeError, ValueError, KeyError, ImportError):  # unknown: the build reports it
+        return False
+
+
+def _check_input_shape(cfg: Config, model_cfg: Mapping, dataset: Any, split: str = 'training') -> None:
+    """For the shipped models, the first sample of ``dataset`` against the model's input sizes:
+    torch would only say "mat1 and mat2 shapes cannot be multiplied (32x1024 and 256x128)",
+    "expected input to have 1 channels" or "sequence length 64 exceeds block_size 32" at the
+    first step, naming no config key."""
     kind = model_cfg.get('type')
-    keys = {'SimpleCNN': ('in_channels', 'image_size'), 'MLP': ('in_features',)}.get(
-        kind if isinstance(kind, str) else getattr(kind, '__name__', None))
+    name = kind if isinstance(kind, str) else getattr(kind, '__name__', None)
+    keys = {'SimpleCNN': ('in_channels', 'image_size'), 'MLP': ('in_features',),
+            'TinyGPT': ('block_size',)}.get(name)
     if keys is None or dataset is None or isinstance(dataset, torch.utils.data.IterableDataset):
         return
     try:
@@ -398,17 +689,17 @@ def _check_input_shape(cfg: Config, model_cfg: Mapping, dataset: Any) -> None:
     if 'in_features' in keys:
         given = model_cfg.get('in_features', 64)
         if _positive(given) and data.numel() != given:
-            problems.append(('in_features', f'in_features={given}, but each training sample has shape '
+            problems.append(('in_features', f'in_features={given}, but each {split} sample has shape '
                                             f'{shape}, {data.numel()} values once flattened: set '
                                             f'model.in_features={data.numel()}'))
     if 'in_channels' in keys and data.dim() != 3:
-        problems.append(('type', f'takes images shaped (channels, height, width), but each training sample '
+        problems.append(('type', f'takes images shaped (channels, height, width), but each {split} sample '
                                  f'has shape {shape}: give it unflattened images (for Digits, '
                                  f'flatten=False in the dataset config), or use an MLP'))
     if 'in_channels' in keys and data.dim() == 3:
         given = model_cfg.get('in_channels', 1)
         if _positive(given) and shape[0] != given:
-            problems.append(('in_channels', f'in_channels={given}, but each training sample has shape '
+            problems.append(('in_channels', f'in_channels={given}, but each {split} sample has shape '
                                             f'{shape} (channels, height, width): set model.in_channels='
                                             f'{shape[0]}'))
     if 'image_size' in keys and data.dim() == 3:
@@ -416,8 +707,14 @@ def _check_input_shape(cfg: Config, model_cfg: Mapping, dataset: Any) -> None:
         if _positive(given) and shape[1:] != (given, given):
             fix = (f'set model.image_size={shape[1]}' if shape[1] == shape[2] else
                    'SimpleCNN takes square images: resize them in the dataset transform')
-            problems.append(('image_size', f'image_size={given}, but each training sample has shape {shape} '
+            problems.append(('image_size', f'image_size={given}, but each {split} sample has shape {shape} '
                                            f'(channels, height, width): {fix}'))
+    if 'block_size' in keys and data.dim() == 1:
+        given = model_cfg.get('block_size', 64)
+        if _positive(given) and shape[0] > given:
+            problems.append(('block_size', f'block_size={given}, but each {split} sample is a sequence of '
+                                           f'{shape[0]} tokens: set model.block_size={shape[0]}, or give the '
+                                           f'dataset a block_size of at most {given}'))
     if problems:
         key, message = problems[0]
         raise ConfigError(f'the model ({kind}) {"" if key == "type" else "has "}{message}', cfg.filename,
@@ -663,7 +960,7 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
         ``config`` is the final config (overrides, computed ``work_dir``, ``seed``, ``vocab_size``).
     """
     cfg = load_config(cfg_or_path, cfg_options)
-    check_top_level_keys(cfg)
+    unknown_keys = check_top_level_keys(cfg)
     cfg.seed = check_seed(cfg, seed)
     if check_deterministic(cfg, deterministic):
         cfg.deterministic = True  # written into the dumped config, as the seed is
@@ -699,6 +996,8 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
         if path is None:  # one run, one log file: not the previous run's (a file given replaces it)
             detach_log_file(logging.getLogger('colossal_runner'))
         logger = get_logger('colossal_runner', log_file=path, level=getattr(logging, level.upper()))
+    for key in unknown_keys:  # warned before the log file was opened: the run's log keeps them too
+        _log_to_file(logger, _unknown_key_warning(cfg, key))
     grad_acc = _positive_int(cfg, 'gradient_accumulation', 1)
     _positive_int(cfg, 'max_epochs', 1)
     _positive_int(cfg, 'max_steps', None, allow_none=True)
@@ -706,7 +1005,7 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     _check_engine_settings(cfg)  # before data and model are built: a typo fails at once
 
     train_loader, test_loader = build_data(cfg, context, cfg.seed)
-    model = build_model(cfg, context, train_loader, cfg.seed)
+    model = build_model(cfg, context, train_loader, cfg.seed, test_loader)
     loss_cfg = cfg.get('loss', None) or dict(type='CrossEntropyLoss')
     loss_cfg = _require_dict(cfg, loss_cfg, 'loss', "dict(type='MSELoss')")
     criterion = _build(cfg, 'loss', LOSSES.build, loss_cfg)
@@ -720,15 +1019,19 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     optimizer = _build(cfg, 'optimizer', OPTIMIZERS.build, opt_cfg,
                        default_args=dict(params=model.parameters()))
     steps_per_epoch = check_steps_per_epoch(cfg, train_loader, grad_acc)
-    lr_scheduler = build_lr_scheduler(cfg, optimizer, steps_per_epoch, logger)
+    # Evaluation without training data (tools/test.py --cfg-options data.train=None) steps no
+    # scheduler, whose length would come from the training data.
+    lr_scheduler = None if read_only and train_loader is None else \
+        build_lr_scheduler(cfg, optimizer, steps_per_epoch, logger)
     schedule_cfg = dict(cfg.get('schedule', None) or dict(type='NoPipelineSchedule'))
     schedule = _build(cfg, 'schedule', SCHEDULES.build, schedule_cfg)
     check_microbatches(cfg, schedule, train_loader, test_loader)
+    data_group = context.data_group if engine_averages_gradients(cfg, context) else None  # else DDP's own
     engine = _build(cfg, 'engine settings (amp, gradient_accumulation, clip_grad_norm, nonfinite_loss)',
                     Engine, model, criterion, optimizer, lr_scheduler=lr_scheduler, step_schedule=schedule,
                     gradient_accumulation=grad_acc, clip_grad_norm=cfg.get('clip_grad_norm', 0.0),
                     amp=cfg.get('amp', None), nonfinite_loss=cfg.get('nonfinite_loss', 'raise'),
-                    data_parallel_group=context.data_group if context.pipeline_size > 1 else None)
+                    data_parallel_group=data_group)
     trainer = Trainer(engine, work_dir=None if read_only else cfg.work_dir, logger=logger, config=cfg)
     try:
         build_hooks(cfg, trainer)

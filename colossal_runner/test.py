@@ -18,7 +18,8 @@ import os.path as osp
 from typing import Any, Dict, List, Optional
 
 from .config import DictAction
-from .train import EXIT_CONFIG, EXIT_RUNTIME, UsageError, load_user_config, locate_checkpoint, report_errors
+from .train import (EXIT_CONFIG, EXIT_RUNTIME, UsageError, add_local_rank_argument, load_user_config,
+                    locate_checkpoint, report_errors)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -29,7 +30,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='override config values, e.g. data.test.dataloader.batch_size=64')
     parser.add_argument('--json', action='store_true', help='print the metrics as one JSON object')
     parser.add_argument('--launcher', choices=['none', 'torch', 'pytorch', 'slurm', 'openmpi'],
-                        default='none')
+                        default='none', help='how processes of a distributed run are started '
+                                             "(torch = torchrun; pytorch, mmcv's name, is the same)")
+    add_local_rank_argument(parser)
     parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')
     return parser.parse_args(argv)
 

@@ -51,9 +51,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--launcher', choices=['none', 'torch', 'pytorch', 'slurm', 'openmpi'],
                         default='none', help='how processes of a distributed run are started '
                                              "(torch = torchrun; pytorch, mmcv's name, is the same)")
+    add_local_rank_argument(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     parser.add_argument('--debug', action='store_true', help='show full tracebacks on errors')
     return parser.parse_args(argv)
+
+
+def add_local_rank_argument(parser: argparse.ArgumentParser) -> None:
+    """``--local-rank`` / ``--local_rank``, which ``python -m torch.distributed.launch`` passes to
+    every process it starts; accepted and ignored, since LOCAL_RANK in the environment says the same."""
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=None, metavar='N',
+                        help='ignored: python -m torch.distributed.launch passes it; the local rank is '
+                             'read from the LOCAL_RANK environment variable, which it sets too')
 
 
 @contextlib.contextmanager
@@ -77,22 +86,34 @@ def report_errors(prog: str, debug: bool, status: int,
     except Exception as exc:  # noqa: BLE001 - the user gets one clear line, --debug the traceback
         from .distributed import report_failure
         from .distributed.faults import is_communication_error, peer_failure
+        comm = is_communication_error(exc)
+        if not comm:
+            # Said before the others are told: once they stop, torchrun may SIGTERM this rank while
+            # report_failure waits for them, and the reason would be lost.
+            _say_error(prog, exc, debug, logs_before)
         report_failure(exc)  # other ranks of a distributed run stop now instead of at the timeout
         # Another rank failed first and this one's error is only gloo's "Connection closed by peer":
         # the watcher has written "rank N is stopping because rank M failed: ..." (stderr, log file).
-        follow_on = peer_failure() is not None and is_communication_error(exc)
-        if not getattr(exc, 'logged', False) and not follow_on:  # a logged error is in the log already
-            _log_error(f'{prog}: error: {format_config_error(exc)}', logs_before)
+        follow_on = comm and peer_failure() is not None
+        if comm and not follow_on:
+            _say_error(prog, exc, debug, logs_before)
         if debug:
             raise
         if isinstance(exc, ConfigError):
             # a config error found once training starts (a save_best naming no metric) is still one
             status = EXIT_CONFIG
-        if follow_on:
-            raise SystemExit(status) from None
-        print(f'{prog}: error: {format_config_error(exc)} (rerun with --debug for the traceback)',
-              file=sys.stderr)
         raise SystemExit(status) from None
+
+
+def _say_error(prog: str, exc: BaseException, debug: bool,
+               logs_before: Optional[Collection[logging.Handler]]) -> None:
+    """The error line into the run's log file (unless it is there already) and on stderr (the
+    traceback instead, with ``debug``)."""
+    if not getattr(exc, 'logged', False):  # a logged error is in the log already
+        _log_error(f'{prog}: error: {format_config_error(exc)}', logs_before)
+    if not debug:
+        print(f'{prog}: error: {format_config_error(exc)} (rerun with --debug for the traceback)',
+              file=sys.stderr, flush=True)
 
 
 def log_files() -> List[logging.Handler]:
@@ -235,7 +256,8 @@ def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None
     """Write the merged config as ``<work_dir>/<config file name>`` and return the path.
 
     When that is the config file itself or one of its ``_base_`` files (``work_dir =
-    '{{ fileDirname }}'``), it goes to ``<name>.merged<ext>`` instead, and the log says so.
+    '{{ fileDirname }}'``), or a file the run writes (a config named ``final_metrics.json``), it
+    goes to ``<name>.merged<ext>`` instead, and the log says so.
 
     A config holding values that have no config text (``loss = dict(type=nn.CrossEntropyLoss)``,
     a ``collate_fn`` defined in the config) is written anyway, as ``.py``, with those values as
@@ -277,19 +299,28 @@ def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None
     return path
 
 
+# The files a run writes into its work directory under fixed names: a config named like one of
+# them (final_metrics.json) must not have its dump overwritten by it, nor overwrite it.
+RUN_FILE_NAMES = ('final_metrics.json', 'metrics.jsonl')
+
+
 def _not_a_config_file(cfg: Any, path: str, logger: Optional[logging.Logger]) -> str:
     """``path``, or ``<stem>.merged<ext>`` beside it when ``path`` is a file the config was read
-    from: the dump must not overwrite the user's own config."""
+    from (the dump must not overwrite the user's own config) or one the run writes itself."""
     # cfg.text heads each file it holds with '# <absolute path>' (a stray comment that looks
     # like one only moves the dump to the other name)
     read = {cfg.filename} if cfg.filename else set()
     read.update(line[2:] for line in cfg.text.splitlines() if line.startswith('# ') and osp.isabs(line[2:]))
-    if osp.realpath(path) not in {osp.realpath(f) for f in read}:
+    if osp.realpath(path) in {osp.realpath(f) for f in read}:
+        why = 'a config file this run read'
+    elif osp.basename(path) in RUN_FILE_NAMES:
+        why = 'a file the run writes itself'
+    else:
         return path
     stem, ext = osp.splitext(path)
     moved = f'{stem}.merged{ext}'
     (logger or logging.getLogger('colossal_runner')).info(
-        f'{path} is a config file this run read, so the merged config goes to {moved} instead')
+        f'{path} is {why}, so the merged config goes to {moved} instead')
     return moved
 
 
@@ -302,7 +333,8 @@ class Terminated(KeyboardInterrupt):
 def report_interruption(prog: str, trainer_of: Callable[[], Any],
                         logs_before: Optional[Collection[logging.Handler]] = None) -> Iterator[None]:
     """Ctrl-C (exit 130) or SIGTERM (exit 143) during the block: one line on stderr and in the run's
-    log file saying where the run stopped and how to continue it, instead of a silent death.
+    log file saying where the run stopped and how to continue it, instead of a silent death; and,
+    for a SIGTERM that stops a rank because another rank failed (torchrun), which rank and why.
 
     SIGTERM raises :class:`Terminated` while the block runs (main thread only; the previous
     handler is restored after). Checkpoints are written atomically, so stopping mid-save is safe.
@@ -346,7 +378,11 @@ def report_interruption(prog: str, trainer_of: Callable[[], Any],
     except KeyboardInterrupt as exc:
         state['caught'] = True
         terminated = isinstance(exc, Terminated)
-        line = f'{prog}: {"terminated (SIGTERM)" if terminated else "interrupted"} {stopped_at(trainer_of())}'
+        what = f'{"terminated (SIGTERM)" if terminated else "interrupted"} {stopped_at(trainer_of())}'
+        faults = sys.modules.get(f'{__package__}.distributed.faults')  # not imported: no watcher runs
+        # torchrun stops every worker once one failed, maybe before this rank's watcher saw why
+        reason = faults.stopping_reason() if terminated and faults is not None else None
+        line = f'{prog}: {reason}; {what}' if reason else f'{prog}: {what}'
         _log_error(line, logs_before)
         print(line, file=sys.stderr, flush=True)
         raise SystemExit(143 if terminated else 130) from None
@@ -394,6 +430,24 @@ def stopped_at(trainer: Any) -> str:
     return f'{at}; rerun with --resume to continue from the last checkpoint, {latest}'
 
 
+def resume_position(state: Dict[str, Any]) -> str:
+    """Where in training a checkpoint was taken: ``at epoch 2, iteration 25 (step 8 of 17 of the
+    epoch)``, or ``(after epoch 2 ended)`` for one taken at an epoch's end. The iteration counts
+    the optimizer steps of the whole run, so it alone does not say how far into the epoch it is."""
+    states = state.get('states') if isinstance(state.get('states'), dict) else {}
+    epoch, iteration = states.get('epoch'), states.get('iteration')
+    text = f'at epoch {epoch}, iteration {iteration}'
+    data = state.get('data') if isinstance(state.get('data'), dict) else {}
+    if data.get('epoch') != epoch:  # no record of the data position (an older checkpoint)
+        return text
+    if data.get('finished'):
+        return f'{text} (after epoch {epoch} ended)'
+    done, steps = data.get('steps_done'), data.get('steps_per_epoch')
+    if isinstance(done, int) and isinstance(steps, int):
+        return f'{text} (step {done} of {steps} of the epoch)'
+    return text
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     prog = 'train.py'
@@ -416,7 +470,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                                  f'{where!r} does not exist; train first or pass --resume PATH')
             state = resume(trainer, where)
             read = (state.get('meta') or {}).get('path', where)  # the file a directory stood for
-            trainer.logger.info(f"resumed from {read} at epoch {state.get('states', {}).get('epoch')}")
+            trainer.logger.info(f'resumed from {read} {resume_position(state)}')
         if context.is_main_process:  # only once the run has started well: a bad resume keeps the old one
             dump_config(cfg, cfg.work_dir, trainer.logger)
     with report_errors(prog, args.debug, EXIT_RUNTIME, logs_before), \

@@ -158,10 +158,16 @@ class BaseRefs:
         ref = self.paths[placeholder]
         found, target = _lookup(base, ref)
         if not found:
+            # suggest at the level where the lookup failed (_base_.optimzer.lr: 'optimizer')
             parts = ref.split('.')
-            parent_found, parent = _lookup(base, '.'.join(parts[:-1])) if len(parts) > 1 else (True, base)
-            close = closest_keys(parts[-1], list(parent)) if parent_found and isinstance(parent, dict) else []
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ''
+            depth = next(i for i in range(len(parts)) if not _lookup(base, '.'.join(parts[:i + 1]))[0])
+            parent = _lookup(base, '.'.join(parts[:depth]))[1] if depth else base
+            close = closest_keys(parts[depth], list(parent)) if isinstance(parent, dict) else []
+            shown = [repr(c) for c in close]
+            if depth < len(parts) - 1:  # above the last level: the whole reference, mended, too
+                shown = [f"{c!r} ({{{{ _base_.{'.'.join(parts[:depth] + [c] + parts[depth + 1:])} }}}})"
+                         for c in close]
+            hint = f" Did you mean {' or '.join(shown)}?" if close else ''
             raise ConfigError(f'{{{{ _base_.{ref} }}}} names a value that no _base_ file defines '
                               f'(top-level base keys: {", ".join(sorted(map(str, base))) or "none"}).{hint}',
                               self.label, path)

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 from .config_dict import ConfigDict
 from .errors import ConfigError, KeyPart
-from .loader import (RESERVED_KEYS, check_extension, check_reserved_keys, load_text, merge_into)
+from .loader import (RESERVED_KEYS, DottedKeys, check_extension, check_reserved_keys, load_text, merge_into)
 from .pretty import plain_number
 from .pretty import pretty_text as _pretty_text
 from .yaml_io import dump_yaml
@@ -178,7 +178,7 @@ class Config:
             parts = full_key.split('.')
             node = nested
             for depth, part in enumerate(parts[:-1]):
-                node = node.setdefault(part, {})
+                node = node.setdefault(part, DottedKeys())
                 if not isinstance(node, dict):
                     other = next(key for key in ('.'.join(parts[:i]) for i in range(depth + 1, 0, -1))
                                  if key in options)  # the option whose value holds this one

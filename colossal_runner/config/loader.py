@@ -19,7 +19,7 @@ import yaml
 
 from .base_ref import BaseRefMisuse, BaseRefs
 from .config_dict import ConfigDict
-from .errors import ConfigError, KeyPart
+from .errors import ConfigError, KeyPart, format_key_path
 from .pretty import plain_numbers
 from .yaml_io import load_yaml
 
@@ -299,6 +299,20 @@ def merge_into(child: Dict[str, Any], base: Any, label: Optional[str], allow_lis
 _MISSING = object()
 
 
+class DottedKeys(dict):
+    """The dict a dotted option (``a.b=1``) makes for ``a``: a change below ``a``, not a new value of
+    it (messages say so when ``a`` turns out to be a plain value)."""
+
+
+def _kind(value: Any) -> str:
+    """``a number``, ``a string``, ...: what a plain config value is, in words."""
+    if isinstance(value, bool):
+        return 'True or False'
+    if isinstance(value, (int, float)):
+        return 'a number'
+    return 'a string' if isinstance(value, str) else f'a {type(value).__name__}'
+
+
 def _merge_value(value: Any, old: Any, label: Optional[str], allow_list_keys: bool,
                  path: List[KeyPart], in_file: bool = False) -> Any:
     if not isinstance(value, dict) or old is _MISSING or old is None or value.get(DELETE_KEY, False):
@@ -311,6 +325,15 @@ def _merge_value(value: Any, old: Any, label: Optional[str], allow_list_keys: bo
             raise ConfigError(f'a dict cannot be merged into the base {kind} {old!r}: a config file cannot '
                               f'change single items of a base {kind}; write the whole {kind} here, with '
                               f'the items changed.', label, path)
+        if isinstance(value, DottedKeys) and not isinstance(old, (list, tuple)):
+            # --cfg-options clip_grad_norm.max_norm=35: a dotted key below a plain value, where
+            # _delete_ (the way to swap a value for a dict one gives whole) is no help
+            key = format_key_path(path)
+            leaves = [v for k, v in value.items() if k != DELETE_KEY]
+            example = leaves[0] if len(leaves) == 1 and not isinstance(leaves[0], dict) else old
+            raise ConfigError(f'{key} is {_kind(old)} ({old!r}), not a dict, so it has no '
+                              f'{", ".join(map(repr, value))} to set: set it directly, e.g. '
+                              f'{key}={example!r}.', label, path)
         hint = ' (or allow list keys to index into it)' if isinstance(old, (list, tuple)) else ''
         raise ConfigError(f'a dict cannot be merged into the existing {kind} value {old!r}; '
                           f'add {DELETE_KEY}=True to the dict to replace it{hint}.', label, path)

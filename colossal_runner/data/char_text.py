@@ -1,7 +1,8 @@
 """Character-level language modelling over text that ships with every CPython install."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from collections import Counter
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset
@@ -23,25 +24,53 @@ def default_corpus() -> str:
     return ''.join(topics[key] for key in sorted(topics))
 
 
+class VocabularyError(ValueError):
+    """Text with characters outside the vocabulary given to :class:`CharText` (``missing``)."""
+
+    def __init__(self, message: str, missing: List[str]):
+        super().__init__(message)
+        self.missing = missing
+
+
+def _check_chars(chars: Any) -> List[str]:
+    """``chars`` as a list of distinct single characters, or a ValueError saying what is wrong."""
+    if isinstance(chars, str):
+        chars = list(chars)
+    if not isinstance(chars, (list, tuple)) or not all(isinstance(c, str) and len(c) == 1 for c in chars):
+        raise ValueError(f'CharText chars must be a string or a list of single characters (the vocabulary, '
+                         f'id i being chars[i]; None: the characters of the text), got {chars!r}')
+    repeated = sorted(c for c, n in Counter(chars).items() if n > 1)
+    if repeated:
+        raise ValueError(f'CharText chars must not repeat a character (each needs one id), got '
+                         f'{"".join(repeated)!r} more than once')
+    if not chars:
+        raise ValueError('CharText chars is empty; give the vocabulary, or None for the text\'s characters')
+    return list(chars)
+
+
 @DATASETS.register_module()
 class CharText(ItemTransforms, Dataset):
     """Sequences of ``block_size`` characters and the same sequence shifted by one.
 
-    The vocabulary is the sorted set of characters of the whole corpus, so train and test
-    share it. The first ``1 - test_ratio`` of the text is the train split, the rest the
-    test split; items are consecutive windows starting every ``stride`` characters
-    (``block_size`` by default: non-overlapping).
+    The vocabulary is the sorted set of characters of the whole corpus (after ``max_chars``),
+    so the two splits of one text share it; ``chars`` gives one instead (``initialize`` gives
+    the test dataset the training dataset's). The first ``1 - test_ratio`` of the text is the
+    train split, the rest the test split (contiguous, not shuffled); items are consecutive
+    windows starting every ``stride`` characters (``block_size`` by default: non-overlapping).
 
     Args:
         split: ``'train'`` or ``'test'``.
         block_size: characters per item.
         text / text_file: the corpus; the pydoc topics text by default.
         test_ratio: the share of the text in the test split, in [0, 1].
-        max_chars: use only the first ``max_chars`` characters (quick runs).
+        max_chars: use only the first ``max_chars`` characters (quick runs; a positive int).
         stride: distance between the starts of consecutive items (a positive int; None:
             ``block_size``).
         transform / target_transform: applied to each item's input / target tensor: a
             callable, or a config (or a list of configs, composed) from TRANSFORMS.
+        chars: the vocabulary, a string or list of distinct characters, id ``i`` being
+            ``chars[i]``; a character of the split outside it is a :class:`VocabularyError`.
+            None: the sorted characters of the text.
 
     Items are ``(input int64[block_size], target int64[block_size])`` (before the transforms).
     """
@@ -49,7 +78,8 @@ class CharText(ItemTransforms, Dataset):
     def __init__(self, split: str = 'train', block_size: int = 64, text: Optional[str] = None,
                  text_file: Optional[str] = None, test_ratio: float = 0.1,
                  max_chars: Optional[int] = None, stride: Optional[int] = None,
-                 transform: Any = None, target_transform: Any = None):
+                 transform: Any = None, target_transform: Any = None,
+                 chars: Optional[Sequence[str]] = None):
         if split not in ('train', 'test'):
             raise ValueError(f"CharText split must be 'train' or 'test', got {split!r}")
         if not isinstance(block_size, int) or block_size < 1:
@@ -57,8 +87,11 @@ class CharText(ItemTransforms, Dataset):
         # 0 puts all the text in the train split (a split left empty is an error below)
         check_ratio('CharText test_ratio', test_ratio, closed=True)
         if stride is not None:
-            check_positive_int('CharText stride', stride, ' (characters from one item to the next; None: '
-                                                          'block_size)')
+            hint = ' (characters from one item to the next; None: block_size)'
+            stride = check_positive_int('CharText stride', stride, hint)
+        if max_chars is not None:
+            hint = ' (use the first max_chars characters of the text; None: all of it)'
+            max_chars = check_positive_int('CharText max_chars', max_chars, hint)
         self.set_transforms(transform, target_transform)
         if text is not None and text_file is not None:
             raise ValueError('CharText takes text= or text_file=, not both')
@@ -69,17 +102,30 @@ class CharText(ItemTransforms, Dataset):
             text = default_corpus()
         if max_chars is not None:
             text = text[:max_chars]
-        self.chars: List[str] = sorted(set(text))
+        self.chars: List[str] = sorted(set(text)) if chars is None else _check_chars(chars)
         self.stoi: Dict[str, int] = {c: i for i, c in enumerate(self.chars)}
         self.vocab_size = len(self.chars)
         cut = int(len(text) * (1.0 - test_ratio))
         part = text[:cut] if split == 'train' else text[cut:]
+        if text and not part:  # not a matter of block_size: test_ratio leaves nothing to this split
+            fix = ('set a positive test_ratio, or leave the test split out (no data.test)' if split == 'test'
+                   else 'set test_ratio below 1, or leave the train split out (no data.train)')
+            raise ValueError(f'the {split} split is empty: test_ratio={test_ratio} puts '
+                             f'{"none" if split == "test" else "all"} of the text in the test split; {fix}.')
         if len(part) < block_size + 1:
             raise ValueError(f'the {split} split has {len(part)} characters, fewer than block_size + 1 = '
                              f'{block_size + 1}; use a smaller block_size or more text.')
         self.split = split
         self.block_size = block_size
         self.stride = stride or block_size
+        missing = sorted(set(part) - set(self.stoi)) if chars is not None else []
+        if missing:
+            shown = ''.join(missing[:20]) + ('...' if len(missing) > 20 else '')
+            raise VocabularyError(f'the {split} split has {len(missing)} distinct characters that are not in '
+                                  f'the vocabulary chars ({self.vocab_size} characters): {shown!r}; give '
+                                  f'chars that hold every character of the text, or chars=None for the '
+                                  f"text's own vocabulary (whose ids a model trained on another "
+                                  f'vocabulary does not share)', missing)
         self.ids = torch.tensor(self.encode(part), dtype=torch.long)
         self._num = (len(self.ids) - block_size - 1) // self.stride + 1
 

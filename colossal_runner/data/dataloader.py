@@ -160,7 +160,7 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     config_shuffle = cfg.pop('shuffle', False)
     shuffle = config_shuffle if shuffle is None else bool(shuffle)
     batch_size = cfg.pop('batch_size', 1)
-    check_positive_int('dataloader batch_size', batch_size)
+    batch_size = check_positive_int('dataloader batch_size', batch_size)  # a NumPy int as a plain int
     drop_last = cfg.pop('drop_last', False)
     sampler_cfg = cfg.pop('sampler', None)
     data_size = getattr(context, 'data_size', 1) if context is not None else 1

@@ -12,6 +12,7 @@ from typing import List, Optional, Union
 import torch
 import torch.distributed as dist
 
+from ..config.errors import ConfigError
 from ..utils.checks import check_positive_int
 
 _CONTEXT: Optional['ParallelContext'] = None
@@ -43,23 +44,30 @@ class ParallelContext:
             rank = dist.get_rank() if initialized else 0
         if world_size is None:
             world_size = dist.get_world_size() if initialized else 1
+        # ConfigErrors naming the config key: the launcher adds the config file's name
         for name, value in (('parallel.pipeline', pipeline), ('parallel.tensor', tensor)):
-            check_positive_int(name, value)
+            try:
+                check_positive_int(name, value)
+            except ValueError as err:
+                raise ConfigError(str(err), key_path=name) from None
         if tensor != 1:
-            raise ValueError(f'parallel.tensor={tensor} is not supported yet: colossal_runner has '
-                             f'pipeline and data parallelism only. Set parallel.tensor=1 or remove it.')
+            raise ConfigError(f'parallel.tensor={tensor} is not supported yet: colossal_runner has '
+                              f'pipeline and data parallelism only. Set parallel.tensor=1 or remove it.',
+                              key_path='parallel.tensor')
         if world_size % pipeline:
-            raise ValueError(f'the world size {world_size} is not divisible by the pipeline size '
-                             f'parallel.pipeline={pipeline}; launch a multiple of {pipeline} processes '
-                             f'or change parallel.pipeline.')
+            raise ConfigError(f'the world size {world_size} is not divisible by the pipeline size '
+                              f'parallel.pipeline={pipeline}; launch a multiple of {pipeline} processes '
+                              f'or change parallel.pipeline.', key_path='parallel.pipeline')
         if data is None:
             data = world_size // pipeline
         if not isinstance(data, int) or isinstance(data, bool) or data < 1:
-            raise ValueError(f'parallel.data must be a positive int or None, got {data!r}')
+            raise ConfigError(f'parallel.data must be a positive int or None, got {data!r}',
+                              key_path='parallel.data')
         if pipeline * data != world_size:
-            raise ValueError(f'parallel.pipeline x parallel.data = {pipeline} x {data} = {pipeline * data} '
-                             f'but the world size is {world_size}; launch {pipeline * data} processes '
-                             f'or leave parallel.data out so it is world_size / pipeline.')
+            raise ConfigError(f'parallel.pipeline x parallel.data = {pipeline} x {data} = {pipeline * data} '
+                              f'but the world size is {world_size}; launch {pipeline * data} processes '
+                              f'or leave parallel.data out so it is world_size / pipeline.',
+                              key_path='parallel.data')
         self.rank = rank
         self.world_size = world_size
         self.pipeline_size = pipeline

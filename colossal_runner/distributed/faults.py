@@ -277,22 +277,27 @@ class FaultWatcher:
             root = self.handle_failure(exc)
         self.finish(root)
 
-    def _say_stopping(self, root: Failure) -> None:
-        with self._lock:  # the main thread and the watcher thread may both get here
-            if self._said:
-                return
-            self._said = True
-        sys.stdout.flush()
-        reason = root.error if root.lost else f'rank {root.rank} failed: {root.error}'
-        if not root.lost and _TIMED_OUT.search(root.error):
+    def reason(self, root: Failure) -> str:
+        """Why ``root`` stops this rank: ``rank 1 failed: RuntimeError: ...``."""
+        if root.lost:
+            return root.error
+        if _TIMED_OUT.search(root.error):
             # A timeout is the waiting rank's report, not its fault: the rank it waited for is the
             # one to look at (hung, or much slower).
             peer = _PEER.search(root.error)
             waited = 'a peer' if peer is None else f'rank {peer.group(1)}'
             if peer is not None and int(peer.group(1)) == self.rank:
                 waited += ' (this rank)'
-            reason = f'rank {root.rank} timed out waiting for {waited}: {root.error}'
-        line = f'rank {self.rank} is stopping because {reason}'
+            return f'rank {root.rank} timed out waiting for {waited}: {root.error}'
+        return f'rank {root.rank} failed: {root.error}'
+
+    def _say_stopping(self, root: Failure) -> None:
+        with self._lock:  # the main thread and the watcher thread may both get here
+            if self._said:
+                return
+            self._said = True
+        sys.stdout.flush()
+        line = f'rank {self.rank} is stopping because {self.reason(root)}'
         sys.stderr.write(f'colossal_runner: {line}\n')
         sys.stderr.flush()
         _write_log_files(line)
@@ -378,6 +383,19 @@ def peer_failure() -> Optional[Failure]:
     this rank's own failure): this rank's own error is then usually only a consequence of it."""
     watcher = get_watcher()
     return None if watcher is None else watcher.stopped_for
+
+
+def stopping_reason() -> Optional[str]:
+    """``rank 0 is stopping because rank 1 failed: ...`` when another rank's failure is in the
+    store and the watcher has not said so yet, else None: a launcher's SIGTERM (torchrun stopping
+    the job) can reach this rank before its watcher has read the failure."""
+    watcher = get_watcher()
+    if watcher is None or watcher.store is None or watcher._said:
+        return None
+    root = watcher.stopped_for or watcher.first_failure()
+    if root is None or root.rank == watcher.rank:
+        return None
+    return f'rank {watcher.rank} is stopping because {watcher.reason(root)}'
 
 
 def report_failure(error: Any) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import difflib
 import os
 import random
 import warnings
@@ -20,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..config.errors import ConfigError
 from .context import ParallelContext, get_context, set_context
 from .faults import FaultWatcher, config_hash, get_watcher, set_watcher, watcher_settings
 
@@ -47,17 +49,34 @@ def _load_config(config: ConfigLike) -> Any:
     return config
 
 
+def _config_file(cfg: Any) -> Optional[str]:
+    """The file a Config was read from, for errors; None for a dict."""
+    filename = getattr(cfg, 'filename', None)
+    return filename if isinstance(filename, str) else None
+
+
 def _parallel_settings(cfg: Any) -> dict:
     parallel = cfg.get('parallel', None) or {}
     if not isinstance(parallel, Mapping):
-        raise TypeError(f'config key "parallel" must be a dict like dict(pipeline=2, data=2), '
-                        f'got {type(parallel).__name__}: {parallel!r}')
-    unknown = sorted(set(parallel) - {'pipeline', 'data', 'tensor'})
-    if unknown:
-        raise KeyError(f'unknown keys {unknown} in config "parallel"; expected pipeline, data and tensor, '
-                       f'e.g. parallel = dict(pipeline=2, data=2).')
+        raise ConfigError(f'expected a dict like dict(pipeline=2, data=2), got {type(parallel).__name__}: '
+                          f'{parallel!r}', _config_file(cfg), 'parallel')
+    known = ('pipeline', 'data', 'tensor')
+    for key in parallel:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f'did you mean {close[0]!r}? ' if close else ''
+            raise ConfigError(f'unknown key {key!r}; {hint}parallel takes pipeline, data and tensor, e.g. '
+                              f'parallel = dict(pipeline=2, data=2).', _config_file(cfg), ['parallel', key])
     return dict(pipeline=parallel.get('pipeline', 1), data=parallel.get('data', None),
                 tensor=parallel.get('tensor', 1))
+
+
+def _parallel_context(cfg: Any, settings: dict, **layout: Any) -> ParallelContext:
+    """``ParallelContext(**settings, **layout)``; a bad setting's error names the config file too."""
+    try:
+        return ParallelContext(**settings, **layout)
+    except ConfigError as err:
+        raise ConfigError(err.message, _config_file(cfg), err.key_path) from None
 
 
 def _timeout_seconds(cfg: Any, timeout: Optional[float]) -> float:
@@ -165,7 +184,8 @@ def _finish_setup(cfg: Any, host: Optional[str], port: Any, seed: int, seconds: 
         watcher = FaultWatcher(host, int(port), rank, world_size, timeout=seconds or 60.0, **settings)
         set_watcher(watcher.start())
     _check_same_config(cfg, rank, world_size)
-    context = ParallelContext(**_parallel_settings(cfg), rank=rank, world_size=world_size, timeout=seconds)
+    context = _parallel_context(cfg, _parallel_settings(cfg), rank=rank, world_size=world_size,
+                                timeout=seconds)
     set_context(context)
     set_seed(seed)
     global _TEARDOWN_AT_EXIT
@@ -269,9 +289,10 @@ def setup_parallel(cfg: ConfigLike, launcher: str = 'none', timeout: Optional[fl
                       f'will train alone. Pass --launcher torch when starting with torchrun.')
     settings = _parallel_settings(cfg)
     try:
-        context = ParallelContext(**settings, rank=0, world_size=1)
-    except ValueError as err:
-        raise ValueError(f'{err}{_more_processes_hint(settings)}') from None
+        context = _parallel_context(cfg, settings, rank=0, world_size=1)
+    except ConfigError as err:
+        hint = _more_processes_hint(settings)
+        raise ConfigError(f'{err.message}{hint}', err.filename, err.key_path) from None
     set_context(context)
     set_seed(seed)
     return context

@@ -237,42 +237,43 @@ class Engine:
                              '(evaluation only).')
         # Kept here, where it costs one lookup, so that LRSchedulerHook needs no call per step.
         self.step_lr = self.optimizer.param_groups[0]['lr']
-        # No zero_grad here: every step (and a dropped one) ends with the gradients set to
-        # None, and a second zero_grad per step costs about 10 us, a measurable share of a
-        # small model's step (benchmarks/overhead.py).
-        if (type(self.schedule) is NoPipelineSchedule and self.gradient_accumulation == 1
-                and self.amp is None and self.clip_grad_norm == 0 and self.data_parallel_group is None
-                and not self._is_ddp and self.criterion is not None):
-            return self._plain_step(data_iter)
-        if self.gradient_accumulation == 1:
-            results = [self.schedule.forward_backward_step(self, data_iter, False, True)]
-        else:
-            results = []
-            try:
+        # No zero_grad here: every step (a dropped one, and one that raises, too) ends with the
+        # gradients set to None, and a second zero_grad per step costs about 10 us, a measurable
+        # share of a small model's step (benchmarks/overhead.py).
+        try:  # costs nothing until something raises (Python 3.11's zero-cost exceptions)
+            if (type(self.schedule) is NoPipelineSchedule and self.gradient_accumulation == 1
+                    and self.amp is None and self.clip_grad_norm == 0 and self.data_parallel_group is None
+                    and not self._is_ddp and self.criterion is not None):
+                return self._plain_step(data_iter)
+            if self.gradient_accumulation == 1:
+                results = [self.schedule.forward_backward_step(self, data_iter, False, True)]
+            else:
+                results = []
                 for micro in range(self.gradient_accumulation):
                     with self._no_sync(micro < self.gradient_accumulation - 1):
                         results.append(self.schedule.forward_backward_step(self, data_iter, False, True))
-            except StopIteration:
-                # The data ended inside the step (a loader without a length): the micro-steps
-                # already run leave gradients that the next step must not add to.
-                self.optimizer.zero_grad(set_to_none=True)
-                raise
-        # With fp16 the grad scaler already skips steps with inf/NaN gradients and lowers its
-        # scale (overflow is expected there), so the loss check is for fp32 / bf16 runs.
-        pipeline_group = _pipeline_group()
-        if (self.scaler is None and self.nonfinite_loss != 'off'
-                and not self._loss_is_finite(results, pipeline_group)):
-            return self._drop_step(results)
-        self._average_gradients()
-        skipped = self._optimizer_step(pipeline_group)
-        if self.lr_scheduler is not None and not skipped:
-            self.lr_scheduler.step()
-        elif self.lr_scheduler is not None:
-            with warnings.catch_warnings():  # the schedule follows the step count even when fp16 skips
-                warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)`')
+            # With fp16 the grad scaler already skips steps with inf/NaN gradients and lowers its
+            # scale (overflow is expected there), so the loss check is for fp32 / bf16 runs.
+            pipeline_group = _pipeline_group()
+            if (self.scaler is None and self.nonfinite_loss != 'off'
+                    and not self._loss_is_finite(results, pipeline_group)):
+                return self._drop_step(results)
+            self._average_gradients()
+            skipped = self._optimizer_step(pipeline_group)
+            if self.lr_scheduler is not None and not skipped:
                 self.lr_scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return self._gather(results)
+            elif self.lr_scheduler is not None:
+                with warnings.catch_warnings():  # the schedule follows the step count even when fp16 skips
+                    warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)`')
+                    self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._gather(results)
+        except BaseException:
+            # The model, the criterion or the data raised (or the data ended inside the step, or
+            # Ctrl-C): the backward passes already run leave gradients that the next step, in this
+            # fit or the next, must not add to.
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
 
     def _plain_step(self, data_iter: Iterator) -> Step:
         """:meth:`step` for the common case, written out as a hand-written loop would be.

@@ -5,13 +5,16 @@ walked in order: each one is allocated and re-initialized with ``reset_parameter
 random generator is consumed exactly as when building the whole model, and the layers of
 other stages are dropped right away. A rank therefore holds one foreign layer at most,
 and its own layers' parameters equal those of the un-split model built with the same seed.
+Tied weights (one tensor held by several layers) stay one tensor when all holders are on the
+stage; tied across stages they are an error, since nothing would keep the copies equal.
 """
 from __future__ import annotations
 
 import copy
 import warnings
+from bisect import bisect_right
 from collections import OrderedDict
-from typing import Any, List, Mapping, Optional, Tuple, Union
+from typing import Any, Container, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -63,10 +66,11 @@ def _reset(layer: nn.Module) -> None:
         visit(layer)
 
 
-def _materialize(layer: nn.Module) -> None:
-    """Allocate ``layer`` on the CPU and initialize it in construction order."""
+def _materialize(layer: nn.Module, writes: '_InPlaceWrites') -> None:
+    """Allocate ``layer`` on the CPU and initialize it in construction order, recording into ``writes``."""
     layer.to_empty(device='cpu')
-    _reset(layer)
+    with writes:
+        _reset(layer)
 
 
 class _InPlaceWrites(TorchDispatchMode):
@@ -78,35 +82,107 @@ class _InPlaceWrites(TorchDispatchMode):
     writes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: Optional[Container[int]] = None) -> None:
         super().__init__()
         self.writes: List[Tuple[Any, ...]] = []
+        # The tensor written by each write numbered in ``keep`` (every write when None): a tied
+        # weight keeps the values of the last write into its storage.
+        self.keep = keep
+        self.targets: Dict[int, torch.Tensor] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if name.endswith('_') and args and isinstance(args[0], torch.Tensor):
+            if self.keep is None or len(self.writes) in self.keep:
+                self.targets[len(self.writes)] = args[0]
             others = tuple(a for a in args[1:] if not isinstance(a, torch.Tensor))
             self.writes.append((name, tuple(args[0].shape), others, tuple(sorted((kwargs or {}).items()))))
         return func(*args, **(kwargs or {}))
 
 
-def _replays_init(cfg: Mapping) -> Tuple[nn.Module, bool]:
-    """The model built on the meta device, and whether calling ``reset_parameters`` layer by layer
+def _replays_init(cfg: Mapping) -> Tuple[nn.Module, bool, Dict[int, int]]:
+    """The model built on the meta device; whether calling ``reset_parameters`` layer by layer
     writes its tensors exactly as its constructor did: the same operations, in the same order, on
     the same shapes, with the same arguments. A model whose constructor initializes weights its own
     way (``nn.init.normal_(w, std=0.02)`` after the layers are made, as GPT-style code does) would
-    otherwise lose that initialization on a pipeline stage."""
+    otherwise lose that initialization on a pipeline stage; and, by tensor storage, the number of
+    the constructor's last write into each tensor it wrote (which write a tied weight keeps)."""
     built = _InPlaceWrites()
     with torch.device('meta'), built:
         model = MODELS.build(cfg)
+    # built keeps every written tensor alive, so no two of them share a storage key
+    last_write = {_storage_key(tensor): k for k, tensor in built.targets.items()}
     layers = get_layers(model)
     if not all(_resettable(layer) for layer in layers):
-        return model, False
-    replayed = _InPlaceWrites()
+        return model, False, last_write
+    replayed = _InPlaceWrites(keep=())
     with replayed:
         for layer in layers:
             _reset(layer)
-    return model, built.writes == replayed.writes
+    return model, built.writes == replayed.writes, last_write
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    """Identifies a tensor's memory, so that a write through an alias (``weight.data``) counts too."""
+    return tensor.untyped_storage()._cdata
+
+
+class _Tie(NamedTuple):
+    """One tensor held in several places: (layer index, state-dict name, module, attribute) each."""
+    tensor: torch.Tensor
+    owners: List[Tuple[int, str, nn.Module, str]]
+
+
+def _ties(layers: List[nn.Module]) -> List[_Tie]:
+    """The tensors (parameters or buffers) that more than one place in ``layers`` holds: tied
+    weights, such as a GPT's output head sharing the token embedding's weight."""
+    held: Dict[int, _Tie] = {}
+    for i, layer in enumerate(layers):
+        for path, module in layer.named_modules(remove_duplicate=False):
+            for table in (module._parameters, module._buffers):
+                for attr, tensor in table.items():
+                    if tensor is not None:
+                        name = '.'.join(part for part in (str(i), path, attr) if part)
+                        held.setdefault(id(tensor), _Tie(tensor, [])).owners.append((i, name, module, attr))
+    return [tie for tie in held.values() if len(tie.owners) > 1]
+
+
+def _check_ties_within_stages(ties: List[_Tie], bounds: List[int], stages: int) -> None:
+    """Raise when a tied tensor's holders fall on different stages: each stage would train its own
+    copy, and nothing keeps copies in different processes equal. Checked on every rank alike."""
+    split = []
+    for tie in ties:
+        if not (isinstance(tie.tensor, nn.Parameter) and tie.tensor.requires_grad):
+            continue  # a buffer or a frozen parameter is never trained: equal copies stay equal
+        on = [(name, (bisect_right(bounds, i) - 1) % stages) for i, name, _, _ in tie.owners]
+        if len({stage for _, stage in on}) > 1:
+            split.append((tie, on))
+    if not split:
+        return
+    where = '; '.join(' and '.join(f'{name} (stage {stage})' for name, stage in on) for _, on in split)
+    layers = sorted({i for tie, _ in split for i, *_ in tie.owners})
+    last = bounds[-1] - 1
+    if any({0, last} <= {i for i, *_ in tie.owners} for tie, _ in split):
+        fix = (f'layers 0 and {last} are always on the first and the last stage, so untie the weights (give '
+               f'each layer its own parameter) or use one pipeline stage (parallel.pipeline=1)')
+    else:
+        fix = (f'use a partition that keeps layers {layers} on one stage (explicit boundaries in the model '
+               f"config's partition key, model.partition), or untie the weights (give each layer its own "
+               f'parameter)')
+    raise ValueError(f'the partition {bounds} puts tied weights on different pipeline stages: {where} are '
+                     f'one tensor. Each stage would train its own copy and nothing keeps the copies equal '
+                     f'(tied weights across stages are not supported); {fix}.')
+
+
+def _retie(tie: _Tie, written: Optional[torch.Tensor]) -> None:
+    """Make every holder of ``tie`` hold one tensor again, after its layers were allocated apart:
+    the one ``written`` last by the constructor's initialization, as in the whole model."""
+    held = [getattr(module, attr) for _, _, module, attr in tie.owners]
+    key = _storage_key(written) if written is not None else None
+    shared = next((t for t in held if _storage_key(t) == key), held[0])
+    for _, _, module, attr in tie.owners:
+        table = module._parameters if attr in module._parameters else module._buffers
+        table[attr] = shared
 
 
 def stage_parts(context: ParallelContext, num_model_chunks: int) -> List[int]:
@@ -132,6 +208,7 @@ def split_model(model: nn.Module, context: Optional[ParallelContext] = None, num
     context = context or get_context()
     layers = get_layers(model)
     bounds = partition_layers(layers, context.pipeline_size * num_model_chunks, partition)
+    _check_ties_within_stages(_ties(layers), bounds, context.pipeline_size)
     return _assemble(list(enumerate(layers)), bounds, stage_parts(context, num_model_chunks))
 
 
@@ -172,12 +249,14 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
         model = MODELS.build(cfg)
         get_layers(model)  # the same "can it be split" check as with several stages
         return model.to(device) if device is not None else model
-    meta_model, replays = _replays_init(cfg)
+    meta_model, replays, last_write = _replays_init(cfg)
     layers = get_layers(meta_model)
     bounds = partition_layers(layers, num_parts, partition)
     # Checked on the meta model, before anything is allocated, and for every stage: all ranks then
     # stop with the same error, rather than one rank alone at its optimizer while the others wait.
     _check_stages_have_parameters(layers, bounds, context.pipeline_size, num_model_chunks)
+    ties = _ties(layers)
+    _check_ties_within_stages(ties, bounds, context.pipeline_size)
     parts = stage_parts(context, num_model_chunks)
     mine = {i for v in parts for i in range(bounds[v], bounds[v + 1])}
     if not replays:
@@ -190,13 +269,23 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
         stage = split_model(MODELS.build(cfg), context, num_model_chunks, partition)
         return stage.to(device) if device is not None else stage
     kept: List[Tuple[int, Any]] = []
+    # A trained tied tensor's holders are all ours or none (checked above); a buffer or a frozen
+    # parameter is tied again among this stage's holders only. Each holder's layer is allocated
+    # apart, so the tie is remade afterwards from the write whose values the whole model keeps.
+    ours = [(_Tie(tie.tensor, held), last_write.get(_storage_key(tie.tensor))) for tie in ties
+            for held in [[owner for owner in tie.owners if owner[0] in mine]] if len(held) > 1]
+    writes = _InPlaceWrites(keep={k for _, k in ours})
     # Every layer is initialized, even after ours, so that the random generator ends in the same
     # state on every stage (as after building the whole model): later draws (data order,
     # dropout) then agree between stages.
     for i, layer in enumerate(layers):
-        _materialize(layer)
+        _materialize(layer, writes)
         if i in mine:
             kept.append((i, layer))
+        else:  # its values only had to draw the random numbers: free them before the next layer
+            layer.to_empty(device='meta')
+    for tie, k in ours:
+        _retie(tie, writes.targets.get(k))
     del meta_model, layers
     stage = _assemble(kept, bounds, parts)
     return stage.to(device) if device is not None else stage

@@ -11,8 +11,11 @@ import difflib
 import enum
 import importlib
 import inspect
+import logging
 import sys
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+_logger = logging.getLogger(__name__)
 
 
 def _closest(name: str, candidates: Iterable[Union[str, Tuple[str, str]]], n: int = 3) -> List[str]:
@@ -62,13 +65,14 @@ def build_from_cfg(cfg: Mapping, registry: 'Registry', default_args: Optional[Ma
     except Exception as exc:  # keep the original type and traceback, add what was being built
         name = getattr(obj_cls, '__name__', repr(obj_cls))
         if hasattr(exc, 'add_note'):
-            hint = _argument_hint(obj_cls, args) if isinstance(exc, TypeError) else ''
+            hint = _argument_hint(obj_cls, args, registry) if isinstance(exc, TypeError) else ''
             exc.add_note(f'(raised while building {name!r} from registry {registry.name!r}{hint})')
         raise
 
 
-def _argument_hint(obj_cls: Any, args: Mapping) -> str:
-    """``; did you mean 'hidden' for 'hiden'?`` for arguments the signature does not take."""
+def _argument_hint(obj_cls: Any, args: Mapping, registry: 'Registry') -> str:
+    """``; did you mean 'hidden' for 'hiden'?`` for arguments the signature does not take, or the
+    registry's advice for an argument it knows (see ``Registry(argument_hints=...)``)."""
     try:
         params = inspect.signature(obj_cls).parameters
     except (TypeError, ValueError):  # a builtin or extension type without a readable signature
@@ -76,13 +80,21 @@ def _argument_hint(obj_cls: Any, args: Mapping) -> str:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return ''
     names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    hints = []
+    advice = {}
+    for reg in reversed(registry._chain()):  # a child's advice overrides its parents'
+        advice.update(reg._argument_hints)
+    hints, notes = [], []
     for key in args:
         if isinstance(key, str) and key not in params:
+            if key in advice:  # a close name would mislead here (by_epoch -> last_epoch)
+                notes.append(advice[key])
+                continue
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
             if close:
                 hints.append(f'{close[0]!r} for {key!r}')
-    return f'; did you mean {", ".join(hints)}? It takes: {", ".join(names)}' if hints else ''
+    if hints:
+        notes.append(f'did you mean {", ".join(hints)}?')
+    return f'; {" ".join(notes)} It takes: {", ".join(names)}' if notes else ''
 
 
 def _buildable(obj: Any) -> bool:
@@ -90,6 +102,38 @@ def _buildable(obj: Any) -> bool:
     of weights, a module or a constant)."""
     is_enum = inspect.isclass(obj) and issubclass(obj, enum.Enum)
     return callable(obj) and not inspect.ismodule(obj) and not is_enum
+
+
+def _where(obj: Any) -> str:
+    """``'module.QualName'`` of a class or function."""
+    return f'{getattr(obj, "__module__", "?")}.{getattr(obj, "__qualname__", "?")}'
+
+
+def _same_definition(old: Any, new: Any) -> bool:
+    """Whether ``new`` is ``old`` defined again: another object of the same module and qualified name
+    (a notebook cell run twice, ``importlib.reload``), not another class that happens to share the
+    name, nor the same object registered twice."""
+    keys = ('__module__', '__qualname__')
+    if old is new or not all(getattr(old, k, None) is not None
+                             and getattr(old, k, None) == getattr(new, k, None) for k in keys):
+        return False
+    if old.__module__ == '__main__':  # a notebook: a cell edited and run again has another file name
+        return True
+    # Elsewhere the file must be the same too: every config file runs as the module
+    # '__colossal_config__', and a _base_ file's class must not silently replace its child's.
+    file = _defining_file(old)
+    return file is not None and file == _defining_file(new)
+
+
+def _defining_file(obj: Any) -> Optional[str]:
+    """The file a function, or the first method of a class, was compiled from; None if it has none."""
+    for value in ([obj] if callable(obj) and hasattr(obj, '__code__') else list(vars(obj).values())
+                  if isinstance(obj, type) else []):
+        value = getattr(value, '__func__', getattr(value, 'fget', value))  # static/class methods, properties
+        code = getattr(value, '__code__', None)
+        if code is not None:
+            return code.co_filename
+    return None
 
 
 def _shown(names: List[str], limit: int = 20) -> str:
@@ -120,14 +164,20 @@ class Registry:
             before the first lookup, so built-ins are always registered first: a user's
             ``register_module(name='MLP', force=True)`` replaces the built-in ``MLP`` instead
             of colliding with it when the built-in registers later.
+        argument_hints: ``{argument: advice}`` for arguments that users bring from other
+            frameworks and that this registry's classes do not take: a build that passes one
+            fails with this advice rather than a guess at a similar name (LR_SCHEDULERS explains
+            mmcv's ``by_epoch``). Children and builds through a child see their parents' too.
     """
 
     def __init__(self, name: str, build_func: Optional[Callable] = None,
                  parent: Optional['Registry'] = None, scope: Optional[str] = None,
                  fallback: Union[str, Iterable[str], None] = None,
                  builtins: Union[str, Iterable[str], None] = None,
-                 fallback_filter: Optional[Callable[[str, Any], bool]] = None):
+                 fallback_filter: Optional[Callable[[str, Any], bool]] = None,
+                 argument_hints: Optional[Mapping[str, str]] = None):
         self._name = name
+        self._argument_hints = dict(argument_hints or {})
         self._fallback_filter = fallback_filter
         self._builtins = [builtins] if isinstance(builtins, str) else list(builtins or [])
         self._builtins_imported = not self._builtins
@@ -351,6 +401,12 @@ class Registry:
                 raise TypeError(f'registered names must be strings, got {type(name).__name__}: {name!r}')
             if not force and name in self._module_dict:
                 existing = self._module_dict[name]
+                if _same_definition(existing, module):
+                    # a notebook cell run again, or a module reloaded: the new definition replaces the old
+                    _logger.debug(f'{name!r} in the {self._name} registry: {_where(module)} is defined '
+                                  f'again; the new definition replaces the earlier one')
+                    self._module_dict[name] = module
+                    continue
                 where = getattr(existing, '__module__', '?')
                 raise KeyError(f'{name!r} is already registered in the {self._name} registry '
                                f'(by {where}.{getattr(existing, "__qualname__", name)}). '

@@ -49,7 +49,14 @@ MODELS = Registry('model', fallback='torchvision.models', builtins='colossal_run
 LAYERS = Registry('layer', fallback='torch.nn')
 LOSSES = Registry('loss', fallback='torch.nn', builtins='colossal_runner.models', fallback_filter=_is_loss)
 OPTIMIZERS = Registry('optimizer', fallback='torch.optim', fallback_filter=_is_optimizer)
-LR_SCHEDULERS = Registry('lr_scheduler', builtins='colossal_runner.nn.lr_scheduler')
+# mmcv's schedules take by_epoch; here the choice is a hook's, and by_epoch's close name, torch's
+# last_epoch, is a scheduler's progress, not a unit.
+_BY_EPOCH = ("by_epoch is not a scheduler argument here: the Engine steps its lr_scheduler once per "
+             "optimizer step, and to step it once per epoch instead drop by_epoch and add "
+             "dict(type='LRSchedulerHook', by_epoch=True) to hooks (in code, to the Trainer's hooks); "
+             "the schedule's lengths (total_steps, milestones) then count epochs.")
+LR_SCHEDULERS = Registry('lr_scheduler', builtins='colossal_runner.nn.lr_scheduler',
+                         argument_hints={'by_epoch': _BY_EPOCH})
 SCHEDULES = Registry('schedule', builtins='colossal_runner.engine.schedule')
 HOOKS = Registry('hook', builtins='colossal_runner.trainer.hooks')
 METRICS = Registry('metric', builtins='colossal_runner.trainer.metrics')

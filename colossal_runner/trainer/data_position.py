@@ -10,6 +10,8 @@ Resuming replays the epoch's iterator from the snapshot and consumes the batches
 on (they are loaded, not trained), then puts back the random state of the moment of the save; the
 next batch is the one the uninterrupted run trained next. Replaying is simpler and more general
 than seeking inside torch's private iterator state, and it costs one pass of data loading.
+A ``fit`` that raises in the middle of an epoch keeps the same entry in memory (``hold``), so
+that the next ``fit`` of the Trainer replays the epoch likewise.
 """
 from __future__ import annotations
 
@@ -105,15 +107,26 @@ class DataPosition:
     def load_state_dict(self, state: Optional[Dict[str, Any]]) -> None:
         self.pending = dict(state) if state else None
 
+    def hold(self, epoch: int) -> None:
+        """``fit`` raised during the steps of ``epoch``: keep where the data stood, as a checkpoint
+        taken now would, so that the next ``fit`` replays the epoch's order rather than draw a new
+        one. A checkpoint's entry not yet replayed is kept as it is."""
+        if self.pending is None and self.epoch == epoch and not self.finished:
+            state = self.state_dict()
+            if state is not None:
+                self.pending = dict(state, rng=get_rng_state())
+
     # ------------------------------------------------------------------ training
     def open_epoch(self, loader: Iterable, epoch: int, skip_steps: int, batches_per_step: int,
                    steps_per_epoch: Optional[int] = None) -> Iterator:
         """The epoch's data iterator, ``skip_steps`` optimizer steps in (call after set_epoch)."""
-        saved, self.pending = self.pending, None
+        saved = self.pending
         self.loader, self.epoch, self.batches_per_step = loader, epoch, batches_per_step
         self.steps_per_epoch = steps_per_epoch
         self.steps_done, self.finished = skip_steps, False
-        replay = (saved is not None and skip_steps > 0 and saved.get('epoch') == epoch
+        # No step done is replayed too (a fit that raised before the epoch's first step): the
+        # epoch's iterator may have drawn from the generators already.
+        replay = (saved is not None and not saved.get('finished') and saved.get('epoch') == epoch
                   and saved.get('steps_done') == skip_steps and saved.get('epoch_start'))
         if replay:
             self._check_sampler(loader, saved)
@@ -127,6 +140,7 @@ class DataPosition:
             next(data_iter)  # batches the checkpoint had already trained on
         if replay and saved.get('rng'):
             set_rng_state(saved['rng'])  # back to the moment of the save (dropout, augmentation)
+        self.pending = None  # only now: should the data raise while replaying, a next fit replays again
         return data_iter
 
     def replay_finished_epoch(self, loader: Iterable, epoch: int) -> None:

@@ -55,6 +55,14 @@ class Trainer:
         self.hooks: List[BaseHook] = []
         self._dispatch: Dict[str, List[Callable]] = {}  # stage -> bound methods overriding it, in order
         self.data_position = DataPosition()  # where in the epoch's data order training is
+        # How far this Trainer's fits got in states['epoch']: 'start' (in before_train_epoch), 'steps',
+        # 'end' (its test, after_train_epoch) or 'done'; None when memory cannot say (a fresh Trainer,
+        # a checkpoint loaded since): then the states and the checkpoint's data entry do. A fit that
+        # raised leaves it where it was, for the next fit to go on from there.
+        self._epoch_phase: Optional[str] = None
+        self._epoch_first_iteration = 0  # states['iteration'] before the epoch's first step
+        self._end_rng: Any = None  # the RNG state as the epoch's end began, for a fit that raised there
+        self._end_hooks_done: List[BaseHook] = []  # hooks whose after_train_epoch returned, this epoch
         self._postfix_time = float('-inf')  # when the progress bar last read the loss (see _show)
         self._check_metric_file = False  # metrics.jsonl is still to be made ready for this fit
         self._wrote_records = False  # this Trainer has added to metrics.jsonl (it is not only an old run's)
@@ -72,6 +80,7 @@ class Trainer:
         self.metric_writer = MetricWriter(metric_file) if metric_file else None
         for hook in hooks or []:
             self.register_hook(hook)
+        self._place_lr_scheduler()
 
     # ------------------------------------------------------------------ hooks
     def register_hook(self, hook: Union[BaseHook, Mapping]) -> BaseHook:
@@ -100,10 +109,28 @@ class Trainer:
             raise
         return hook
 
+    def _place_lr_scheduler(self) -> None:
+        """Who steps a scheduler that an ``LRSchedulerHook(by_epoch=True)`` took over: that hook, once
+        per epoch, when it is one of this Trainer's hooks; else the engine again, once per step.
+
+        Decided for each Trainer as it is built and as each of its fits starts: several Trainers
+        may share an engine (one to train with a per-epoch schedule, another to evaluate), a
+        Trainer whose construction failed may have moved it, and a hook may have been removed.
+        """
+        engine = self.engine
+        moved = getattr(engine, 'epoch_lr_scheduler', None)
+        if moved is None:
+            return  # never taken over: the engine steps it (or there is none)
+        per_epoch = any(getattr(h, 'by_epoch', False) and getattr(h, 'lr_scheduler', None) is moved
+                        for h in self.hooks)
+        engine.lr_scheduler = None if per_epoch else moved
+
     def call_hook(self, stage: str, *args: Any) -> None:
         """Run ``stage`` on every hook that implements it, in priority order."""
         calls = self._dispatch.get(stage)
-        if calls is None:  # which hooks override a point changes only when a hook is added
+        # Which hooks override a point changes when a hook is registered, or removed from self.hooks:
+        # the lists are built again after each register_hook and at the start of each fit / evaluate.
+        if calls is None:
             calls = self._dispatch[stage] = [getattr(h, stage) for h in self.hooks if h.overrides(stage)]
         # The bound methods are called here, not through invoke_hook: this runs several times
         # per iteration, and a try block costs nothing until something raises.
@@ -121,33 +148,87 @@ class Trainer:
         """Train until ``epochs`` epochs (or ``max_steps`` optimizer steps) are done.
 
         Continues from ``states['epoch']`` / ``states['iteration']``, which a checkpoint may
-        have restored, so ``epochs`` is the total, not the number still to run. Every
+        have restored, so ``epochs`` is the total, not the number still to run; after a fit of
+        this Trainer raised, from where it stopped (the epoch's start, its steps, or its end). Every
         ``test_interval`` epochs the test data is evaluated at the end of the epoch, before
         ``after_train_epoch``, so that checkpoints and loggers see that epoch's test metrics.
         """
-        self._start_fit(train_dataloader, epochs, max_steps, test_interval)
+        epochs, max_steps, test_interval = self._start_fit(train_dataloader, epochs, max_steps, test_interval)
         _check_same_order_on_stages(train=train_dataloader, test=test_dataloader)
         try:
             self.call_hook('before_train')
             self._prepare_metric_file()  # unless a record written in before_train did already
             epoch, skip = self._resume_position()
             self.data_position.replay_finished_epoch(train_dataloader, epoch)
-            # An iteration checkpoint saved at an epoch's last step, before the epoch's end: that end
-            # (test, after_train_epoch hooks) still runs, even when the run's last step is done.
-            ending = skip > 0 and skip == self.states['steps_per_epoch']
+            begun = self._begun_epoch(epoch)  # a fit that raised in its steps or end: they go on
+            # That, or an iteration checkpoint saved at an epoch's last step: the epoch's end (test,
+            # after_train_epoch hooks) still runs, even when the run's last step is done.
+            ending = begun is not None or (skip > 0 and skip == self.states['steps_per_epoch'])
+            first = epoch
             while epoch <= epochs and (ending or not self._reached_max_steps()):
                 ending = False
                 self.states['epoch'] = epoch
-                self.call_hook('before_train_epoch')
-                self._train_epoch(train_dataloader, skip, display_progress)
+                if begun is None:
+                    self._epoch_phase, self._epoch_first_iteration = 'start', self.states['iteration'] - skip
+                    self.call_hook('before_train_epoch')
+                if begun != 'end':
+                    self._epoch_phase = 'steps'
+                    self._train_epoch(train_dataloader, skip, display_progress)
+                    self._epoch_phase, self._end_rng = 'end', get_rng_state()
+                    self._end_hooks_done = []
+                else:  # the RNG as the end first found it (a test loader draws its seed from it)
+                    set_rng_state(self._end_rng)
+                begun = None
                 if test_dataloader is not None and epoch % test_interval == 0:
                     self.evaluate(test_dataloader, display_progress)
-                self.call_hook('after_train_epoch')
+                self._end_epoch_hooks()
+                self._epoch_phase = 'done'
                 epoch, skip = epoch + 1, 0
+            if epoch == first:
+                self._note_nothing_to_train(epoch, epochs)
             self.call_hook('after_train')
         except BaseException as exc:  # Ctrl-C too: TensorBoard's events are flushed either way
+            if self._epoch_phase == 'steps':  # the next fit replays the epoch's data order, as a resume does
+                self.data_position.hold(self.states['epoch'])
             self._on_exception(exc)
             raise
+
+    def _end_epoch_hooks(self) -> None:
+        """``after_train_epoch`` on every hook, except those that already returned for this epoch
+        in a fit that raised in a later one: a per-epoch LR step or a checkpoint is not done twice."""
+        done = self._end_hooks_done
+        calls = self._dispatch.get('after_train_epoch')
+        if calls is None:
+            calls = self._dispatch['after_train_epoch'] = [h.after_train_epoch for h in self.hooks
+                                                           if h.overrides('after_train_epoch')]
+        for call in calls:
+            hook = call.__self__
+            if any(hook is h for h in done):
+                continue
+            try:
+                call(self)
+            except Exception as exc:
+                note_hook_failure(exc, hook, 'after_train_epoch')
+                raise
+            done.append(hook)
+
+    def _begun_epoch(self, epoch: int) -> Optional[str]:
+        """'steps' or 'end' when a fit that raised left ``epoch`` there, after its before_train_epoch:
+        the next fit goes on from there without calling that hook again (its metrics keep their
+        sums); None otherwise."""
+        phase = self._epoch_phase
+        return phase if phase in ('steps', 'end') and epoch == self.states['epoch'] else None
+
+    def _note_nothing_to_train(self, epoch: int, epochs: int) -> None:
+        """A fit whose epochs (or max_steps) were all done already: say so rather than return silently."""
+        if epoch > epochs:
+            self.logger.info(f'nothing left to train: {epoch - 1} epoch(s) done, and fit(epochs={epochs}) '
+                             f'runs {epochs} in all; epochs is the total number of epochs (max_epochs in '
+                             f'a config), not the number to add: pass a larger value to train more')
+        else:
+            self.logger.info(f"nothing left to train: iteration {self.states['iteration']} has reached "
+                             f"max_steps={self.states['max_steps']}, the total number of optimizer steps: "
+                             f'pass a larger value to train more')
 
     def _on_exception(self, exc: BaseException) -> None:
         """``fit`` raised: each hook with an ``on_exception(runner, exc)`` method releases what it
@@ -165,12 +246,13 @@ class Trainer:
                                     f'{failure} (ignored, after fit raised {type(exc).__name__})')
 
     def _start_fit(self, dataloader: Iterable, epochs: int, max_steps: Optional[int],
-                   test_interval: int) -> None:
-        for name, value, allow_none in (('epochs', epochs, False), ('max_steps', max_steps, True),
-                                        ('test_interval', test_interval, False)):
-            if value is None and allow_none:
-                continue
-            check_positive_int(f'fit: {name}', value)
+                   test_interval: int) -> Tuple[int, Optional[int], int]:
+        """Checks fit's arguments and sets up the states; the counts as plain ints (a NumPy integer is
+        taken, and kept as an int so that it saves and prints as one)."""
+        epochs = check_positive_int('fit: epochs', epochs)
+        test_interval = check_positive_int('fit: test_interval', test_interval)
+        if max_steps is not None:
+            max_steps = check_positive_int('fit: max_steps', max_steps)
         steps = batches = _length(dataloader)
         if batches is not None:
             steps = batches // self.engine.gradient_accumulation
@@ -180,10 +262,13 @@ class Trainer:
                                  f'optimizer step; use more data, a smaller batch size or less accumulation.')
         self.states.update(max_epochs=epochs, steps_per_epoch=steps, max_steps=max_steps)
         self._max_steps_from_epochs = max_steps is None
+        self._dispatch.clear()  # a hook removed from self.hooks since is called no more
+        self._place_lr_scheduler()  # another Trainer on this engine, or a removed hook, may have moved it
         self._plan_run_end()  # again when LoadCheckpointHook loads a checkpoint in before_train
         # Before this fit's first record, once a checkpoint is loaded (LoadCheckpointHook loads in
         # before_train, ahead of the hooks that write then): see _prepare_metric_file.
         self._check_metric_file = True
+        return epochs, max_steps, test_interval
 
     def _plan_run_end(self) -> None:
         """Without a ``max_steps`` of the fit's own, ``states['max_steps']`` is the iteration at which
@@ -245,9 +330,17 @@ class Trainer:
         All of the epoch's steps done (``done == steps_per_epoch``) means that the checkpoint was
         saved after the epoch's last step but before its end, when its data entry says the
         epoch's iterator was not finished; then the epoch's end is still to come.
+
+        After a fit of this Trainer raised before the epoch's end had run, memory says where: no
+        step done (from the epoch's start) or in its end; in the middle of its steps, the data entry
+        the failed fit kept (``DataPosition.hold``) says it as a checkpoint's would.
         """
         epoch, iteration = self.states['epoch'], self.states['iteration']
         steps = self.states['steps_per_epoch']
+        if epoch > 0 and self._epoch_phase in ('start', 'steps', 'end'):
+            done = iteration - self._epoch_first_iteration
+            if done == 0 or self._epoch_phase == 'end' or not steps:  # (not steps: a loader without a length)
+                return epoch, done
         if epoch > 0 and steps:
             saved = self.data_position.pending
             if saved is not None and saved.get('epoch') == epoch and saved.get('finished') is True:
@@ -430,6 +523,7 @@ class Trainer:
         """
         was_training = self.engine.training
         self.engine.eval()
+        self._dispatch.clear()  # a hook removed from self.hooks since is called no more
         try:
             self.engine.sync_buffers()  # the replicas evaluate with the same running statistics
             self.call_hook('before_test')
@@ -485,7 +579,17 @@ class Trainer:
                         self.engine, iter([(data, None)]), forward_only=True, return_loss=False)[0]
             with torch.no_grad(), self.engine.autocast():
                 # unwrapped: DDP's forward could start a buffer broadcast the other ranks never join
-                return call_model(self.engine.module, to_device(data, self.engine.device))
+                try:
+                    return call_model(self.engine.module, to_device(data, self.engine.device))
+                except TypeError as exc:
+                    if not isinstance(data, (tuple, list)):
+                        raise
+                    raise TypeError(
+                        f'predict: calling the model on a {type(data).__name__} of {len(data)} items, '
+                        f'passed as {len(data)} positional arguments, failed: {exc}. predict takes the '
+                        f"model's input (a tensor, or the tuple / dict of the model's arguments), not a "
+                        f'(input, label) batch from a loader: pass the batch\'s input alone, e.g. '
+                        f'trainer.predict(batch[0]).') from exc
         finally:
             if was_training:
                 self.engine.train()
@@ -599,6 +703,7 @@ class Trainer:
             return
         for key in RESUMABLE_KEYS:
             self.states[key] = int(state['states'].get(key, 0))
+        self._epoch_phase = None  # where a fit of this Trainer stopped no longer applies
         data = state.get('data')
         self.data_position.load_state_dict(dict(data, rng=state.get('rng')) if data else None)
         saved_hooks = state.get('hooks') or {}

@@ -50,7 +50,8 @@ def test_errors_name_the_key_path():
         cfg.merge_from_dict({'hooks.5.interval': 1})
     with pytest.raises(ConfigError, match=r"key hooks\.type: this is a list.*'hooks\.0\.type'"):
         cfg.merge_from_dict({'hooks.type': 'X'})
-    with pytest.raises(ConfigError, match=r'key optimizer\.lr: .*float value 0\.1.*_delete_=True'):
+    with pytest.raises(ConfigError, match=r'key optimizer\.lr: optimizer\.lr is a number \(0\.1\), not a '
+                                          r'dict.*set it directly, e\.g\. optimizer\.lr=1\.'):
         cfg.merge_from_dict({'optimizer.lr.value': 1})
     with pytest.raises(ConfigError, match=r'key hooks: .*existing list.*allow list keys'):
         cfg.merge_from_dict({'hooks.0.interval': 1}, allow_list_keys=False)

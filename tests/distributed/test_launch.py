@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from colossal_runner.config import ConfigError
 from colossal_runner.distributed import (get_context, get_device, launch_from_openmpi, launch_from_slurm,
                                          launch_from_torch, setup_parallel, teardown)
 from colossal_runner.testing import DistributedTestError, free_port, run_distributed
@@ -95,9 +96,10 @@ def test_single_process_setup_and_its_errors(monkeypatch):
         setup_parallel({}, launcher='mpi')
     with pytest.raises(ValueError, match='not divisible.*--launcher torch'):
         setup_parallel(dict(parallel=dict(pipeline=2)))
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(ConfigError) as err:
         setup_parallel(dict(parallel=dict(pipline=2)))
-    assert "unknown keys ['pipline'] in config \"parallel\"; expected pipeline" in err.value.args[0]
+    assert str(err.value).startswith("key parallel.pipline: unknown key 'pipline'; did you mean 'pipeline'? "
+                                     'parallel takes pipeline, data and tensor')
     with pytest.raises(TypeError, match='config must be a Config, a dict or a path'):
         setup_parallel(42)
     assert get_device(0) == (torch.device('cuda', 0) if torch.cuda.is_available() else torch.device('cpu'))

@@ -247,3 +247,35 @@ def test_a_chunk_without_parameters_is_fine_while_its_stage_has_some():
     stage0 = build_pipeline_model(cfg, ParallelContext(2, rank=0, world_size=2), num_model_chunks=2)
     assert [list(chunk._modules) for chunk in stage0] == [['0'], ['2', '3']]
     assert not list(stage0[0].parameters()) and list(stage0[1].parameters())
+
+
+_LIVE: list = []  # every _CountingLinear built, in order (the meta model's layers among them)
+
+
+class _CountingLinear(nn.Linear):
+    """Records, as it initializes, how many of the layers built so far hold real memory."""
+    seen: list = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _LIVE.append(self)
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        if not self.weight.is_meta:
+            _CountingLinear.seen.append(sum(not layer.weight.is_meta for layer in _LIVE))
+
+
+@MODELS.register_module()
+class _CountingStack(nn.Sequential):
+    def __init__(self, n=6, width=8):
+        super().__init__(*[_CountingLinear(width, width) for _ in range(n)])
+
+
+def test_a_stage_holds_at_most_one_other_stages_layer_while_it_builds():
+    _LIVE.clear()
+    _CountingLinear.seen.clear()
+    stage = build_pipeline_model(dict(type='_CountingStack', n=6), ParallelContext(2, rank=0, world_size=2))
+    assert len(stage) == 3 and len(_CountingLinear.seen) == 6
+    # stage 0 keeps layers 0-2; each of layers 3-5 is freed before the next is allocated
+    assert _CountingLinear.seen == [1, 2, 3, 4, 4, 4]

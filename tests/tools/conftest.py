@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -20,6 +21,41 @@ def run_tool(args, cwd=None, timeout=180, module=False):
     else:
         cmd = [sys.executable, os.path.join(ROOT, 'tools', tool)] + rest
     return subprocess.run(cmd, cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_tools_at_once(arg_lists, cwd=None, timeout=180):
+    """:func:`run_tool` for several independent runs, started together (each starts its own
+    interpreter and imports torch: a few seconds each, spent side by side on a multi-core machine)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([E2E, ROOT, os.environ.get('PYTHONPATH', '')]),
+               OMP_NUM_THREADS='1')
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', args[0])] + list(args[1:]),
+                              cwd=cwd or ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+             for args in arg_lists]
+    results = []
+    for proc, args in zip(procs, arg_lists):
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for each in procs:
+                each.kill()
+            raise
+        results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    return results
+
+
+@pytest.fixture
+def fresh_logger():
+    """For tools run through their main() in this process: the console handler holds the
+    sys.stderr of its time, and capsys swaps sys.stderr per test."""
+    def clear():
+        logger = logging.getLogger('colossal_runner')
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+    clear()
+    yield
+    clear()
 
 
 def read_jsonl(path):

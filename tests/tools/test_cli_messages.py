@@ -1,7 +1,6 @@
 """The tools' error messages and options, through their main() in this process (fast); the
 subprocess tests next to this file prove the same code runs as real commands."""
 import json
-import logging
 import os
 
 import pytest
@@ -14,17 +13,7 @@ from .conftest import E2E
 TINY = os.path.join(E2E, 'tiny.py')
 
 
-@pytest.fixture(autouse=True)
-def fresh_logger():
-    """The console handler holds the sys.stderr of its time; capsys swaps sys.stderr per test."""
-    def clear():
-        logger = logging.getLogger('colossal_runner')
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
-    clear()
-    yield
-    clear()
+pytestmark = pytest.mark.usefixtures('fresh_logger')
 
 
 def _exit(main, argv, capsys, status=2):
@@ -191,7 +180,8 @@ def test_resume_logs_the_file_it_read_and_expands_the_home_directory(capsys, tmp
     train_cli.main([TINY, '--no-progress', '--cfg-options', 'max_epochs=2', 'work_dir=~/runs/tiny',
                     '--resume=~/runs/tiny'])
     err = capsys.readouterr().err
-    assert f"resumed from {tmp_path / 'runs' / 'tiny' / 'checkpoints' / 'epoch_1.pt'} at epoch 1" in err
+    read = tmp_path / 'runs' / 'tiny' / 'checkpoints' / 'epoch_1.pt'
+    assert f'resumed from {read} at epoch 1, iteration 4 (after epoch 1 ended)' in err
 
 
 def test_deterministic_flag_turns_on_deterministic_algorithms_and_is_dumped(capsys, tmp_path):

@@ -6,7 +6,7 @@ import torch
 
 from colossal_runner.checkpoint import load_checkpoint
 
-from .conftest import run_tool
+from .conftest import run_tools_at_once
 
 
 def test_test_tool_evaluates_bare_weights(trained, tmp_path):
@@ -19,7 +19,7 @@ def test_test_tool_evaluates_bare_weights(trained, tmp_path):
     for layout, content in (('state_dict', weights), ('hand_loop', hand_loop)):
         files.append(str(tmp_path / f'{layout}.pt'))
         torch.save(content, files[-1])
-    runs = [run_tool(['test.py', 'configs/digits/mlp.py', file, '--json']) for file in files]
+    runs = run_tools_at_once([['test.py', 'configs/digits/mlp.py', file, '--json'] for file in files])
     assert all(run.returncode == 0 for run in runs), [run.stderr[-2000:] for run in runs]
     tested = [json.loads(run.stdout) for run in runs]
     assert tested[0].pop('checkpoint') == dict(path=os.path.realpath(latest), epoch=2, iteration=90)

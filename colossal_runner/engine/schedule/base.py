@@ -8,6 +8,7 @@ that split lets the same Engine run plain and pipeline-parallel training.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Tuple
 
 import torch
@@ -36,6 +37,10 @@ def detach(obj: Any) -> Any:
 
 def check_loss(loss: Any) -> torch.Tensor:
     """``loss`` when it is a 0-dim tensor, else a clear error about the criterion."""
+    if isinstance(loss, Mapping):  # parts of a loss, as some detection models return them
+        raise ValueError(f'the criterion must return one 0-dim loss tensor, got a dict with the keys '
+                         f'{sorted(map(str, loss))}; return one scalar tensor (e.g. the sum of the parts) '
+                         f'and log the parts with a metric (a MetricHook).')
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise ValueError(f'the criterion must return a 0-dim tensor (a reduced loss), got {shape}; '

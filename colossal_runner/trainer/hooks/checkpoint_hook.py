@@ -66,7 +66,7 @@ class SaveCheckpointHook(BaseHook):
                  max_keep: Optional[int] = None, save_best: Optional[str] = None, save_last: bool = True,
                  priority: Union[int, str, Priority] = 'LOW'):
         super().__init__(priority)
-        check_positive_int('interval', interval)
+        interval = check_positive_int('interval', interval)
         if max_keep is not None and (not isinstance(max_keep, int) or isinstance(max_keep, bool)
                                      or max_keep < 1):
             raise ValueError(f'max_keep must be None (keep all) or a positive int, got {max_keep!r}')

@@ -43,8 +43,7 @@ class LogMemoryByEpochHook(BaseHook):
 
     def __init__(self, interval: int = 1, priority: Union[int, str, Priority] = 'BELOW_NORMAL'):
         super().__init__(priority)
-        check_positive_int('interval', interval)
-        self.interval = interval
+        self.interval = check_positive_int('interval', interval)
 
     def before_train(self, runner: Any) -> None:
         # A key of its own: a run resumed from epoch_N.pt starts at epoch N, whose end has a 'memory' record

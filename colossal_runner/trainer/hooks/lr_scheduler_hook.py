@@ -46,13 +46,19 @@ class LRSchedulerHook(MetricHook):
             engine = runner.engine
             self.metrics['train'].follow(lambda: engine.step_lr)
         if self.by_epoch:
-            if runner.engine.lr_scheduler is None:
+            engine = runner.engine
+            scheduler = engine.lr_scheduler
+            if scheduler is None:
+                # An earlier Trainer on this engine (perhaps one whose construction failed at a later
+                # hook) had such a hook take it over already: this one takes it from there.
+                scheduler = engine.epoch_lr_scheduler
+            if scheduler is None:
                 raise ValueError('LRSchedulerHook(by_epoch=True) needs a scheduler to step, but the engine '
                                  'has lr_scheduler=None; pass lr_scheduler=... to the Engine.')
             # Take it over so that the engine does not also step it every iteration.
-            self.lr_scheduler, runner.engine.lr_scheduler = runner.engine.lr_scheduler, None
+            self.lr_scheduler, engine.lr_scheduler = scheduler, None
             # the engine still records its type in checkpoints, and warns when a resume changes it
-            runner.engine.epoch_lr_scheduler = self.lr_scheduler
+            engine.epoch_lr_scheduler = scheduler
 
     def before_train_epoch(self, runner: Any) -> None:
         pass  # the learning rate is not an epoch average: nothing to reset

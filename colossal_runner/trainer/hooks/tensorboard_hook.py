@@ -35,7 +35,7 @@ class TensorboardHook(BaseHook):
     def __init__(self, log_dir: Optional[str] = None, interval: int = 1,
                  priority: Union[int, str, Priority] = 'BELOW_NORMAL'):
         super().__init__(priority)
-        check_positive_int('interval', interval)
+        interval = check_positive_int('interval', interval)
         self.log_dir = log_dir
         self.interval = interval
         self.writer = None        # per-step scalars, in log_dir

@@ -31,10 +31,8 @@ class Accuracy(Metric):
 
     def __init__(self, topk: int = 1, epoch_only: bool = False,
                  device: Union[str, torch.device, None] = None, defer_steps: int = 16):
-        check_positive_int('topk', topk)
-        check_positive_int('defer_steps', defer_steps)
-        self.topk = topk
-        self.defer_steps = defer_steps
+        self.topk = check_positive_int('topk', topk)
+        self.defer_steps = check_positive_int('defer_steps', defer_steps)
         super().__init__(epoch_only=epoch_only, device=device)
 
     def reset(self) -> None:
@@ -72,6 +70,15 @@ class Accuracy(Metric):
         scores = output if output.ndim == 2 else output.reshape(-1, output.shape[-1])
         target = label if label.ndim == 1 else label.reshape(-1)
         rows, classes = scores.shape
+        if classes < 2:
+            # Off the per-step fast path, which takes only the width held before: never 1 then.
+            raise ValueError(
+                f'Accuracy: the output has {classes} score(s) per sample (output shape '
+                f'{tuple(output.shape)}); expected one score per class, [..., C] with C >= 2. The highest '
+                f'of one score is always class 0, so the value would be the share of samples labelled 0. '
+                f'For a binary classifier with one logit (BCEWithLogitsLoss), use a Metric that thresholds '
+                f'the logit instead of AccuracyHook (docs/hooks.md, "Metrics", has one), or give the '
+                f'model 2 outputs and train with CrossEntropyLoss.')
         count = target.shape[0]
         if rows != count:
             raise ValueError(f'Accuracy: {rows} predictions (output shape {tuple(output.shape)}) '

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from abc import ABCMeta
 from itertools import chain
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -113,7 +114,18 @@ def _accum_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == 'mps' else torch.float64
 
 
-class Metric:
+class _ResetAfterInit(ABCMeta):
+    """Calls ``reset()`` once the whole ``__init__`` has run: a subclass may then set what its
+    ``reset()`` reads (``self.num_classes``) before or after ``super().__init__()``. Built on
+    ABCMeta so that a metric may also derive from ``abc.ABC`` without a metaclass conflict."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        metric = super().__call__(*args, **kwargs)
+        metric.reset()
+        return metric
+
+
+class Metric(metaclass=_ResetAfterInit):
     """Base class of metrics: ``reset()``, ``update(...)``, ``get_last_step_value()``,
     ``get_accumulated_value()``, ``is_better(a, b)``.
 
@@ -133,7 +145,7 @@ class Metric:
     def __init__(self, epoch_only: bool = False, device: Union[str, torch.device, None] = None):
         self.epoch_only = epoch_only
         self.device = torch.device(device if device is not None else 'cpu')
-        self.reset()
+        # no reset() here: it follows the whole __init__, the subclass's included (_ResetAfterInit)
 
     def to(self, device: Union[str, torch.device]) -> 'Metric':
         """Move the state to ``device`` (resets it: call before accumulating)."""

@@ -61,8 +61,7 @@ class Loss(Metric):
 
     def __init__(self, epoch_only: bool = False, device: Union[str, torch.device, None] = None,
                  defer_steps: int = 16):
-        check_positive_int('defer_steps', defer_steps)
-        self.defer_steps = defer_steps
+        self.defer_steps = check_positive_int('defer_steps', defer_steps)
         super().__init__(epoch_only=epoch_only, device=device)
 
     def reset(self) -> None:
