@@ -4,11 +4,14 @@ import math
 import os
 import shutil
 
+import pytest
+
 from colossal_runner import test as test_cli
 from colossal_runner import train as train_cli
 
 from .conftest import E2E
-from .test_cli_messages import fresh_logger  # noqa: F401 - autouse: a clean logger per test
+
+pytestmark = pytest.mark.usefixtures('fresh_logger')  # a clean logger per test
 
 TINY = os.path.join(E2E, 'tiny.py')
 
