@@ -126,14 +126,18 @@ def _same_definition(old: Any, new: Any) -> bool:
 
 
 def _defining_file(obj: Any) -> Optional[str]:
-    """The file a function, or the first method of a class, was compiled from; None if it has none."""
+    """The file a function, or the first method of a class, was compiled from (through decorators
+    such as ``@torch.no_grad()``); else the file of its module; None if neither is known (a config
+    file's class without methods)."""
     for value in ([obj] if callable(obj) and hasattr(obj, '__code__') else list(vars(obj).values())
                   if isinstance(obj, type) else []):
         value = getattr(value, '__func__', getattr(value, 'fget', value))  # static/class methods, properties
+        if callable(value):
+            value = inspect.unwrap(value)  # a decorator's wrapper was compiled in the decorator's file
         code = getattr(value, '__code__', None)
         if code is not None:
             return code.co_filename
-    return None
+    return getattr(sys.modules.get(getattr(obj, '__module__', None) or ''), '__file__', None)
 
 
 def _shown(names: List[str], limit: int = 20) -> str:

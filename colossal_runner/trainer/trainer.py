@@ -63,6 +63,7 @@ class Trainer:
         self._epoch_first_iteration = 0  # states['iteration'] before the epoch's first step
         self._end_rng: Any = None  # the RNG state as the epoch's end began, for a fit that raised there
         self._end_hooks_done: List[BaseHook] = []  # hooks whose after_train_epoch returned, this epoch
+        self._end_tested: Any = None  # the RNG state after the epoch's end's test pass, once it finished
         self._postfix_time = float('-inf')  # when the progress bar last read the loss (see _show)
         self._check_metric_file = False  # metrics.jsonl is still to be made ready for this fit
         self._wrote_records = False  # this Trainer has added to metrics.jsonl (it is not only an old run's)
@@ -175,12 +176,16 @@ class Trainer:
                     self._epoch_phase = 'steps'
                     self._train_epoch(train_dataloader, skip, display_progress)
                     self._epoch_phase, self._end_rng = 'end', get_rng_state()
-                    self._end_hooks_done = []
+                    self._end_hooks_done, self._end_tested = [], None
+                elif self._end_tested is not None:  # its test pass had finished: not run (nor written) again
+                    set_rng_state(self._end_tested)
                 else:  # the RNG as the end first found it (a test loader draws its seed from it)
                     set_rng_state(self._end_rng)
-                begun = None
-                if test_dataloader is not None and epoch % test_interval == 0:
+                if (test_dataloader is not None and epoch % test_interval == 0
+                        and (begun != 'end' or self._end_tested is None)):
                     self.evaluate(test_dataloader, display_progress)
+                    self._end_tested = get_rng_state()
+                begun = None
                 self._end_epoch_hooks()
                 self._epoch_phase = 'done'
                 epoch, skip = epoch + 1, 0
@@ -321,6 +326,10 @@ class Trainer:
         on from the same checkpoint and is now replaced. An iteration checkpoint taken mid-epoch
         or at an epoch's last step has that epoch's end still to come.
         """
+        if self._epoch_phase == 'end':
+            # A fit that raised in an epoch's end: what that end wrote stays, since its test pass
+            # (once finished) and the hooks that returned are not run again (see fit).
+            return self.states['iteration'], self.states['epoch']
         epoch, _ = self._resume_position(check=False)  # fit itself says when the position cannot be resumed
         return self.states['iteration'], epoch - 1
 
@@ -649,6 +658,7 @@ class Trainer:
     def state_dict(self) -> Dict[str, Any]:
         """Everything a resumed run needs; the layout is documented in :mod:`colossal_runner.checkpoint`."""
         context = get_context()
+        self._place_lr_scheduler()  # the engine records whether its scheduler is stepped per epoch
         hooks = {}
         for key, hook in self._hook_keys():
             try:
@@ -674,6 +684,9 @@ class Trainer:
         ``'state_dict'`` (a hand-written loop's checkpoint). ``strict=False`` loads the weights whose
         names match; then the optimizer state is not loaded either.
         """
+        # The engine compares how the checkpoint's scheduler was stepped with this Trainer's hooks, not
+        # with those of another Trainer built on the same engine since.
+        self._place_lr_scheduler()
         if not isinstance(state, Mapping) or 'engine' not in state or 'states' not in state:
             got = _few(sorted(map(str, state))) if isinstance(state, Mapping) else type(state).__name__
             weights, where = _bare_weights(state)

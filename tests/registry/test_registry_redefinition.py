@@ -1,6 +1,9 @@
 """A class defined again (a notebook cell run twice, a reloaded module) replaces its registered
 predecessor; another class under the same name is still refused."""
+import builtins
+import importlib
 import logging
+import sys
 
 import pytest
 
@@ -73,3 +76,32 @@ def test_a_base_config_files_class_does_not_replace_its_childs():
     assert reg.get('Mark') is child
     again = _config_class(reg, '/configs/child.py')  # the same file loaded again replaces it
     assert reg.get('Mark') is again
+
+
+def test_a_decorated_first_method_does_not_hide_which_config_file_defined_the_class():
+    # the decorator's wrapper was compiled in torch's file: the method itself says which config file
+    source = ('import torch\n@reg.register_module()\nclass Net:\n    @torch.no_grad()\n'
+              '    def origin(self):\n        return __file__\n')
+    reg = Registry('widget', scope='test')
+    for filename in ('/configs/child.py', '/configs/_base_/base.py'):
+        namespace = {'reg': reg, '__name__': '__colossal_config__', '__file__': filename}
+        try:
+            exec(compile(source, filename, 'exec'), namespace)
+        except KeyError as exc:
+            assert "'Net' is already registered" in str(exc) and filename.endswith('base.py')
+    assert reg.get('Net')().origin() == '/configs/child.py'
+
+
+def test_a_reloaded_module_replaces_a_class_without_methods_of_its_own(tmp_path, monkeypatch):
+    reg = Registry('widget', scope='test')
+    monkeypatch.setattr(builtins, '_methodless_test_registry', reg, raising=False)
+    (tmp_path / 'methodless.py').write_text('import builtins\nreg = builtins._methodless_test_registry\n'
+                                            '@reg.register_module()\nclass Plain(dict):\n    pass\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = importlib.import_module('methodless')
+        first = reg.get('Plain')
+        importlib.reload(module)  # before: "already registered" (no method to tell its file by)
+        assert reg.get('Plain') is module.Plain is not first
+    finally:
+        sys.modules.pop('methodless', None)

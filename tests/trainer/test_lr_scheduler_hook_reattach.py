@@ -1,5 +1,8 @@
 """LRSchedulerHook(by_epoch=True) of a second Trainer on the same engine finds the scheduler that an
 earlier one (finished, or whose construction failed at a later hook) took from the engine."""
+import copy
+import warnings
+
 import pytest
 
 from colossal_runner.trainer import Trainer
@@ -70,3 +73,23 @@ def test_a_removed_by_epoch_hook_leaves_the_scheduler_to_the_engine():
     trainer.hooks.remove(hook)
     trainer.fit(make_loader(16), epochs=2)  # 4 more steps, each stepping StepLR(step_size=2)
     assert hook.lr_scheduler.last_epoch == 5 and _lr(engine) == pytest.approx(0.1 * 0.5 ** 2)
+
+
+def test_a_trainer_built_to_evaluate_does_not_change_how_the_first_one_resumes():
+    reference = make_engine()
+    trainer = Trainer(reference, hooks=[LRSchedulerHook(by_epoch=True)])
+    trainer.fit(make_loader(16), epochs=3)
+    state = copy.deepcopy(trainer.state_dict())
+    assert state['engine']['lr_scheduler_by_epoch']
+    trainer.fit(make_loader(16), epochs=4)
+
+    engine = make_engine()
+    hook = LRSchedulerHook(by_epoch=True)
+    resumed = Trainer(engine, hooks=[hook])
+    Trainer(engine, hooks=[dict(type='AccuracyHook')])  # built up front, as in a notebook
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # before: "stepped per optimizer step ... starts from its first step"
+        resumed.load_state_dict(state)
+    assert _lr(engine) == pytest.approx(0.05) and hook.lr_scheduler.last_epoch == 3
+    resumed.fit(make_loader(16), epochs=4)
+    assert _lr(engine) == pytest.approx(_lr(reference)) == pytest.approx(0.025)

@@ -5,6 +5,7 @@ last step, or in its end (the test pass, after_train_epoch). The weights, the da
 per-epoch hooks must be those of a run that did not stop.
 """
 import copy
+import json
 
 import pytest
 import torch
@@ -178,3 +179,25 @@ def test_a_checkpoint_loaded_after_the_error_decides_where_the_next_fit_goes_on(
     assert record.labels[10:] == want[1].labels[3:]  # from epoch 1's fourth step on, as uninterrupted
     for a, b in zip(trainer.engine.model.parameters(), want[0].engine.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_an_epoch_end_that_raised_keeps_its_records_and_is_not_tested_twice(tmp_path):
+    """The next fit used to drop epoch 2's records from metrics.jsonl (as a resume from before that
+    end would), write the test record again and never the train record (its hook had returned)."""
+    files = []
+    for name, raiser in (('raised', RaiseAtEpochEnd()), ('straight', None)):
+        torch.manual_seed(7)
+        hooks = [dict(type='LossHook'), dict(type='AccuracyHook'), dict(type='LogMetricByEpochHook')]
+        trainer = Trainer(make_engine(), work_dir=str(tmp_path / name),
+                          hooks=hooks + ([raiser] if raiser else []))
+        train, test = _loader(True), make_loader(8, seed=1)
+        try:
+            trainer.fit(train, epochs=EPOCHS, test_dataloader=test)
+        except OSError:
+            trainer.fit(train, epochs=EPOCHS, test_dataloader=test)
+        with open(tmp_path / name / 'metrics.jsonl') as f:
+            files.append([json.loads(line) for line in f])
+    got, want = files
+    assert [(r['mode'], r['epoch']) for r in got] == [(r['mode'], r['epoch']) for r in want]
+    assert [(r['mode'], r['epoch']) for r in got].count(('train', 2)) == 1
+    assert got == want
