@@ -126,13 +126,20 @@ class Trainer:
                         for h in self.hooks)
         engine.lr_scheduler = None if per_epoch else moved
 
+    def _hook_calls(self, stage: str) -> List[Callable]:
+        """The bound ``stage`` methods of the hooks that override it, in priority order (cached).
+
+        Which hooks override a point changes when a hook is registered, or removed from self.hooks:
+        the lists are built again after each register_hook and at the start of each fit / evaluate.
+        """
+        calls = self._dispatch[stage] = [getattr(h, stage) for h in self.hooks if h.overrides(stage)]
+        return calls
+
     def call_hook(self, stage: str, *args: Any) -> None:
         """Run ``stage`` on every hook that implements it, in priority order."""
         calls = self._dispatch.get(stage)
-        # Which hooks override a point changes when a hook is registered, or removed from self.hooks:
-        # the lists are built again after each register_hook and at the start of each fit / evaluate.
         if calls is None:
-            calls = self._dispatch[stage] = [getattr(h, stage) for h in self.hooks if h.overrides(stage)]
+            calls = self._hook_calls(stage)
         # The bound methods are called here, not through invoke_hook: this runs several times
         # per iteration, and a try block costs nothing until something raises.
         for call in calls:
@@ -204,8 +211,7 @@ class Trainer:
         done = self._end_hooks_done
         calls = self._dispatch.get('after_train_epoch')
         if calls is None:
-            calls = self._dispatch['after_train_epoch'] = [h.after_train_epoch for h in self.hooks
-                                                           if h.overrides('after_train_epoch')]
+            calls = self._hook_calls('after_train_epoch')
         for call in calls:
             hook = call.__self__
             if any(hook is h for h in done):
