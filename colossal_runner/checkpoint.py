@@ -10,7 +10,8 @@ reads it without executing pickled code. The layout written by ``Trainer.state_d
          hooks={'SaveCheckpointHook': {...}},   # each stateful hook's state_dict()
          rng=get_rng_state(),                   # python, numpy, torch, cuda
          config='...config text...' or None,
-         meta=dict(torch='2.x', time='...', stage=s, pipeline_size=P, model_chunks=C))
+         meta=dict(torch='2.x', time='...', stage=s, pipeline_size=P, model_chunks=C,
+                   vocabulary=[...]))          # a character model's tokens (Trainer.vocabulary)
 
 File names are ``epoch_{E}.pt`` / ``iter_{N}.pt`` (``epoch_{E}_stage{s}.pt`` with several
 stages). ``latest.pt`` (``latest_stage{s}.pt``) is a symbolic link, replaced atomically after a

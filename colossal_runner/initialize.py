@@ -1032,7 +1032,11 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
                     gradient_accumulation=grad_acc, clip_grad_norm=cfg.get('clip_grad_norm', 0.0),
                     amp=cfg.get('amp', None), nonfinite_loss=cfg.get('nonfinite_loss', 'raise'),
                     data_parallel_group=data_group)
-    trainer = Trainer(engine, work_dir=None if read_only else cfg.work_dir, logger=logger, config=cfg)
+    # what the model's token ids mean (the data that sized it, as build_model): saved with checkpoints
+    sizing = train_loader if train_loader is not None else test_loader
+    vocabulary = getattr(getattr(sizing, 'dataset', None), 'chars', None)
+    trainer = Trainer(engine, work_dir=None if read_only else cfg.work_dir, logger=logger, config=cfg,
+                      vocabulary=vocabulary if isinstance(vocabulary, (list, tuple, str)) else None)
     try:
         build_hooks(cfg, trainer)
     except Exception as exc:

@@ -61,14 +61,27 @@ def main(argv: Optional[List[str]] = None) -> None:
             raise UsageError(f'checkpoint not found: {missing} (give a .pt file written by train.py, or its '
                              f'work directory)')
         from .checkpoint import load_checkpoint
+        from .data.char_text import VocabularyError, vocabulary_text
+        from .distributed import get_context
         from .initialize import initialize
         cfg.hooks = metric_hooks_only(cfg)
         if not (cfg.get('data', None) or {}).get('test'):
             raise UsageError(f'config {args.config} has no data.test to evaluate on; add '
                              f"data.test = dict(dataset=..., dataloader=...)")
-        # read_only writes nothing into a work_dir: the start-up line names the evaluated run's instead
-        run = initialize(cfg, launcher=args.launcher, work_dir=_run_dir(args.checkpoint), read_only=True)
-        state = load_checkpoint(args.checkpoint)
+        state = _read_first_stage(cfg, args.checkpoint)
+        vocabulary = _give_saved_vocabulary(cfg, state)
+        try:  # read_only writes nothing into a work_dir: the start-up line names the evaluated run's
+            run = initialize(cfg, launcher=args.launcher, work_dir=_run_dir(args.checkpoint), read_only=True)
+        except VocabularyError as exc:
+            if vocabulary is None:
+                raise
+            raise UsageError(f'the test text has {len(exc.missing)} distinct characters that the '
+                             f"checkpoint's model was never trained on: {vocabulary_text(exc.missing, 40)}. "
+                             f'Its vocabulary is the {len(vocabulary)} characters of its training text '
+                             f'({vocabulary_text(vocabulary)}); evaluate it on text made of those') from None
+        if get_context().pipeline_size > 1:  # each stage reads its own file
+            state = None  # (the first stage's, freed before its own is read)
+            state = load_checkpoint(args.checkpoint)
         run.trainer.load_state_dict(state, finetune=True)
         evaluated = _evaluated(state, args.checkpoint)
         where = ('bare model weights, no epoch or iteration' if evaluated['epoch'] is None else
@@ -92,6 +105,35 @@ def format_test_metrics(metrics: Dict[str, float]) -> str:
     """``Test metrics: Loss=2.6e-05, Accuracy=0.988889``: six significant digits, as train.py prints
     its final metrics (a fixed number of decimals shows a small loss as 0)."""
     return 'Test metrics: ' + ', '.join(f'{k}={v:.6g}' for k, v in metrics.items())
+
+
+def _read_first_stage(cfg: Any, path: str) -> Dict[str, Any]:
+    """The checkpoint, read before the run starts: the whole model's file, or for a pipeline config
+    the first stage's (every stage's file carries the same ``meta``)."""
+    from .checkpoint import load_checkpoint
+    stages = (cfg.get('parallel', None) or {}).get('pipeline', 1)
+    return load_checkpoint(path, stage=0 if isinstance(stages, int) and stages > 1 else None)
+
+
+def _give_saved_vocabulary(cfg: Any, state: Dict[str, Any]) -> Optional[List[str]]:
+    """Give ``data.test.dataset`` the vocabulary the checkpoint's model was trained on (its
+    ``meta['vocabulary']``) when the dataset takes ``chars`` and the config does not set them: a
+    held-out text's own vocabulary would give the ids other meanings. The training split, then
+    needed for nothing (it would only have sized the model by its own vocabulary), is not built.
+    Returns the vocabulary given, or None."""
+    from .initialize import _takes_argument
+    from .registry import DATASETS
+    meta = state.get('meta') if isinstance(state, dict) else None
+    saved = meta.get('vocabulary') if isinstance(meta, dict) else None
+    dataset_cfg = cfg.data.test.get('dataset') if hasattr(cfg.data.test, 'get') else None
+    if (isinstance(saved, (list, tuple)) and hasattr(dataset_cfg, 'get') and 'chars' not in dataset_cfg
+            and _takes_argument(DATASETS, dataset_cfg.get('type'), 'chars')):
+        dataset_cfg['chars'] = list(saved)
+        train = cfg.data.get('train') or {}
+        if 'chars' not in (train.get('dataset') or {}):
+            cfg.data.train = None
+        return dataset_cfg['chars']
+    return None
 
 
 def _evaluated(state: Dict[str, Any], given: str) -> Dict[str, Any]:

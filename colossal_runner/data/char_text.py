@@ -32,6 +32,12 @@ class VocabularyError(ValueError):
         self.missing = missing
 
 
+def vocabulary_text(chars: Sequence[str], limit: int = 100) -> str:
+    """A vocabulary as one quoted string for a message, its first ``limit`` characters when longer."""
+    text = ''.join(map(str, chars))
+    return repr(text) if len(text) <= limit else f"{repr(text[:limit])[:-1]}...' and {len(text) - limit} more"
+
+
 def _check_chars(chars: Any) -> List[str]:
     """``chars`` as a list of distinct single characters, or a ValueError saying what is wrong."""
     if isinstance(chars, str):

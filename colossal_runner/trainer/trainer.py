@@ -9,14 +9,14 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..checkpoint import FORMAT, get_rng_state, resume, set_rng_state
-from ..data import order_depends_on_global_rng
+from ..data import order_depends_on_global_rng, vocabulary_text
 from ..distributed import get_context
 from ..engine.batch import call_model, to_device
 from ..engine.engine import NonFiniteLossError
@@ -42,15 +42,20 @@ class Trainer:
         logger: a ``logging.Logger``; ``colossal_runner``'s, with a file handler in ``work_dir``,
             when None.
         config: the run's Config (or its text), stored in checkpoints.
+        vocabulary: what the model's token ids mean, id ``i`` being ``vocabulary[i]`` (a
+            character dataset's ``chars``; ``initialize`` gives the training dataset's). Stored in
+            checkpoints; loading one whose vocabulary gives some id another meaning is an error.
 
     ``runner.states`` is documented in :mod:`colossal_runner.trainer.states`.
     """
 
     def __init__(self, engine: Any, hooks: Optional[Iterable[Union[BaseHook, Mapping]]] = None,
-                 work_dir: Optional[str] = None, logger: Any = None, config: Any = None):
+                 work_dir: Optional[str] = None, logger: Any = None, config: Any = None,
+                 vocabulary: Optional[Sequence[str]] = None):
         self.engine = engine
         self.work_dir = work_dir
         self.config = config
+        self.vocabulary = None if vocabulary is None else list(vocabulary)
         self.states: Dict[str, Any] = new_states()
         self.hooks: List[BaseHook] = []
         self._dispatch: Dict[str, List[Callable]] = {}  # stage -> bound methods overriding it, in order
@@ -680,7 +685,8 @@ class Trainer:
                     config=self._config_text(),
                     meta=dict(torch=str(torch.__version__), time=datetime.datetime.now().isoformat(),
                               stage=context.stage, pipeline_size=context.pipeline_size,
-                              model_chunks=getattr(self.engine.schedule, 'num_model_chunks', 1)))
+                              model_chunks=getattr(self.engine.schedule, 'num_model_chunks', 1),
+                              **({} if self.vocabulary is None else dict(vocabulary=list(self.vocabulary)))))
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, finetune: bool = False) -> None:
         """Restore a :meth:`state_dict`; the next ``fit`` continues after the saved epoch/iteration.
@@ -713,6 +719,7 @@ class Trainer:
         # blame the model config. A partial load (weights by name) may come from any layout.
         if strict:
             self._check_layout(state.get('meta'))
+        self._check_vocabulary(state.get('meta'))
         matched = self._load_engine(state['engine'], strict, finetune)
         if finetune:
             return
@@ -755,6 +762,25 @@ class Trainer:
                              f'{_layout(stages, chunks)}, so its stages hold other layers. Resume or '
                              f'test with the layout it was trained with (parallel.pipeline={saved_stages} '
                              f'and the same schedule).')
+
+    def _check_vocabulary(self, meta: Any) -> None:
+        """Refuse a checkpoint whose token ids mean other characters than this run's data gives them:
+        the weights would load, and the model would read every text wrongly without a word.
+        This run's vocabulary may add tokens after the saved ones (their ids keep their meaning)."""
+        saved = meta.get('vocabulary') if isinstance(meta, Mapping) else None
+        own = self.vocabulary
+        if not isinstance(saved, (list, tuple)) or own is None or list(own[:len(saved)]) == list(saved):
+            return
+        index = next((i for i, (a, b) in enumerate(zip(saved, own)) if a != b), min(len(saved), len(own)))
+        here = repr(own[index]) if index < len(own) else 'nothing'
+        shown = vocabulary_text(saved, 200)
+        if len(saved) > 200:
+            shown += " (all of it: torch.load(path)['meta']['vocabulary'])"
+        raise ValueError(f"the checkpoint's model was trained on a vocabulary of {len(saved)} tokens that "
+                         f"this run's data does not share: id {index} is {saved[index]!r} there and {here} "
+                         f'here, so the model would read every text wrongly. Use the text (and max_chars) '
+                         f'it was trained on, or give the datasets its vocabulary, new characters after '
+                         f'it (data.train.dataset.chars and data.test.dataset.chars = {shown})')
 
     def _load_engine(self, engine_state: Mapping[str, Any], strict: bool, finetune: bool) -> bool:
         """Load the engine's state; returns whether the model keys matched exactly."""
