@@ -148,6 +148,12 @@ def _point_latest(path: str) -> None:
 
 # Types the weights-only unpickler rebuilds; subclasses (an IntEnum, torch's TorchVersion) are not.
 _PLAIN = (str, int, float, bool, bytes, type(None), torch.Size, torch.dtype, torch.device)
+# Types the weights-only unpickler of newer torch rebuilds and that of torch 2.5 and earlier refuses
+# (setup.py allows torch>=2.1); and how to store them instead.
+_NEWER_TORCH_ONLY = {
+    set: 'store sorted(value), a list, and make it a set again in load_state_dict',
+    complex: 'store [value.real, value.imag], or torch.tensor(value)',
+}
 
 
 def check_weights_only(obj: Any, where: str = 'state') -> None:
@@ -167,6 +173,10 @@ def check_weights_only(obj: Any, where: str = 'state') -> None:
         for i, value in enumerate(obj):
             check_weights_only(value, f'{where}[{i}]')
         return
+    if type(obj) in _NEWER_TORCH_ONLY:
+        raise TypeError(f'{where} is a {type(obj).__name__}, which torch.load(weights_only=True) refuses in '
+                        f'older torch versions (2.5 and earlier; this project supports torch>=2.1, and a '
+                        f'checkpoint must load with any of them); {_NEWER_TORCH_ONLY[type(obj)]}.')
     raise TypeError(f'{where} is a {type(obj).__module__}.{type(obj).__qualname__}, which '
                     f'torch.load(weights_only=True) refuses; store it as a tensor, a number, a string, '
                     f'or a list / dict of those (e.g. str(value) or value.tolist()).')

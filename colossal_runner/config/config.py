@@ -294,7 +294,7 @@ def _plain_data(value: Any, path: List[KeyPart], filename: Optional[str], str_ke
                       'file or replace it with plain data.', filename, path)
 
 
-_REPORTED_FAILED_IMPORTS: set = set()  # (config section, module name) whose failed import was warned about
+_REPORTED_FAILED_IMPORTS: set = set()  # (config file, module name) whose failed import was warned about
 
 
 def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
@@ -324,20 +324,31 @@ def import_custom(custom_imports: Any, filename: Optional[str]) -> None:
             raise ConfigError(f'expected a module name (a str like "my_project.hooks"), got {name!r}.',
                               filename, ['custom_imports', 'imports', i])
     cwd = _working_directory_on_path()
+    where = f'custom_imports in config {filename or "(dict)"}'
     for name in imports:
         try:
             importlib.import_module(name)
         except ImportError as exc:
             if allow_failed:
                 # tools/train.py imports a config's modules, then initialize() again: one warning
-                if (id(custom_imports), name) not in _REPORTED_FAILED_IMPORTS:
-                    _REPORTED_FAILED_IMPORTS.add((id(custom_imports), name))
+                if (filename, name) not in _REPORTED_FAILED_IMPORTS:
+                    _REPORTED_FAILED_IMPORTS.add((filename, name))
                     warnings.warn(f'custom_imports: could not import {name!r} ({exc}); skipped because '
                                   'allow_failed_imports=True.', stacklevel=2)
                 continue
-            exc.add_note(f'custom_imports in config {filename or "(dict)"}: make sure {name!r} is '
-                         f'importable from the working directory ({cwd}) or PYTHONPATH, or set '
-                         f'allow_failed_imports=True')
+            missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+            if isinstance(exc, ModuleNotFoundError) and (missing is None or missing == name
+                                                         or name.startswith(missing + '.')):
+                exc.add_note(f'{where}: make sure {name!r} is importable from the working directory ({cwd}) '
+                             f'or PYTHONPATH, or set allow_failed_imports=True')
+            elif missing is not None:  # the module was found, and something it imports was not
+                exc.add_note(f'({where}: {name!r} was found, but it imports {missing!r}, which is not '
+                             f'installed or not on the path: install it, or fix that import in {name!r})')
+            else:  # the module was found: a `from x import y` in it failed
+                exc.add_note(f'({where}: {name!r} was found, but an import in it failed)')
+            raise
+        except Exception as exc:  # the module's own code raised: say which module, and why it ran
+            exc.add_note(f'(raised while importing {name!r}, named by {where})')
             raise
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -24,7 +25,7 @@ from ..registry import HOOKS
 from ..utils.checks import check_positive_int
 from ..utils.logging import MetricWriter, get_logger, run_log_path
 from .data_position import DataPosition, set_sampler_epoch
-from .hooks.base_hook import BaseHook, note_hook_failure
+from .hooks.base_hook import BaseHook, check_hook_methods, note_hook_failure
 from .hooks.metric_hook import read_metrics
 from .metric_records import drop_records_after, set_aside
 from .priority import get_priority
@@ -101,6 +102,9 @@ class Trainer:
             raise TypeError(f'{type(hook).__name__} has no priority: call super().__init__(priority) '
                             f'in its __init__')
         hook.priority = get_priority(hook.priority)
+        for problem in check_hook_methods(hook):  # (a method whose signature does not fit raises)
+            warnings.warn(problem, UserWarning, stacklevel=2)
+            self.logger.warning(problem)
         # After every hook of lower or equal priority: ties keep registration order.
         position = sum(1 for h in self.hooks if h.priority <= hook.priority)
         self.hooks.insert(position, hook)
@@ -157,7 +161,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(self, train_dataloader: Iterable, epochs: int, max_steps: Optional[int] = None,
             test_dataloader: Optional[Iterable] = None, test_interval: int = 1,
-            display_progress: bool = False) -> None:
+            display_progress: bool = False, *, hooks: Any = None) -> None:
         """Train until ``epochs`` epochs (or ``max_steps`` optimizer steps) are done.
 
         Continues from ``states['epoch']`` / ``states['iteration']``, which a checkpoint may
@@ -165,7 +169,10 @@ class Trainer:
         this Trainer raised, from where it stopped (the epoch's start, its steps, or its end). Every
         ``test_interval`` epochs the test data is evaluated at the end of the epoch, before
         ``after_train_epoch``, so that checkpoints and loggers see that epoch's test metrics.
+
+        ``hooks`` (legacy Colossal-AI's ``fit(hooks=...)``) is refused: see :func:`_refuse_hooks`.
         """
+        _refuse_hooks('fit', hooks)
         epochs, max_steps, test_interval = self._start_fit(train_dataloader, epochs, max_steps, test_interval)
         _check_same_order_on_stages(train=train_dataloader, test=test_dataloader)
         try:
@@ -536,11 +543,14 @@ class Trainer:
         bar.set_postfix(postfix, refresh=False)
 
     # ------------------------------------------------------------------ testing / inference
-    def evaluate(self, test_dataloader: Iterable, display_progress: bool = False) -> Dict[str, float]:
+    def evaluate(self, test_dataloader: Iterable, display_progress: bool = False, *,
+                 hooks: Any = None) -> Dict[str, float]:
         """One pass over ``test_dataloader``; returns ``{name: accumulated value}`` of the test metrics.
 
         Collective in data-parallel runs (the metrics reduce over replicas): call it on every rank.
+        ``hooks`` is refused, as in :meth:`fit`.
         """
+        _refuse_hooks('evaluate', hooks)
         was_training = self.engine.training
         self.engine.eval()
         self._dispatch.clear()  # a hook removed from self.hooks since is called no more
@@ -677,7 +687,15 @@ class Trainer:
             except Exception as exc:
                 note_hook_failure(exc, hook, 'state_dict')
                 raise
-            if state:
+            if not isinstance(state, Mapping):  # (a tensor's truth value would raise, a 0.0 be dropped)
+                what = ('None (is a return missing?)' if state is None
+                        else f'a Tensor of shape {tuple(state.shape)}' if isinstance(state, torch.Tensor)
+                        else f'a {type(state).__name__} ({_short_repr(state)})')
+                raise TypeError(f'{type(hook).__name__}.state_dict() returned {what}; a hook\'s state_dict() '
+                                f'must return a dict ({{}} when there is nothing to save), which the '
+                                f'checkpoint keeps under hooks[{key!r}] and load_state_dict(state) gets '
+                                f"back: return e.g. {{'value': ...}}.")
+            if state:  # an empty dict: nothing to save
                 hooks[key] = state
         return dict(format=FORMAT, engine=self.engine.state_dict(),
                     states={k: self.states[k] for k in RESUMABLE_KEYS}, hooks=hooks, rng=get_rng_state(),
@@ -847,6 +865,16 @@ def _prefix_hint(own: set, saved: set) -> str:
     return ''
 
 
+def _refuse_hooks(method: str, hooks: Any) -> None:
+    """Legacy Colossal-AI took hooks per call (``trainer.fit(..., hooks=[...])``); here they belong to
+    the Trainer, so that they keep their state from one fit to the next and in checkpoints."""
+    if hooks is not None:
+        raise TypeError(f'Trainer.{method}() takes no hooks (got hooks={_short_repr(hooks)}): a Trainer\'s '
+                        f'hooks are given once, Trainer(engine, hooks=[...]), or added with '
+                        f'trainer.register_hook(hook), so that they keep their state across fits and in '
+                        f'checkpoints (legacy Colossal-AI passed them to each fit).')
+
+
 def _build_hook(cfg: Dict[str, Any]) -> Any:
     """Build a hook from a HOOKS config dict. ``priority`` is passed to the constructor only when it
     names that argument; otherwise it is set on the built hook, so a hook whose ``__init__`` takes
@@ -952,6 +980,11 @@ def _bare_weights(state: Any) -> Tuple[Optional[Mapping], str]:
         if isinstance(state, Mapping) and is_weights(state.get(key)):
             return state[key], f'its {key!r} entry'
     return None, ''
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + '...'
 
 
 def _few(keys: List[str], n: int = 10) -> str:

@@ -1,8 +1,10 @@
 """BaseHook: twelve no-op lifecycle points, and the one function that dispatches them."""
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from ..priority import Priority, get_priority
 
@@ -87,6 +89,95 @@ class BaseHook:
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(priority={self.priority})'
+
+
+# Points of other frameworks' hooks and callbacks, and what they are here: a hook ported from one of
+# them would otherwise define methods that are never called, without a word.
+_FOREIGN_POINTS: Dict[str, tuple] = {
+    'before_run': ('before_train', 'mmengine'), 'after_run': ('after_train', 'mmengine'),
+    'before_val': ('before_test', 'mmengine'), 'after_val': ('after_test', 'mmengine'),
+    'before_val_epoch': ('before_test_epoch', 'mmengine'),
+    'after_val_epoch': ('after_test_epoch', 'mmengine'),
+    'before_val_iter': ('before_test_iter', 'mmengine'), 'after_val_iter': ('after_test_iter', 'mmengine'),
+    'before_epoch': ('before_train_epoch', 'mmcv'), 'after_epoch': ('after_train_epoch', 'mmcv'),
+    'before_iter': ('before_train_iter', 'mmcv'), 'after_iter': ('after_train_iter', 'mmcv'),
+    'before_save_checkpoint': ('state_dict', 'mmengine'),
+    'after_load_checkpoint': ('load_state_dict', 'mmengine'),
+    'on_fit_start': ('before_train', 'Lightning'), 'on_fit_end': ('after_train', 'Lightning'),
+    'on_train_start': ('before_train', 'Lightning'), 'on_train_end': ('after_train', 'Lightning'),
+    'on_train_epoch_start': ('before_train_epoch', 'Lightning'),
+    'on_train_epoch_end': ('after_train_epoch', 'Lightning'),
+    'on_train_batch_start': ('before_train_iter', 'Lightning'),
+    'on_train_batch_end': ('after_train_iter', 'Lightning'),
+    'on_save_checkpoint': ('state_dict', 'Lightning'), 'on_load_checkpoint': ('load_state_dict', 'Lightning'),
+    'on_train_begin': ('before_train', 'Keras'), 'on_epoch_begin': ('before_train_epoch', 'Keras'),
+    'on_epoch_end': ('after_train_epoch', 'Keras'), 'on_train_batch_begin': ('before_train_iter', 'Keras'),
+    'on_test_begin': ('before_test', 'Keras'), 'on_test_batch_begin': ('before_test_iter', 'Keras'),
+}
+for _part in ('validation', 'test'):  # Lightning's validation and test loops are the test points here
+    _FOREIGN_POINTS.update({
+        f'on_{_part}_start': ('before_test', 'Lightning'), f'on_{_part}_end': ('after_test', 'Lightning'),
+        f'on_{_part}_epoch_start': ('before_test_epoch', 'Lightning'),
+        f'on_{_part}_epoch_end': ('after_test_epoch', 'Lightning'),
+        f'on_{_part}_batch_start': ('before_test_iter', 'Lightning'),
+        f'on_{_part}_batch_end': ('after_test_iter', 'Lightning'),
+    })
+# The methods the Trainer calls with the runner and a fixed number of further arguments.
+_CALLED = STAGES + ('after_hook_is_attached', 'on_exception')
+
+
+def _signature_text(function: Any, name: str) -> str:
+    """``name(self, runner, ...)``: the parameters without their annotations."""
+    signature = inspect.signature(function)
+    parameters = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+    return name + str(signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty))
+
+
+def check_hook_methods(hook: BaseHook) -> List[str]:
+    """Check a hook's methods as it is registered; returns warnings about methods never called.
+
+    A method named like a point that is none (``after_train_iteration``, mmengine's ``before_run``,
+    Lightning's ``on_train_epoch_end``) is never called: one warning each, naming the point to use.
+    A point the Trainer would call with arguments its override cannot take is a TypeError now,
+    rather than at the first call, an epoch into the run.
+    """
+    cls = type(hook)
+    for stage in _CALLED:
+        own = getattr(cls, stage, None)
+        if own is getattr(BaseHook, stage):
+            continue
+        try:
+            signature = inspect.signature(getattr(hook, stage))
+        except (TypeError, ValueError):  # no signature to read (a builtin): called as it is
+            continue
+        expected = _signature_text(getattr(BaseHook, stage), stage)
+        placeholders = [None] * (len(inspect.signature(getattr(BaseHook, stage)).parameters) - 1)
+        try:
+            signature.bind(*placeholders)
+        except TypeError as exc:
+            shown = _signature_text(own, stage) if inspect.isfunction(own) else f'{stage}{signature}'
+            raise TypeError(f'{cls.__name__}.{shown} cannot take the arguments the Trainer passes to it: '
+                            f'{expected} ({exc}). Give the method that signature.') from None
+    problems = []
+    for name in dir(cls):
+        if not name.startswith(('before_', 'after_', 'on_')) or hasattr(BaseHook, name):
+            continue
+        if not callable(getattr(cls, name, None)):
+            continue
+        if name in _FOREIGN_POINTS:
+            ours, framework = _FOREIGN_POINTS[name]
+            hint = f"{framework}'s {name} is {_signature_text(getattr(BaseHook, ours), ours)} here"
+            if framework == 'mmcv':  # called for both loops there
+                hint += f" ({ours.replace('train', 'test')} for the test pass)"
+            hint += '. '
+        else:
+            close = difflib.get_close_matches(name, _CALLED, n=1, cutoff=0.6)
+            hint = f'Did you mean {_signature_text(getattr(BaseHook, close[0]), close[0])}? ' if close else ''
+        problems.append(f'{cls.__name__}.{name} is never called: it is not one of the points a hook has. '
+                        f'{hint}The points are {", ".join(STAGES)} (STAGES in '
+                        f'colossal_runner.trainer.hooks), after_hook_is_attached and on_exception. Rename a '
+                        f'helper method so that it does not start with before_, after_ or on_.')
+    return problems
 
 
 def dir_in_work_dir(runner: Any, given: Optional[str], hook: str, arg: str, subdir: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
+import torch
+
 from ...distributed import get_context
 from ...registry import HOOKS, METRICS
 from ..metrics import Metric
@@ -26,8 +28,33 @@ def read_metrics(runner: Any, mode: str, accumulated: bool = True,
     for name, metric in runner.states['metrics'][mode].items():
         if per_step and metric.epoch_only:
             continue
-        values[name] = metric.get_accumulated_value() if accumulated else metric.get_last_step_value()
+        value = metric.get_accumulated_value() if accumulated else metric.get_last_step_value()
+        if type(value) is not float:
+            getter = 'get_accumulated_value' if accumulated else 'get_last_step_value'
+            value = _as_float(value, metric, getter)
+        values[name] = value
     return values
+
+
+def _as_float(value: Any, metric: Metric, getter: str) -> float:
+    """A getter's value as a Python float (a one-element tensor, a NumPy number, an int); a
+    TypeError naming the metric and the getter for anything else (a per-class vector, None)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() == 1:
+            return float(value.detach())  # (a device error while reading it propagates as it is)
+        what = f'a Tensor of shape {tuple(value.shape)}'
+    elif isinstance(value, (str, bytes)):
+        what = f'a {type(value).__name__} ({value!r:.60})'
+    else:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            shape = getattr(value, 'shape', None)
+            what = 'None' if value is None else f'a {type(value).__name__}' + (
+                f' of shape {tuple(shape)}' if shape is not None else f' ({value!r:.60})')
+    raise TypeError(f'{type(metric).__name__}.{getter}() must return a number (a Python float), got {what}; '
+                    f'return one value, as a Python number: value.item() of a one-element tensor, or '
+                    f'self.ratio(numerator, denominator).')
 
 
 def step_was_dropped(loss: Any) -> bool:

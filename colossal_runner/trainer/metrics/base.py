@@ -121,6 +121,11 @@ class _ResetAfterInit(ABCMeta):
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         metric = super().__call__(*args, **kwargs)
+        if not (hasattr(metric, 'device') and hasattr(metric, 'epoch_only')):
+            raise TypeError(f'{cls.__name__}.__init__ did not call super().__init__(): the Metric base '
+                            f'sets epoch_only and device there (which reset(), zeros() and the loggers '
+                            f'read). Call super().__init__(**kwargs) in it, passing on epoch_only / device '
+                            f'when it takes them.')
         metric.reset()
         return metric
 
@@ -159,19 +164,26 @@ class Metric(metaclass=_ResetAfterInit):
 
     def reset(self) -> None:
         """Forget everything accumulated (called before each epoch)."""
-        raise NotImplementedError
+        raise NotImplementedError(f'{type(self).__name__}.reset() is not implemented: every metric needs it, '
+                                  f'to set its accumulators (self.zeros(n)); it is called once the metric is '
+                                  f'built and before each epoch.')
 
     def update(self, *args: Any) -> None:
         """Accumulate one step; MetricHook passes ``(output, label, loss)`` by default."""
-        raise NotImplementedError
+        raise NotImplementedError(f'{type(self).__name__}.update() is not implemented: every metric needs '
+                                  f'it; MetricHook calls update(output, label, loss) after each iteration.')
 
     def get_last_step_value(self) -> float:
         """The value of the latest step, reduced over the data-parallel group."""
-        raise NotImplementedError
+        raise NotImplementedError(f'{type(self).__name__}.get_last_step_value() is not implemented: per-step '
+                                  f'loggers (LogMetricByStepHook, TensorboardHook) read it. Implement it, or '
+                                  f'build the metric with epoch_only=True (a value only meaningful over a '
+                                  f'whole epoch), which they skip.')
 
     def get_accumulated_value(self) -> float:
         """The value over every step since the last reset, reduced over the data-parallel group."""
-        raise NotImplementedError
+        raise NotImplementedError(f'{type(self).__name__}.get_accumulated_value() is not implemented: every '
+                                  f'metric needs it; the epoch loggers, evaluate() and save_best read it.')
 
     def state_dict(self) -> Optional[Dict[str, Any]]:
         """What this process has accumulated since the last reset (tensors, numbers, lists), for a
