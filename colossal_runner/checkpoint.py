@@ -296,9 +296,12 @@ def resolve_checkpoint_path(path: str, stage: Optional[int] = None) -> str:
         return found
     directory, name = os.path.split(path)
     if stage is not None and name.endswith('.pt'):
-        # epoch_3.pt, or one stage's epoch_3_stage0.pt, names a moment: each stage reads its own file
-        name = f"{re.sub(r'_stage[0-9]+$', '', name[:-3])}_stage{stage}.pt"
-        path = os.path.join(directory, name)
+        # epoch_3.pt, or one stage's epoch_3_stage0.pt, names a moment: each stage reads its own file;
+        # a file of that name without a stage file beside it holds the whole model (a one-process run's
+        # checkpoint, bare weights), whose stage's weights a fine-tune takes by name
+        staged = os.path.join(directory, f"{re.sub(r'_stage[0-9]+$', '', name[:-3])}_stage{stage}.pt")
+        if os.path.isfile(staged) or not os.path.isfile(path) or _stage_of(name) is not None:
+            path, name = staged, os.path.basename(staged)
     if name.startswith('latest') and not os.path.isfile(path):
         found = find_latest(directory or '.', stage)
         if found is not None:

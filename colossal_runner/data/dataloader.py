@@ -266,3 +266,20 @@ def order_depends_on_global_rng(loader: Any) -> bool:
     batch_sampler = getattr(loader, 'batch_sampler', None)
     samplers = (getattr(loader, 'sampler', None), getattr(batch_sampler, 'sampler', None))
     return any(s is not None and hasattr(s, 'generator') and s.generator is None for s in samplers)
+
+
+def unsplittable_batch(loader: Any, num_microbatches: Optional[int]) -> Tuple[str, str]:
+    """Why not every batch of ``loader`` splits into ``num_microbatches`` equal parts, as a pipeline
+    schedule splits each batch, and what setting fixes it (``batch_size`` or ``drop_last``); ``('', '')``
+    when they all do, or when that cannot be known before the data is read (no batch size, no length)."""
+    m, bs = num_microbatches, getattr(loader, 'batch_size', None)
+    if not isinstance(m, int) or m <= 1 or not isinstance(bs, int):
+        return '', ''
+    if bs % m:
+        return f'batch_size={bs} is not divisible by num_microbatches={m}', 'batch_size'
+    sampler = getattr(loader, 'sampler', None)
+    samples = len(sampler) if hasattr(sampler, '__len__') else None
+    if samples is not None and not loader.drop_last and (samples % bs) % m:
+        return (f'the last batch has {samples % bs} samples ({samples} per rank, batch_size={bs}), which '
+                f'num_microbatches={m} does not divide', 'drop_last')
+    return '', ''

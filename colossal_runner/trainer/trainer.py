@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..checkpoint import FORMAT, get_rng_state, resume, set_rng_state
-from ..data import order_depends_on_global_rng, vocabulary_text
+from ..data import order_depends_on_global_rng, unsplittable_batch, vocabulary_text
 from ..distributed import get_context
 from ..engine.batch import call_model, to_device
 from ..engine.engine import NonFiniteLossError
@@ -175,6 +175,7 @@ class Trainer:
         _refuse_hooks('fit', hooks)
         epochs, max_steps, test_interval = self._start_fit(train_dataloader, epochs, max_steps, test_interval)
         _check_same_order_on_stages(train=train_dataloader, test=test_dataloader)
+        self._check_microbatches(train=train_dataloader, test=test_dataloader)
         try:
             self.call_hook('before_train')
             self._prepare_metric_file()  # unless a record written in before_train did already
@@ -551,6 +552,7 @@ class Trainer:
         ``hooks`` is refused, as in :meth:`fit`.
         """
         _refuse_hooks('evaluate', hooks)
+        self._check_microbatches(test=test_dataloader)
         was_training = self.engine.training
         self.engine.eval()
         self._dispatch.clear()  # a hook removed from self.hooks since is called no more
@@ -736,7 +738,7 @@ class Trainer:
         # Weights only too (tools/test.py): another layout's keys would not match, and the error would
         # blame the model config. A partial load (weights by name) may come from any layout.
         if strict:
-            self._check_layout(state.get('meta'))
+            self._check_layout(state.get('meta'), finetune)
         self._check_vocabulary(state.get('meta'))
         matched = self._load_engine(state['engine'], strict, finetune)
         if finetune:
@@ -765,12 +767,16 @@ class Trainer:
         if self.states['max_epochs'] is not None:  # loaded during a fit (LoadCheckpointHook): size it anew
             self._plan_run_end()
 
-    def _check_layout(self, meta: Any) -> None:
+    def _check_layout(self, meta: Any, finetune: bool = False) -> None:
         """Refuse a checkpoint of another pipeline layout: its files hold other layers per stage, so
-        the model keys would not match, and the message would blame the model config."""
+        the model keys would not match, and the message would blame the model config. Weights only
+        of a one-process run's checkpoint (the whole model) load into any layout, each stage taking
+        its layers' weights by name."""
         if not isinstance(meta, Mapping):
             return
         saved_stages, saved_chunks = meta.get('pipeline_size'), meta.get('model_chunks')
+        if finetune and saved_stages == 1 and saved_chunks in (None, 1):
+            return
         stages, chunks = get_context().pipeline_size, getattr(self.engine.schedule, 'num_model_chunks', 1)
         if saved_chunks is None:  # written before model_chunks was recorded
             saved_chunks = chunks
@@ -780,6 +786,20 @@ class Trainer:
                              f'{_layout(stages, chunks)}, so its stages hold other layers. Resume or '
                              f'test with the layout it was trained with (parallel.pipeline={saved_stages} '
                              f'and the same schedule).')
+
+    def _check_microbatches(self, **loaders: Optional[Iterable]) -> None:
+        """A pipeline schedule splits each batch into equal microbatches: a batch size or a last batch
+        it cannot split is an error now, not at the epoch's last step (``initialize`` checks a
+        config's loaders the same way, as config errors)."""
+        m = getattr(self.engine.schedule, 'num_microbatches', None)
+        for name, loader in loaders.items():
+            problem, setting = unsplittable_batch(loader, m)
+            if problem:
+                fix = ('pass drop_last=True to the DataLoader (the last, smaller batch is left out), or '
+                       'use a batch size that divides the number of samples' if setting == 'drop_last' else
+                       f'use a batch size that is a multiple of {m}, or another num_microbatches')
+                raise ValueError(f'the {name} dataloader: {problem}; the pipeline schedule splits every '
+                                 f'batch into {m} equal microbatches: {fix}')
 
     def _check_vocabulary(self, meta: Any) -> None:
         """Refuse a checkpoint whose token ids mean other characters than this run's data gives them:
@@ -807,6 +827,8 @@ class Trainer:
         model = self.engine.model
         model = model.module if isinstance(model, DistributedDataParallel) else model
         own_state, weights = model.state_dict(), engine_state['model']
+        if finetune and get_context().pipeline_size > 1:
+            weights = _stage_weights(model, own_state, weights)
         own, saved = set(own_state), set(weights)
         missing, unexpected = sorted(own - saved), sorted(saved - own)
         # Same name, another shape: a new classifier head when fine-tuning, typically.
@@ -849,6 +871,18 @@ class Trainer:
 
     def __repr__(self) -> str:
         return f'Trainer(engine={self.engine!r}, hooks={self.hooks!r}, work_dir={self.work_dir!r})'
+
+
+def _stage_weights(model: Any, own_state: Mapping[str, Any], weights: Mapping[str, Any]) -> Mapping[str, Any]:
+    """This pipeline stage's weights out of a whole model's (a one-process run's checkpoint, bare
+    weights), when they hold every one of them: a stage's layers keep their index in the whole
+    model, so its keys are the whole model's (behind the chunk's index for interleaved chunks).
+    Other weights (another stage's file) are returned as they are, for the usual key checks."""
+    chunked = isinstance(model, torch.nn.ModuleList)
+    whole = {key: key.split('.', 1)[1] if chunked else key for key in own_state}
+    if set(whole) == set(weights) or not all(name in weights for name in whole.values()):
+        return weights
+    return {key: weights[name] for key, name in whole.items()}
 
 
 def _prefix_hint(own: set, saved: set) -> str:
