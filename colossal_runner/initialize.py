@@ -31,6 +31,7 @@ from .engine.amp import check_amp
 from .engine.engine import NONFINITE_CHOICES
 from .engine.schedule.runtime import PipelineRuntime
 from .nn import lr_scheduler as _lr_scheduler  # noqa: F401  (registers the LR schedulers)
+from .pipeline.seeding import seed_pipeline_stage
 from .registry import DATASETS, HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
 from .trainer import Trainer
 from .trainer.hooks import LRSchedulerHook, SaveCheckpointHook
@@ -521,7 +522,7 @@ def check_microbatches(cfg: Config, schedule: Any, *loaders: Optional[DataLoader
     at the first (or the last) batch of training."""
     m = getattr(schedule, 'num_microbatches', None)
     check_sizes = getattr(schedule, 'check_sizes', None)
-    if callable(check_sizes):  # e.g. fewer microbatches than stages: a config error, before training
+    if callable(check_sizes):  # e.g. interleaving M not a multiple of P: a config error, before training
         try:
             check_sizes(get_context().pipeline_size)
         except ValueError as exc:
@@ -625,8 +626,11 @@ def build_model(cfg: Config, context: ParallelContext, train_loader: Optional[Da
     set_seed(seed)  # the weights depend on the seed only, not on what was built before
     chunks = model_chunks(cfg)
     if context.pipeline_size > 1 or chunks > 1:  # one process runs an interleaved plan's chunks in turn
-        from .pipeline import build_pipeline_model
-        model = _build(cfg, 'model', build_pipeline_model, model_cfg, context, num_model_chunks=chunks)
+        from .pipeline import PartitionError, build_pipeline_model
+        try:
+            model = _build(cfg, 'model', build_pipeline_model, model_cfg, context, num_model_chunks=chunks)
+        except PartitionError as exc:
+            raise ConfigError(str(exc), cfg.filename, 'model.partition') from None
     else:
         model_cfg.pop('partition', None)
         model = _build(cfg, 'model', MODELS.build, model_cfg)
@@ -948,6 +952,8 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
         work_dir: overrides ``cfg.work_dir``; default ``work_dirs/<config name>``.
         cfg_options: ``{'optimizer.lr': 0.1, ...}`` merged into the config (``--cfg-options``).
         seed: overrides ``cfg.seed`` (default 1024); python, numpy and torch are seeded with it.
+            Once everything is built, pipeline stage ``s > 0`` reseeds torch with ``seed + 100 * s``
+            (:func:`~colossal_runner.pipeline.seed_pipeline_stage`): its own dropout masks.
         logger: the logger to use; by default ``colossal_runner`` logging to the console and,
             unless ``log_file=False``, to ``<work_dir>/<time>.log`` (or the path ``log_file``).
         read_only: build for evaluation: no log file and a Trainer without a work directory,
@@ -1045,6 +1051,9 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
                          'written: leave file-writing hooks (TensorboardHook, SaveCheckpointHook) out of '
                          'cfg.hooks, as tools/test.py does (colossal_runner.test.metric_hooks_only)')
         raise
+    # Built alike on every stage from one seed (a stage's weights equal the whole model's); from here
+    # on each pipeline stage draws its own dropout masks (the loaders draw from their own generators).
+    seed_pipeline_stage(cfg.seed, context)
     batch = getattr(train_loader, 'batch_size', None)
     per_step = ''  # batch_size is per replica: say what one optimizer step then sees
     if context.data_size > 1 and isinstance(batch, int):

@@ -37,13 +37,21 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 2
     chunks = (2 if args.schedule == 'interleaved' else 1) if args.chunks is None else args.chunks
-    if chunks < 1:
-        print(f'error: --chunks must be a positive int (model chunks per stage), got {chunks}',
-              file=sys.stderr)
-        return 2
+    for flag, value, what in (('--stages', args.stages, 'pipeline stages'),
+                              ('--microbatches', args.microbatches, 'microbatches per batch'),
+                              ('--chunks', chunks, 'model chunks per stage')):
+        if value < 1:
+            print(f'error: {flag} must be a positive int ({what}), got {value}', file=sys.stderr)
+            return 2
     # imported here so that argument errors come back without the cost of importing torch
     from colossal_runner.engine.schedule.plan import (PlanError, build_plan, format_plan, format_timeline,
-                                                      peak_in_flight, simulate, validate_plan)
+                                                      peak_in_flight, simulate, suggest_multiples,
+                                                      validate_plan)
+    if args.schedule == 'interleaved' and args.microbatches % args.stages:
+        print(f'error: --schedule interleaved needs --microbatches to be a multiple of --stages '
+              f'{args.stages}; got {args.microbatches}. {suggest_multiples(args.microbatches, args.stages)}',
+              file=sys.stderr)
+        return 2
     try:
         plan = build_plan(args.schedule, args.stages, args.microbatches, chunks)
         validate_plan(plan, args.microbatches, chunks)

@@ -75,10 +75,16 @@ def split_batch(obj: Any, num_chunks: int) -> List[Any]:
     if num_chunks < 1:
         raise ValueError(f'num_chunks must be >= 1, got {num_chunks}')
     if isinstance(obj, torch.Tensor):
-        if obj.dim() == 0 or obj.shape[0] % num_chunks:
-            size = obj.shape[0] if obj.dim() else 'a scalar'
-            raise ValueError(f'cannot split a batch of size {size} into {num_chunks} equal '
-                             f'microbatches; make the batch size a multiple of {num_chunks}')
+        if obj.dim() == 0:
+            raise ValueError(f'cannot split a scalar into {num_chunks} microbatches: every tensor of a '
+                             f'batch needs the batch dimension first (dim 0)')
+        if obj.shape[0] % num_chunks:
+            m = num_chunks
+            raise ValueError(f'cannot split a batch of size {obj.shape[0]} into {m} equal microbatches '
+                             f'(num_microbatches={m}): every batch must be a multiple of {m}. If the '
+                             f"DataLoader's batch_size already is, this is the smaller last batch of an "
+                             f'epoch: set drop_last=True on the DataLoader. Otherwise use a batch_size that '
+                             f'{m} divides (and drop_last=True if the last batch still does not split)')
         return list(obj.chunk(num_chunks, dim=0))
     if isinstance(obj, dict):
         parts = {k: split_batch(v, num_chunks) for k, v in obj.items()}

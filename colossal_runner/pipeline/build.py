@@ -207,8 +207,9 @@ def split_model(model: nn.Module, context: Optional[ParallelContext] = None, num
     """
     context = context or get_context()
     layers = get_layers(model)
-    bounds = partition_layers(layers, context.pipeline_size * num_model_chunks, partition)
-    _check_ties_within_stages(_ties(layers), bounds, context.pipeline_size)
+    stages = context.pipeline_size
+    bounds = partition_layers(layers, stages * num_model_chunks, partition, stages)
+    _check_ties_within_stages(_ties(layers), bounds, stages)
     return _assemble(list(enumerate(layers)), bounds, stage_parts(context, num_model_chunks))
 
 
@@ -251,7 +252,7 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
         return model.to(device) if device is not None else model
     meta_model, replays, last_write = _replays_init(cfg)
     layers = get_layers(meta_model)
-    bounds = partition_layers(layers, num_parts, partition)
+    bounds = partition_layers(layers, num_parts, partition, context.pipeline_size)
     # Checked on the meta model, before anything is allocated, and for every stage: all ranks then
     # stop with the same error, rather than one rank alone at its optimizer while the others wait.
     _check_stages_have_parameters(layers, bounds, context.pipeline_size, num_model_chunks)
@@ -276,8 +277,8 @@ def build_pipeline_model(model_cfg: Union[Mapping, nn.Module], context: Optional
             for held in [[owner for owner in tie.owners if owner[0] in mine]] if len(held) > 1]
     writes = _InPlaceWrites(keep={k for _, k in ours})
     # Every layer is initialized, even after ours, so that the random generator ends in the same
-    # state on every stage (as after building the whole model): later draws (data order,
-    # dropout) then agree between stages.
+    # state on every stage (as after building the whole model): whatever is built next draws what it
+    # would in one process. Training then gives each stage a stream of its own (seed_pipeline_stage).
     for i, layer in enumerate(layers):
         _materialize(layer, writes)
         if i in mine:

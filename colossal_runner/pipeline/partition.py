@@ -5,12 +5,17 @@ A partition is given as *boundaries*: ``[0, b1, ..., n]`` with part ``k`` holdin
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 from torch import nn
 
 PartitionSpec = Union[str, Sequence[int]]
 METHODS = ('uniform', 'parameters')
+
+
+class PartitionError(ValueError):
+    """A partition setting that cannot be used: an unknown method or wrong explicit boundaries
+    (the model config's ``partition`` key, ``model.partition`` in a run's config)."""
 
 
 def _check_counts(num_layers: int, num_parts: int) -> None:
@@ -66,8 +71,13 @@ def partition_balanced(weights: Sequence[float], num_parts: int) -> List[int]:
     return bounds[::-1]
 
 
-def check_boundaries(bounds: Sequence[int], num_layers: int, num_parts: int) -> List[int]:
-    """Validate explicit boundaries ``[0, ..., num_layers]`` with ``num_parts + 1`` increasing entries."""
+def check_boundaries(bounds: Sequence[int], num_layers: int, num_parts: int,
+                     num_stages: Optional[int] = None) -> List[int]:
+    """Validate explicit boundaries ``[0, ..., num_layers]`` with ``num_parts + 1`` increasing entries.
+
+    ``num_stages`` (``P``), when ``num_parts`` is ``P`` stages x ``C`` model chunks, lets the
+    error say which stage and chunk each part is.
+    """
     _check_counts(num_layers, num_parts)
     bounds = list(bounds)
     ok = (len(bounds) == num_parts + 1 and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
@@ -75,18 +85,25 @@ def check_boundaries(bounds: Sequence[int], num_layers: int, num_parts: int) -> 
           and all(a < b for a, b in zip(bounds, bounds[1:])))
     if not ok:
         example = partition_uniform(num_layers, num_parts)
-        raise ValueError(f'explicit partition boundaries must be {num_parts + 1} strictly increasing ints '
-                         f'from 0 to {num_layers} (part k holds layers bounds[k]:bounds[k+1]); got {bounds}. '
-                         f'For example partition={example}.')
+        parts = ''
+        if num_stages and num_parts > num_stages and num_parts % num_stages == 0:
+            p, c = num_stages, num_parts // num_stages
+            first = ', '.join(str(k) for k in range(0, num_parts, p))
+            parts = (f'; {p} stage{"s" if p > 1 else ""} x {c} model chunks = {num_parts} parts, and part k '
+                     f'is chunk k // {p} on stage k % {p}, so stage 0 holds parts {first}')
+        where = f'part k holds layers bounds[k]:bounds[k+1]{parts}'
+        raise PartitionError(f'explicit partition boundaries must be {num_parts + 1} strictly increasing '
+                             f'ints from 0 to {num_layers} ({where}); got {bounds}. For example '
+                             f'partition={example}.')
     return bounds
 
 
 def partition_layers(layers: Sequence[nn.Module], num_parts: int,
-                     method: PartitionSpec = 'uniform') -> List[int]:
+                     method: PartitionSpec = 'uniform', num_stages: Optional[int] = None) -> List[int]:
     """Boundaries splitting ``layers`` into ``num_parts`` parts by ``method``.
 
     ``method``: ``'uniform'`` (layer counts), ``'parameters'`` (balanced parameter counts) or
-    an explicit list of boundaries.
+    an explicit list of boundaries. ``num_stages``: see :func:`check_boundaries`.
     """
     if isinstance(method, str):
         if method == 'uniform':
@@ -94,9 +111,9 @@ def partition_layers(layers: Sequence[nn.Module], num_parts: int,
         if method == 'parameters':
             return partition_balanced([sum(p.numel() for p in layer.parameters()) for layer in layers],
                                       num_parts)
-        raise ValueError(f"unknown partition method {method!r}; expected 'uniform', 'parameters' or a list "
-                         f'of boundaries like [0, 2, {len(layers)}]')
+        raise PartitionError(f"unknown partition method {method!r}; expected 'uniform', 'parameters' or a "
+                             f'list of boundaries like [0, 2, {len(layers)}]')
     if isinstance(method, Sequence):
-        return check_boundaries(method, len(layers), num_parts)
+        return check_boundaries(method, len(layers), num_parts, num_stages)
     raise TypeError(f"partition must be 'uniform', 'parameters' or a list of boundaries, got "
                     f'{type(method).__name__}')

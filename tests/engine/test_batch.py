@@ -68,6 +68,16 @@ def test_split_and_concat_round_trip():
 def test_split_errors():
     with pytest.raises(ValueError, match='batch of size 5 into 2 equal microbatches'):
         split_batch(torch.zeros(5), 2)
+    # a last batch of 6 from batch_size=8: the advice is not "use a multiple of 4", which 8 already is
+    with pytest.raises(ValueError) as info:
+        split_batch(torch.zeros(6), 4)
+    message = str(info.value)
+    assert 'make the batch size a multiple' not in message
+    assert "If the DataLoader's batch_size already is, this is the smaller last batch of an epoch: set " \
+        'drop_last=True' in message
+    assert 'Otherwise use a batch_size that 4 divides' in message
+    with pytest.raises(ValueError, match='cannot split a scalar into 2 microbatches'):
+        split_batch(torch.tensor(1.0), 2)
     with pytest.raises(ValueError, match='num_chunks must be >= 1'):
         split_batch(torch.zeros(4), 0)
     with pytest.raises(TypeError, match='no tensor found'):

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colossal_runner.engine.schedule.interleaved import InterleavedPipelineSchedule
+from colossal_runner.engine.schedule.pipeline import PipelineSchedule
 from colossal_runner.engine.schedule.plan import (Action, PlanError, build_1f1b_plan, build_gpipe_plan,
                                                   build_interleaved_plan, build_plan, format_plan,
                                                   format_timeline, forward_only, parse_plan, peak_in_flight,
@@ -39,9 +40,7 @@ GRID = [(p, m, c) for p in (1, 2, 3, 4) for m in (1, 2, 3, 4, 6, 8) for c in (1,
 
 @pytest.mark.parametrize('p,m,c', GRID)
 def test_every_built_plan_validates(p, m, c):
-    plans = {'gpipe': build_gpipe_plan(p, m)}
-    if m >= p:
-        plans['1f1b'] = build_1f1b_plan(p, m)
+    plans = {'gpipe': build_gpipe_plan(p, m), '1f1b': build_1f1b_plan(p, m)}  # any M, also M < P
     if m % p == 0:
         plans['interleaved'] = build_interleaved_plan(p, m, c)
     for name, plan in plans.items():
@@ -72,6 +71,29 @@ def test_1f1b_shape_warmup_and_memory(p, m):
         assert [a.kind for a in after] == ['F', 'B'] * (len(after) // 2)  # steady state alternates
     assert peak_in_flight(plan) == [p - s for s in range(p)]
     assert peak_in_flight(build_gpipe_plan(p, m)) == [m] * p
+
+
+@pytest.mark.parametrize('p,m', [(2, 1), (4, 1), (4, 2), (4, 3), (5, 2)])
+def test_1f1b_with_fewer_microbatches_than_stages(p, m):
+    """Megatron-LM's warm-up, min(P - s - 1, M): a stage with P - s - 1 >= M runs every forward,
+    then every backward (as GPipe); the later stages alternate. Prefetched, it stays valid."""
+    plan = build_1f1b_plan(p, m)
+    for s, row in enumerate(plan):
+        computes = [a.kind for a in row if a.kind in ('F', 'B')]
+        warmup = min(p - s - 1, m)
+        assert computes[:warmup] == ['F'] * warmup
+        if warmup == m:
+            assert computes == ['F'] * m + ['B'] * m, s
+        else:
+            assert computes[warmup:warmup + 2] == ['F', 'B'], s
+    assert peak_in_flight(plan) == [min(p - s, m) for s in range(p)]
+    assert simulate(build_1f1b_plan(p, m)).bubble == pytest.approx((p - 1) / (m + p - 1))
+    for rows, backward in ((plan, True), (forward_only(plan), False)):
+        validate_plan(prefetch_receives(rows), m, backward=backward)
+    schedule = PipelineSchedule(m)
+    schedule.check_sizes(p)  # the runtime accepts it (the rule M >= P is lifted) and runs this plan
+    assert [[a for a in row if a.kind in ('F', 'B')] for row in schedule.plan(p)] == \
+        [[a for a in row if a.kind in ('F', 'B')] for row in plan]
 
 
 @pytest.mark.parametrize('p,m', [(2, 4), (4, 8), (4, 16), (3, 6)])
@@ -244,6 +266,5 @@ def test_interleaved_size_errors_suggest_distinct_valid_multiples(p, m, hint):
     with pytest.raises(ValueError, match=rf'pipeline size {p}; got {m}\. {hint}$'):
         build_interleaved_plan(p, m, 2)
     schedule = InterleavedPipelineSchedule(m, num_model_chunks=2)
-    if m >= p:  # below that, the check on M >= P comes first
-        with pytest.raises(ValueError, match=rf'pipeline size {p}; got {m}\. {hint}$'):
-            schedule.check_sizes(p)
+    with pytest.raises(ValueError, match=rf'pipeline size {p}; got {m}\. {hint}$'):
+        schedule.check_sizes(p)

@@ -39,11 +39,22 @@ def test_interleaved_timeline():
 def test_bad_arguments_are_explained():
     proc = _run('--schedule', 'interleaved', '--stages', '4', '--microbatches', '6')
     assert proc.returncode == 2
-    assert 'multiple of the pipeline size 4; got 6' in proc.stderr
+    assert ('--schedule interleaved needs --microbatches to be a multiple of --stages 4; got 6. Use 4 or 8.'
+            in proc.stderr)
+    for flag, what in (('--stages', 'pipeline stages'), ('--microbatches', 'microbatches per batch')):
+        proc = _run(flag, '0')  # the flags are named, not the plan builders' num_stages / num_microbatches
+        assert proc.returncode == 2 and f'error: {flag} must be a positive int ({what}), got 0' in proc.stderr
     proc = _run('--schedule', '1f1b', '--chunks', '2')
     assert proc.returncode == 2 and '--chunks applies to --schedule interleaved only' in proc.stderr
     proc = _run('--schedule', 'zigzag')
     assert proc.returncode == 2 and "invalid choice: 'zigzag'" in proc.stderr
+
+
+def test_1f1b_with_fewer_microbatches_than_stages_is_shown_as_the_runtime_runs_it():
+    proc = _run('--schedule', '1f1b', '--stages', '4', '--microbatches', '2')
+    assert proc.returncode == 0, proc.stderr
+    assert 'bubble: 60.0%' in proc.stdout
+    assert 'peak microbatches in flight per stage: [2, 2, 2, 1]' in proc.stdout
 
 
 def test_the_tool_lists_the_same_schedules_as_the_plan_module():

@@ -21,6 +21,3 @@ class GPipeSchedule(PipelineRuntime):
     def __init__(self, num_microbatches: int, tensor_shape: Optional[Sequence[int]] = None,
                  tensor_dtype: Any = None):
         super().__init__(num_microbatches, 1, tensor_shape, tensor_dtype)
-
-    def check_sizes(self, num_stages: int) -> None:
-        """Any number of microbatches works for GPipe."""

@@ -14,7 +14,8 @@ class PipelineSchedule(PipelineRuntime):
 
     Compared with GPipe the bubble is the same, ``(P - 1) / (M + P - 1)``, but stage ``s``
     keeps at most ``P - s`` microbatches of activations instead of ``M``, so ``M`` can grow
-    (shrinking the bubble) without running out of memory. Needs ``M >= P``.
+    (shrinking the bubble) without running out of memory. Any ``M >= 1`` runs; with ``M < P``
+    the warm-up is ``min(P - s - 1, M)`` forwards, so the first stages run like GPipe.
 
     Args:
         num_microbatches: ``M``; every batch size must be a multiple of it.

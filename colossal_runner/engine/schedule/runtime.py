@@ -99,11 +99,9 @@ class PipelineRuntime(BaseSchedule):
 
     # ------------------------------------------------------------------ plan
     def check_sizes(self, num_stages: int) -> None:
-        """Raise before any communication when ``M`` does not suit ``num_stages``."""
-        if self.num_microbatches < num_stages:
-            raise ValueError(f'{type(self).__name__} needs num_microbatches >= the pipeline size; got '
-                             f'num_microbatches={self.num_microbatches} with {num_stages} stages. Use at '
-                             f'least {num_stages} microbatches (more shrink the pipeline bubble).')
+        """Raise before any communication when ``M`` does not suit ``num_stages``. 1F1B and GPipe
+        run any ``M >= 1``: with fewer microbatches than stages, the first stages' warm-up holds
+        every forward (``min(P - s - 1, M)``), as in Megatron-LM; the bubble is then large."""
 
     def plan(self, num_stages: int, forward_only_: bool = False) -> List[List[Action]]:
         """The validated plan for ``num_stages`` (cached), every stage's row, receives prefetched."""
