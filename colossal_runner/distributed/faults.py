@@ -31,6 +31,7 @@ pipeline transfer names it) rather than that it failed.
 from __future__ import annotations
 
 import datetime
+import difflib
 import hashlib
 import json
 import logging
@@ -43,6 +44,8 @@ import traceback
 from typing import Any, Mapping, NamedTuple, Optional
 
 import torch.distributed as dist
+
+from ..config.errors import ConfigError
 
 EXIT_CODE = 1
 DEFAULT_INTERVAL = 0.5  # seconds between heartbeats / checks
@@ -81,24 +84,29 @@ def watcher_settings(value: Any, dist_timeout: Optional[float]) -> Optional[dict
         return None
     settings = {} if value is True else value
     if not isinstance(settings, Mapping):
-        raise TypeError(f'config key "fault_watch" must be True, False or a dict like '
-                        f'dict(heartbeat_timeout=10, interval=0.5), got {type(value).__name__}: {value!r}')
-    unknown = sorted(set(settings) - {'heartbeat_timeout', 'interval'})
+        raise ConfigError(f'fault_watch must be True, False or a dict like dict(heartbeat_timeout=10, '
+                          f'interval=0.5), got {type(value).__name__}: {value!r}', key_path='fault_watch')
+    unknown = sorted(set(map(str, settings)) - {'heartbeat_timeout', 'interval'})
     if unknown:
-        raise KeyError(f'unknown keys {unknown} in config "fault_watch"; expected heartbeat_timeout and '
-                       f'interval, e.g. fault_watch = dict(heartbeat_timeout=10, interval=0.5).')
+        close = difflib.get_close_matches(unknown[0], ['heartbeat_timeout', 'interval'], n=1, cutoff=0.4)
+        hint = f"did you mean '{close[0]}'? " if close else ''
+        raise ConfigError(f'unknown keys {unknown} in fault_watch; {hint}expected heartbeat_timeout and '
+                          f'interval, e.g. fault_watch = dict(heartbeat_timeout=10, interval=0.5).',
+                          key_path=['fault_watch', unknown[0]])
     default = DEFAULT_HEARTBEAT_TIMEOUT if dist_timeout is None else min(
         DEFAULT_HEARTBEAT_TIMEOUT, max(2.0, dist_timeout / 2))
     out = dict(heartbeat_timeout=settings.get('heartbeat_timeout', default),
                poll_interval=settings.get('interval', DEFAULT_INTERVAL))
     for key, number in (('heartbeat_timeout', out['heartbeat_timeout']), ('interval', out['poll_interval'])):
         if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
-            raise ValueError(f'fault_watch.{key} must be a positive number of seconds, got {number!r}; '
-                             f'e.g. fault_watch = dict(heartbeat_timeout=10, interval=0.5).')
+            raise ConfigError(f'fault_watch.{key} must be a positive number of seconds, got {number!r}; '
+                              f'e.g. fault_watch = dict(heartbeat_timeout=10, interval=0.5).',
+                              key_path=['fault_watch', key])
     if out['heartbeat_timeout'] < 2 * out['poll_interval']:
-        raise ValueError(f'fault_watch.heartbeat_timeout ({out["heartbeat_timeout"]}) must be at least twice '
-                         f'the interval ({out["poll_interval"]}), or live ranks would be declared lost; '
-                         f'raise heartbeat_timeout or lower interval.')
+        raise ConfigError(f'fault_watch.heartbeat_timeout ({out["heartbeat_timeout"]}) must be at least '
+                          f'twice the interval ({out["poll_interval"]}), or live ranks would be declared '
+                          f'lost; raise heartbeat_timeout or lower interval.',
+                          key_path='fault_watch.heartbeat_timeout')
     return out
 
 

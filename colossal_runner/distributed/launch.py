@@ -86,9 +86,20 @@ def _timeout_seconds(cfg: Any, timeout: Optional[float]) -> float:
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f'the process-group timeout must be a positive number of seconds, got {value!r}; '
-                         f'set dist_timeout = 600 in the config or pass timeout=600.')
+        message = (f'the process-group timeout must be a positive number of seconds, got {value!r}; '
+                   f'set dist_timeout = 600 in the config or pass timeout=600.')
+        if timeout is None:  # the config's
+            raise ConfigError(message, _config_file(cfg), 'dist_timeout')
+        raise ValueError(message)
     return float(value)
+
+
+def _watcher_settings(cfg: Any, seconds: Optional[float]) -> Optional[dict]:
+    """:func:`watcher_settings` of the config's ``fault_watch``; an error names the config file."""
+    try:
+        return watcher_settings(cfg.get('fault_watch', True), seconds)
+    except ConfigError as err:
+        raise ConfigError(err.message, _config_file(cfg), err.key_path) from None
 
 
 def _env(names: Sequence[str], launcher: str, hint: str) -> list:
@@ -179,7 +190,7 @@ def _finish_setup(cfg: Any, host: Optional[str], port: Any, seed: int, seconds: 
                   verbose: bool) -> ParallelContext:
     """Fault watcher, config check, context, seeds; ``seconds=None`` keeps the group's own timeout."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
-    settings = watcher_settings(cfg.get('fault_watch', True), seconds)
+    settings = _watcher_settings(cfg, seconds)
     if world_size > 1 and host is not None and get_watcher() is None and settings is not None:
         watcher = FaultWatcher(host, int(port), rank, world_size, timeout=seconds or 60.0, **settings)
         set_watcher(watcher.start())
@@ -262,7 +273,7 @@ def setup_parallel(cfg: ConfigLike, launcher: str = 'none', timeout: Optional[fl
     if launcher not in LAUNCHERS:
         raise ValueError(f'unknown launcher {launcher!r}; expected one of {list(LAUNCHERS)}.')
     launcher = _LAUNCHER_ALIASES.get(launcher, launcher)
-    watcher_settings(cfg.get('fault_watch', True), None)  # a bad fault_watch fails here, even in one process
+    _watcher_settings(cfg, None)  # a bad fault_watch fails here, even in one process
     if seed is None:
         seed = cfg.get('seed', None)
         seed = DEFAULT_SEED if seed is None else seed

@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from colossal_runner.config import ConfigError
+
 from colossal_runner.distributed import config_hash
 from colossal_runner.distributed.faults import is_communication_error, watcher_settings
 from colossal_runner.testing import free_port
@@ -160,13 +162,15 @@ def test_watcher_settings_defaults_and_errors():
     assert watcher_settings(True, 6.0)['heartbeat_timeout'] == 3.0  # named before the collectives time out
     assert watcher_settings(dict(heartbeat_timeout=4, interval=0.25), 1800.0) == dict(heartbeat_timeout=4,
                                                                                      poll_interval=0.25)
-    with pytest.raises(KeyError, match=r'unknown keys .*heartbeat.* in config "fault_watch"; expected'):
+    with pytest.raises(ConfigError, match=r"key fault_watch.heartbeat: unknown keys \['heartbeat'\] in "
+                                          r"fault_watch; did you mean 'heartbeat_timeout'\? expected"):
         watcher_settings(dict(heartbeat=3), None)
-    with pytest.raises(ValueError, match='fault_watch.heartbeat_timeout must be a positive number'):
+    with pytest.raises(ConfigError, match='key fault_watch.heartbeat_timeout: fault_watch.heartbeat_timeout '
+                                          'must be a positive number'):
         watcher_settings(dict(heartbeat_timeout=-1), None)
-    with pytest.raises(ValueError, match='at least twice the interval'):
+    with pytest.raises(ConfigError, match='at least twice the interval'):
         watcher_settings(dict(heartbeat_timeout=1, interval=1), None)
-    with pytest.raises(TypeError, match='must be True, False or a dict'):
+    with pytest.raises(ConfigError, match='key fault_watch: fault_watch must be True, False or a dict'):
         watcher_settings('yes', None)
 
 
@@ -200,3 +204,15 @@ def test_bad_fault_watch_is_refused_at_setup_even_with_one_process():
     from colossal_runner.distributed import setup_parallel
     with pytest.raises(ValueError, match='fault_watch.interval must be a positive number of seconds, got 0'):
         setup_parallel(dict(fault_watch=dict(interval=0)))
+
+
+def test_fault_watch_and_dist_timeout_errors_name_the_config_file_and_key(tmp_path):
+    from colossal_runner.config import Config
+    from colossal_runner.distributed import setup_parallel
+    path = tmp_path / 'run.py'
+    path.write_text('fault_watch = dict(heartbeat=1)\n')
+    with pytest.raises(ConfigError, match=f"config {path}, key fault_watch.heartbeat: unknown keys"):
+        setup_parallel(Config.fromfile(str(path)))
+    path.write_text("dist_timeout = 'abc'\n")
+    with pytest.raises(ConfigError, match=f"config {path}, key dist_timeout: the process-group timeout"):
+        setup_parallel(Config.fromfile(str(path)))
