@@ -472,18 +472,27 @@ def use_deterministic_algorithms() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def check_steps_per_epoch(cfg: Config, loader: Optional[DataLoader], grad_acc: int) -> Optional[int]:
+def check_steps_per_epoch(cfg: Config, loader: Optional[DataLoader], grad_acc: int,
+                          empty_allowed: bool = False) -> Optional[int]:
     """Optimizer steps per epoch, ``len(train dataloader) // gradient_accumulation`` (``None``
-    when the dataloader has no length); more accumulation than an epoch has batches is a ConfigError."""
+    when the dataloader has no length); more accumulation than an epoch has batches is a ConfigError,
+    and so is a loader without a batch (unless ``empty_allowed``: nothing is trained)."""
     if loader is None:
         return None
     try:
         batches = len(loader)
     except TypeError:  # an iterable dataset: epochs have no known length
         return None
+    samples = len(loader.sampler) if hasattr(loader.sampler, '__len__') else '?'
+    what = f'{samples} samples per rank, batch_size={loader.batch_size}, drop_last={loader.drop_last}'
+    if batches == 0 and not empty_allowed:
+        # (the LR scheduler's length would be asked for first, as though the epoch had none)
+        key = 'drop_last' if loader.drop_last and samples != 0 else 'batch_size'
+        raise ConfigError(f'the training dataloader has no batch ({what}): an epoch would train nothing; '
+                          f'use more data or a smaller data.train.dataloader.batch_size'
+                          + (', or drop_last=False (the last, smaller batch is then trained on)'
+                             if key == 'drop_last' else ''), cfg.filename, f'data.train.dataloader.{key}')
     if 0 < batches < grad_acc:
-        samples = len(loader.sampler) if hasattr(loader.sampler, '__len__') else '?'
-        what = f'{samples} samples per rank, batch_size={loader.batch_size}, drop_last={loader.drop_last}'
         raise ConfigError(f'gradient_accumulation={grad_acc} is more than the {batches} batches of one '
                           f'training epoch ({what}), so an epoch would never complete an optimizer '
                           f'step; use gradient_accumulation <= {batches} or a smaller '
@@ -1024,10 +1033,10 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     opt_cfg = plain_numbers(opt_cfg)
     optimizer = _build(cfg, 'optimizer', OPTIMIZERS.build, opt_cfg,
                        default_args=dict(params=model.parameters()))
-    steps_per_epoch = check_steps_per_epoch(cfg, train_loader, grad_acc)
+    steps_per_epoch = check_steps_per_epoch(cfg, train_loader, grad_acc, empty_allowed=read_only)
     # Evaluation without training data (tools/test.py --cfg-options data.train=None) steps no
     # scheduler, whose length would come from the training data.
-    lr_scheduler = None if read_only and train_loader is None else \
+    lr_scheduler = None if read_only and (train_loader is None or steps_per_epoch == 0) else \
         build_lr_scheduler(cfg, optimizer, steps_per_epoch, logger)
     schedule_cfg = dict(cfg.get('schedule', None) or dict(type='NoPipelineSchedule'))
     schedule = _build(cfg, 'schedule', SCHEDULES.build, schedule_cfg)

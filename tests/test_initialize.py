@@ -159,6 +159,19 @@ def test_unwritable_work_dir_is_a_config_error(tmp_path):
         initialize(_cfg(), work_dir=str(tmp_path / 'file' / 'run'), log_file=False)  # not the config's key
 
 
+def test_a_training_loader_without_a_batch_is_named_before_the_schedulers_length(tmp_path):
+    # it used to ask for lr_scheduler.total_steps, then for warmup_steps, and only then say why
+    data = _cfg()['data']
+    data['train']['dataloader'].update(batch_size=100, drop_last=True)  # 64 samples
+    expected = (r'key data.train.dataloader.drop_last: the training dataloader has no batch \(64 samples per '
+                r'rank, batch_size=100, drop_last=True\)')
+    with pytest.raises(ConfigError, match=expected):
+        initialize(_cfg(data=data), work_dir=str(tmp_path), log_file=False)
+    # evaluating (tools/test.py) trains nothing: such a training split is no error there
+    run = initialize(_cfg(data=data, hooks=[]), work_dir=str(tmp_path), log_file=False, read_only=True)
+    assert run.engine.lr_scheduler is None
+
+
 @pytest.mark.parametrize('overrides, error, message', [
     (dict(model=dict(type='MPL')), KeyError, r"'MPL' is not in the model registry. Did you mean 'MLP'"),
     (dict(hooks=[dict(type='LossHook'), dict(type='AccuracyHok')]), ConfigError,
