@@ -70,3 +70,11 @@ def test_the_documented_binary_accuracy_counts_thresholded_logits():
         expected = ((engine.model(x) > 0).float() == y).float().mean().item()
     assert expected > 0.9  # a real classifier, not the share of one label
     assert trainer.evaluate(loader)['BinaryAccuracy'] == pytest.approx(expected)
+
+
+def test_the_documented_binary_accuracy_reads_the_latest_steps_value_per_step():
+    metric = _doc_binary_accuracy()()
+    metric.update(torch.tensor([1.0, -1.0, 1.0, 1.0]), torch.tensor([1.0, 0.0, 1.0, 1.0]), None)  # 4 of 4
+    metric.update(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]), None)  # 0 of 2
+    assert metric.get_last_step_value() == 0.0  # the latest step, not the epoch so far
+    assert metric.get_accumulated_value() == pytest.approx(4 / 6)

@@ -8,7 +8,7 @@ import torch
 from colossal_runner.testing import run_distributed
 from colossal_runner.trainer import BaseHook, Trainer
 from colossal_runner.trainer.hooks import AccuracyHook, LossHook, ThroughputHook
-from colossal_runner.trainer.metrics import Accuracy, Loss, Metric
+from colossal_runner.trainer.metrics import Accuracy, Loss, Metric, Throughput
 from colossal_runner.trainer.metrics.loss import loss_weight
 
 from ._toy import make_dataset, make_engine, make_loader
@@ -471,3 +471,17 @@ def test_metric_hooks_save_their_partial_sums_only_when_they_can_be_resumed():
 class SimpleRunner:
     def __init__(self, epoch):
         self.states = {'epoch': epoch}
+
+
+def _throughput_of_unequal_replicas(rank, world_size):
+    from colossal_runner.distributed import setup_parallel
+    setup_parallel(dict(parallel=dict(pipeline=1), seed=0))
+    metric = Throughput()
+    if rank < 2:  # the third replica had no test batch: its time is 0
+        metric.update(10, 1.0 + rank)
+    return metric.get_accumulated_value()
+
+
+def test_throughput_over_replicas_divides_by_the_slowest_replicas_time():
+    # 20 samples, the slowest replica took 2 s: 10 samples/s (the mean time, 1 s, read 20)
+    assert run_distributed(_throughput_of_unequal_replicas, 3, timeout=60) == [pytest.approx(10.0)] * 3

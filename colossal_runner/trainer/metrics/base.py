@@ -15,7 +15,8 @@ from ...distributed import get_context
 
 
 def reduce_over_data_group(values: torch.Tensor, op: str = 'sum') -> torch.Tensor:
-    """Sum (or average with ``op='mean'``) ``values`` over the data-parallel group.
+    """Sum (or average with ``op='mean'``, the largest with ``op='max'``) ``values`` over the
+    data-parallel group.
 
     Collective: every rank of the group must call it, in the same order. A no-op without a
     process group or with a single replica.
@@ -24,7 +25,8 @@ def reduce_over_data_group(values: torch.Tensor, op: str = 'sum') -> torch.Tenso
     if context.data_group is None or context.data_size <= 1 or not dist.is_initialized():
         return values
     values = values.clone()
-    dist.all_reduce(values, op=dist.ReduceOp.SUM, group=context.data_group)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX if op == 'max' else dist.ReduceOp.SUM,
+                    group=context.data_group)
     if op == 'mean':
         values = values / context.data_size
     return values

@@ -12,7 +12,9 @@ class Throughput(Metric):
     """Samples per second, fed by ThroughputHook with ``update(num_samples, seconds)``.
 
     Counts are host numbers (a batch size and a wall-clock interval), so updating costs no
-    device work; reading sums the samples of all replicas and divides by their mean time.
+    device work; reading sums the samples of all replicas and divides by the longest time of
+    any of them: the job is as fast as its slowest replica (one with fewer or no test batches,
+    whose time is shorter, would make an average time too short).
     """
 
     name = 'Throughput'
@@ -28,11 +30,11 @@ class Throughput(Metric):
         self._last = (float(num_samples), float(seconds))
 
     def _value(self, samples: float, seconds: float) -> float:
-        # Samples summed over replicas, seconds averaged over them: the whole job's rate.
-        total = reduce_over_data_group(torch.tensor([samples, seconds, 1.0], dtype=torch.float64,
-                                                    device=self.device))
-        mean_seconds = float(total[1]) / float(total[2])
-        return float(total[0]) / mean_seconds if mean_seconds > 0 else float('nan')
+        # The samples of all replicas (a sum) over the slowest replica's time (a max): the job's rate.
+        pair = torch.tensor([samples, seconds], dtype=torch.float64, device=self.device)
+        total = float(reduce_over_data_group(pair[:1])[0])
+        longest = float(reduce_over_data_group(pair[1:], op='max')[0])
+        return total / longest if longest > 0 else float('nan')
 
     def get_last_step_value(self) -> float:
         return self._value(*self._last)
