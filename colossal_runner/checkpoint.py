@@ -138,12 +138,34 @@ def atomic_write(path: str, write: Callable[[Any], None]) -> None:
 def _point_latest(path: str) -> None:
     """Atomically make ``latest[_stage{s}].pt`` next to ``path`` link to it."""
     directory, name = os.path.split(os.path.abspath(path))
-    link = os.path.join(directory, latest_name(_stage_of(name)))
+    point_latest(directory, path, _stage_of(name))
+
+
+def point_latest(checkpoint_dir: str, path: str, stage: Optional[int] = None) -> None:
+    """Atomically make ``latest[_stage{s}].pt`` in ``checkpoint_dir`` link to ``path``: by its name
+    when it is in that directory, else by a path relative to it (a checkpoint of another work
+    directory that a run resumed from)."""
+    directory = os.path.abspath(checkpoint_dir)
+    link = os.path.join(directory, latest_name(stage))
+    target = os.path.relpath(os.path.abspath(path), directory)
     tmp = os.path.join(directory, f'.{os.path.basename(link)}.{os.getpid()}.tmp')
     if os.path.lexists(tmp):
         os.unlink(tmp)
-    os.symlink(name, tmp)
+    os.symlink(target, tmp)
     os.replace(tmp, link)
+
+
+def checkpoints_after(checkpoint_dir: str, iteration: int, epochs_done: int,
+                      stage: Optional[int] = None) -> List[str]:
+    """Names of the checkpoints of ``stage`` in ``checkpoint_dir`` taken after the moment
+    ``(iteration, epochs_done)``, by their names: ``iter_N.pt`` with ``N > iteration``,
+    ``epoch_E.pt`` with ``E > epochs_done``; oldest first (by mtime)."""
+    later = []
+    for name in list_checkpoints(checkpoint_dir, stage):
+        match = _NAME.match(name)
+        if int(match[2]) > (iteration if match[1] == 'iter' else epochs_done):
+            later.append(name)
+    return later
 
 
 # Types the weights-only unpickler rebuilds; subclasses (an IntEnum, torch's TorchVersion) are not.

@@ -43,7 +43,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='override config values, e.g. optimizer.lr=0.05 max_epochs=3; may be repeated')
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
                         help='resume from CKPT (a file or a directory), or with no value from the newest '
-                             'checkpoint in the work directory')
+                             'checkpoint in the work directory, starting from scratch while it has none')
     parser.add_argument('--seed', type=int, default=None, help='random seed (default: cfg.seed or 1024)')
     parser.add_argument('--deterministic', action='store_true',
                         help='use deterministic algorithms only (cfg.deterministic = True): slower, but a '
@@ -426,8 +426,24 @@ def stopped_at(trainer: Any) -> str:
     except OSError:
         latest = None
     if latest is None:
-        return f'{at}; no checkpoint was saved yet in {directory}, so a rerun starts over'
+        return (f'{at}; no checkpoint was saved yet in {directory}: a rerun starts over, with or without '
+                f'--resume')
     return f'{at}; rerun with --resume to continue from the last checkpoint, {latest}'
+
+
+def _any_checkpoint(directory: str) -> bool:
+    """Whether ``directory`` holds any ``.pt`` file (of any pipeline stage; not the temporary file of
+    a save that was cut short), on any process of a distributed run. Only a directory without one
+    starts a run from scratch: the processes resume or start over together, and a file that is
+    there but cannot be resumed from (another stage's only, damaged) fails the load with its reason."""
+    import torch.distributed as dist
+    found = osp.isdir(directory) and any(name.endswith('.pt') and not name.startswith('.')
+                                         for name in os.listdir(directory))
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        everyone: List[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, found)
+        found = any(everyone)
+    return bool(found)
 
 
 def resume_position(state: Dict[str, Any]) -> str:
@@ -444,7 +460,8 @@ def resume_position(state: Dict[str, Any]) -> str:
         return f'{text} (after epoch {epoch} ended)'
     done, steps = data.get('steps_done'), data.get('steps_per_epoch')
     if isinstance(done, int) and isinstance(steps, int):
-        return f'{text} (step {done} of {steps} of the epoch)'
+        ended = ', after the epoch ended there (max_steps)' if data.get('end_begun') is True else ''
+        return f'{text} (step {done} of {steps} of the epoch{ended})'
     return text
 
 
@@ -465,12 +482,13 @@ def main(argv: Optional[List[str]] = None) -> None:
             from .checkpoint import resume
             where = checkpoint_dir_of(trainer, cfg.work_dir) if args.resume == 'auto' \
                 else locate_checkpoint(args.resume)
-            if args.resume == 'auto' and not osp.isdir(where):
-                raise UsageError(f'--resume: no checkpoint to resume from, the checkpoint directory '
-                                 f'{where!r} does not exist; train first or pass --resume PATH')
-            state = resume(trainer, where)
-            read = (state.get('meta') or {}).get('path', where)  # the file a directory stood for
-            trainer.logger.info(f'resumed from {read} {resume_position(state)}')
+            if args.resume == 'auto' and not _any_checkpoint(where):
+                # A requeued job's fixed command line, preempted before its first save: it starts over.
+                trainer.logger.info(f'--resume: no checkpoint in {where} yet, starting from scratch')
+            else:
+                state = resume(trainer, where)
+                read = (state.get('meta') or {}).get('path', where)  # the file a directory stood for
+                trainer.logger.info(f'resumed from {read} {resume_position(state)}')
         if context.is_main_process:  # only once the run has started well: a bad resume keeps the old one
             dump_config(cfg, cfg.work_dir, trainer.logger)
     with report_errors(prog, args.debug, EXIT_RUNTIME, logs_before), \
@@ -478,28 +496,29 @@ def main(argv: Optional[List[str]] = None) -> None:
         log_cfg = dict(cfg.get('logging', None) or {})
         progress = bool(log_cfg.get('progress', True)) and not args.no_progress
         start = trainer.states['epoch'], trainer.states['iteration']
-        trainer.fit(run.train_dataloader, epochs=cfg.get('max_epochs', 1),
-                    max_steps=cfg.get('max_steps', None),
-                    test_dataloader=run.test_dataloader, test_interval=cfg.get('test_interval', 1),
-                    display_progress=progress)
+        # whether it ran a step or an epoch's end: a resume whose only work left was the end of the
+        # checkpoint's epoch (its test pass) measured the final metrics too
+        trained = trainer.fit(run.train_dataloader, epochs=cfg.get('max_epochs', 1),
+                              max_steps=cfg.get('max_steps', None),
+                              test_dataloader=run.test_dataloader, test_interval=cfg.get('test_interval', 1),
+                              display_progress=progress)
         metrics = final_metrics(trainer, test_moment)
-        trained = (trainer.states['epoch'], trainer.states['iteration']) != start
         if not trained:
             # A resumed run that had already reached max_epochs / max_steps: say so, and keep
             # the finished run's final_metrics.json rather than overwrite it with nothing.
-            limits = f"max_epochs={cfg.get('max_epochs', 1)}, max_steps={cfg.get('max_steps', None)}"
+            max_steps = cfg.get('max_steps', None)
+            limits = f"max_epochs={cfg.get('max_epochs', 1)}, max_steps={max_steps}"
+            limit = 'max_steps' if max_steps is not None and start[1] >= max_steps else 'max_epochs'
             final = osp.join(cfg.work_dir, 'final_metrics.json')
             kept = ('final_metrics.json is kept' if osp.exists(final) else
                     f'no final_metrics.json is written in {cfg.work_dir} (the run that reached the '
-                    f'checkpoint wrote its own in its work directory)')
+                    f'checkpoint writes its own in its work directory as it ends)')
             trainer.logger.warning(
                 f'nothing to train: the checkpoint is at epoch {start[0]}, iteration {start[1]}, and this '
-                f'run stops at {limits}. Raise max_epochs (--cfg-options max_epochs=N) to train longer. '
-                f'{kept}.')
+                f'run stops at {limits}. Raise {limit} (--cfg-options {limit}=N) to train longer. {kept}.')
         elif context.is_logging_rank:
-            measured_at = {
-                'train': dict(epoch=trainer.states['epoch'], iteration=trainer.states['iteration'])
-                if trained else None}
+            at = dict(epoch=trainer.states['epoch'], iteration=trainer.states['iteration'])
+            measured_at = {'train': at}
             if test_moment:  # no test part without an evaluation (no test data): nothing was measured
                 measured_at['test'] = dict(epoch=test_moment['epoch'], iteration=test_moment['iteration'])
             print(f'Final metrics: {format_final_metrics(metrics, measured_at)}', flush=True)

@@ -12,6 +12,12 @@ next batch is the one the uninterrupted run trained next. Replaying is simpler a
 than seeking inside torch's private iterator state, and it costs one pass of data loading.
 A ``fit`` that raises in the middle of an epoch keeps the same entry in memory (``hold``), so
 that the next ``fit`` of the Trainer replays the epoch likewise.
+
+``end_begun`` says whether the epoch's end (its test pass, ``after_train_epoch``) had begun when
+the entry was taken. ``finished`` alone cannot say it: an epoch that ``max_steps`` stopped in its
+middle ends without its iterator being exhausted, so a checkpoint written during or after that
+end (``epoch_N.pt``, ``save_last``) is ``finished: False`` too, like one taken at its last step
+before the end. Entries written before the key existed lack it.
 """
 from __future__ import annotations
 
@@ -92,6 +98,7 @@ class DataPosition:
         self.batches_per_step = 1
         self.steps_per_epoch: Optional[int] = None  # this run's; a resume checks its own against it
         self.finished = False          # the epoch's iterator was exhausted
+        self.end_begun = False         # the epoch's end (test pass, after_train_epoch) has begun
         self.epoch_start: Optional[Dict[str, Any]] = None
         self.pending: Optional[Dict[str, Any]] = None   # a checkpoint's entry, for the next fit
 
@@ -101,6 +108,7 @@ class DataPosition:
             return None
         return dict(epoch=self.epoch, steps_done=self.steps_done, steps_per_epoch=self.steps_per_epoch,
                     batches=self.steps_done * self.batches_per_step, finished=self.finished,
+                    end_begun=self.end_begun,
                     sampler=_sampler_info(self.loader), epoch_start=self.epoch_start,
                     generators=_get_generators(self.loader))
 
@@ -123,7 +131,7 @@ class DataPosition:
         saved = self.pending
         self.loader, self.epoch, self.batches_per_step = loader, epoch, batches_per_step
         self.steps_per_epoch = steps_per_epoch
-        self.steps_done, self.finished = skip_steps, False
+        self.steps_done, self.finished, self.end_begun = skip_steps, False, False
         # No step done is replayed too (a fit that raised before the epoch's first step): the
         # epoch's iterator may have drawn from the generators already.
         replay = (saved is not None and not saved.get('finished') and saved.get('epoch') == epoch
@@ -166,6 +174,22 @@ class DataPosition:
 
     def end_epoch(self, exhausted: bool) -> None:
         self.finished = exhausted
+
+    def begin_end(self) -> None:
+        """The epoch's steps are over (all of them, or max_steps stopped it): its end begins."""
+        self.end_begun = True
+
+    def end_still_due(self, epoch: int) -> Optional[bool]:
+        """For a checkpoint's entry taken in the middle of ``epoch`` (or at its last step, before
+        its iterator was exhausted): True when the epoch's end had not begun then, so a resumed run
+        still runs it, even when the checkpoint's iteration has reached max_steps; False when it
+        had (max_steps stopped the epoch, and the checkpoint was written in or after its end).
+        None when no such entry is pending or it does not say (written before ``end_begun``)."""
+        saved = self.pending
+        if saved is None or saved.get('epoch') != epoch or saved.get('finished') is not False:
+            return None
+        begun = saved.get('end_begun')
+        return None if not isinstance(begun, bool) else not begun
 
     @staticmethod
     def _check_sampler(loader: Iterable, saved: Dict[str, Any]) -> None:

@@ -78,6 +78,9 @@ class Trainer:
         # the iteration a full load_state_dict (a resume) restored; LoadCheckpointHook leaves the
         # state alone while the run is still there (not once it has trained on from it)
         self.resumed_at: Optional[int] = None
+        # the file it was read from (a loaded checkpoint's meta['path']; None when not known): the
+        # SaveCheckpointHook points latest.pt at it when the run goes on from an older checkpoint
+        self.resumed_from: Optional[str] = None
         log_file = metric_file = None
         if work_dir is not None and get_context().is_logging_rank:
             os.makedirs(work_dir, exist_ok=True)
@@ -161,7 +164,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(self, train_dataloader: Iterable, epochs: int, max_steps: Optional[int] = None,
             test_dataloader: Optional[Iterable] = None, test_interval: int = 1,
-            display_progress: bool = False, *, hooks: Any = None) -> None:
+            display_progress: bool = False, *, hooks: Any = None) -> bool:
         """Train until ``epochs`` epochs (or ``max_steps`` optimizer steps) are done.
 
         Continues from ``states['epoch']`` / ``states['iteration']``, which a checkpoint may
@@ -169,6 +172,9 @@ class Trainer:
         this Trainer raised, from where it stopped (the epoch's start, its steps, or its end). Every
         ``test_interval`` epochs the test data is evaluated at the end of the epoch, before
         ``after_train_epoch``, so that checkpoints and loggers see that epoch's test metrics.
+
+        Returns whether it ran anything: a step or an epoch's end (a resume whose only work left
+        was the end of the checkpoint's epoch counts); False when all was done already.
 
         ``hooks`` (legacy Colossal-AI's ``fit(hooks=...)``) is refused: see :func:`_refuse_hooks`.
         """
@@ -180,11 +186,14 @@ class Trainer:
             self.call_hook('before_train')
             self._prepare_metric_file()  # unless a record written in before_train did already
             epoch, skip = self._resume_position()
+            # An iteration checkpoint taken before its epoch's end (at the epoch's last step, or at
+            # max_steps in its middle): that end (test, after_train_epoch hooks) still runs, even
+            # when the run's last step is done. Asked before the replay below takes the entry.
+            due = skip > 0 and (skip == self.states['steps_per_epoch']
+                                or self.data_position.end_still_due(epoch) is True)
             self.data_position.replay_finished_epoch(train_dataloader, epoch)
             begun = self._begun_epoch(epoch)  # a fit that raised in its steps or end: they go on
-            # That, or an iteration checkpoint saved at an epoch's last step: the epoch's end (test,
-            # after_train_epoch hooks) still runs, even when the run's last step is done.
-            ending = begun is not None or (skip > 0 and skip == self.states['steps_per_epoch'])
+            ending = begun is not None or due
             first = epoch
             while epoch <= epochs and (ending or not self._reached_max_steps()):
                 ending = False
@@ -195,6 +204,7 @@ class Trainer:
                 if begun != 'end':
                     self._epoch_phase = 'steps'
                     self._train_epoch(train_dataloader, skip, display_progress)
+                    self.data_position.begin_end()  # a checkpoint taken from now on holds the end
                     self._epoch_phase, self._end_rng = 'end', get_rng_state()
                     self._end_hooks_done, self._end_tested = [], None
                 elif self._end_tested is not None:  # its test pass had finished: not run (nor written) again
@@ -217,6 +227,7 @@ class Trainer:
                 self.data_position.hold(self.states['epoch'])
             self._on_exception(exc)
             raise
+        return epoch != first
 
     def _end_epoch_hooks(self) -> None:
         """``after_train_epoch`` on every hook, except those that already returned for this epoch
@@ -289,6 +300,10 @@ class Trainer:
         self._dispatch.clear()  # a hook removed from self.hooks since is called no more
         self._place_lr_scheduler()  # another Trainer on this engine, or a removed hook, may have moved it
         self._plan_run_end()  # again when LoadCheckpointHook loads a checkpoint in before_train
+        # A checkpoint loaded before fit that this run cannot go on from (another epoch length in
+        # the middle of an epoch) is an error now, before any hook acts on it: no metrics.jsonl
+        # record is dropped, no latest.pt moved, for a run that does not start.
+        self._resume_position()
         # Before this fit's first record, once a checkpoint is loaded (LoadCheckpointHook loads in
         # before_train, ahead of the hooks that write then): see _prepare_metric_file.
         self._check_metric_file = True
@@ -340,16 +355,21 @@ class Trainer:
         """``(iteration, epochs_done)`` this fit continues from: the optimizer steps done and the
         epochs whose end (test, ``after_train_epoch``) is done; ``(0, 0)`` for a fresh run.
 
-        For writers that keep per-run files (``metrics.jsonl``, TensorBoard): from
+        For writers that keep per-run files (``metrics.jsonl``, TensorBoard, latest.pt): from
         ``before_train`` on, what a file holds after this point was written by a run that went
         on from the same checkpoint and is now replaced. An iteration checkpoint taken mid-epoch
-        or at an epoch's last step has that epoch's end still to come.
+        or at an epoch's last step has that epoch's end still to come (not one that max_steps
+        stopped in its middle and that was written in or after the end). A position this run
+        cannot resume from raises here (as fit would), before a writer drops anything for it.
         """
-        if self._epoch_phase == 'end':
+        if self._epoch_phase in ('end', 'done'):
             # A fit that raised in an epoch's end: what that end wrote stays, since its test pass
-            # (once finished) and the hooks that returned are not run again (see fit).
+            # (once finished) and the hooks that returned are not run again (see fit). Or the
+            # epoch's end is over, also when max_steps stopped the epoch in its middle.
             return self.states['iteration'], self.states['epoch']
-        epoch, _ = self._resume_position(check=False)  # fit itself says when the position cannot be resumed
+        epoch, _ = self._resume_position()
+        if self.data_position.end_still_due(epoch) is False:  # stopped by max_steps, saved after its end
+            return self.states['iteration'], epoch
         return self.states['iteration'], epoch - 1
 
     def _resume_position(self, check: bool = True) -> Tuple[int, int]:
@@ -645,7 +665,7 @@ class Trainer:
         if self.metric_writer is None:
             return
         path = self.metric_writer.path
-        iteration, epochs_done = self.resume_point()
+        iteration, epochs_done = self.resume_point()  # (raises for a position fit cannot resume from)
         if iteration > 0:
             dropped = drop_records_after(path, iteration, epochs_done)
             if dropped:
@@ -764,6 +784,9 @@ class Trainer:
         if state.get('rng'):
             set_rng_state(state['rng'])
         self.resumed_at = self.states['iteration']
+        meta = state.get('meta')
+        path = meta.get('path') if isinstance(meta, Mapping) else None
+        self.resumed_from = path if isinstance(path, str) else None
         if self.states['max_epochs'] is not None:  # loaded during a fit (LoadCheckpointHook): size it anew
             self._plan_run_end()
 

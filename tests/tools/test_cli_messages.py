@@ -46,9 +46,26 @@ def test_train_errors_are_one_clear_message(argv, message, capsys, tmp_path):
         assert '(rerun with --debug for the traceback)' in err
 
 
-def test_resume_without_any_checkpoint(capsys, tmp_path):
-    err = _exit(train_cli.main, [TINY, '--work-dir', str(tmp_path / 'fresh'), '--resume'], capsys)
-    assert 'no checkpoint to resume from' in err
+def test_resume_without_any_checkpoint_starts_from_scratch_unless_a_path_is_named(capsys, tmp_path):
+    """A requeued job's fixed command line (`--resume`), preempted before its first save: the work
+    directory has no checkpoint directory yet, or an empty one (a save cut short leaves only its
+    temporary file). It used to fail on every requeue; an explicit path still fails."""
+    fresh, empty = tmp_path / 'fresh', tmp_path / 'empty'
+    (empty / 'checkpoints').mkdir(parents=True)
+    (empty / 'checkpoints' / '.iter_1.pt.0a1b2c.tmp').write_bytes(b'cut short')
+    for work_dir in (fresh, empty):
+        train_cli.main([TINY, '--work-dir', str(work_dir), '--no-progress', '--resume',
+                        '--cfg-options', 'max_epochs=1'])
+        out, err = capsys.readouterr()
+        assert f"--resume: no checkpoint in {work_dir / 'checkpoints'} yet, starting from scratch" in err
+        assert 'Final metrics: train Loss=' in out and (work_dir / 'checkpoints' / 'epoch_1.pt').is_file()
+    err = _exit(train_cli.main, [TINY, '--work-dir', str(tmp_path / 'other'), '--resume',
+                                 str(tmp_path / 'nothing')], capsys)
+    assert f"checkpoint '{tmp_path / 'nothing'}' does not exist" in err
+    (tmp_path / 'nothing').mkdir()
+    err = _exit(train_cli.main, [TINY, '--work-dir', str(tmp_path / 'other'), '--resume',
+                                 str(tmp_path / 'nothing')], capsys)
+    assert f"no checkpoint in directory '{tmp_path / 'nothing'}'" in err
 
 
 def test_debug_keeps_the_original_exception(tmp_path):
@@ -162,9 +179,8 @@ hooks = [dict(type=FailingHook)]
     assert list(work.glob('*.log')) == [log] and 'optimzer' not in log.read_text(encoding='utf-8')
 
 
-def test_resume_messages_name_the_checkpoint_directory_and_a_file_that_is_no_checkpoint(capsys, tmp_path):
-    err = _exit(train_cli.main, [TINY, '--work-dir', str(tmp_path / 'fresh'), '--resume'], capsys)
-    assert f"the checkpoint directory '{tmp_path / 'fresh' / 'checkpoints'}' does not exist" in err
+def test_resume_messages_name_a_file_that_is_no_checkpoint(capsys, tmp_path):
+    # (--resume without a value in a work directory without checkpoints: see the test above)
     err = _exit(train_cli.main, [TINY, '--work-dir', str(tmp_path / 'w'), '--resume', TINY], capsys)
     assert f"cannot read checkpoint {TINY!r}: it is not a checkpoint file (it starts with b'# A '" in err
     assert 'refused' not in err

@@ -9,8 +9,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.distributed as dist
 
-from ...checkpoint import (check_writable, checkpoint_name, list_checkpoints, load_agreed,
-                           remove_stale_temporaries, save_checkpoint)
+from ...checkpoint import (check_writable, checkpoint_name, checkpoints_after, find_latest, latest_name,
+                           list_checkpoints, load_agreed, point_latest, remove_stale_temporaries,
+                           save_checkpoint)
 from ...config import ConfigError
 from ...distributed import get_context
 from ...registry import HOOKS
@@ -43,7 +44,11 @@ class SaveCheckpointHook(BaseHook):
     ``by_epoch=False`` saves mid-epoch too: the file records the data position (see
     :mod:`colossal_runner.trainer.data_position`), so a resumed run trains on the same batches.
     Before training the directory is checked for writability and temporaries of saves that
-    were killed are removed.
+    were killed are removed. A run resumed from another checkpoint than the one ``latest.pt``
+    names (an older one, by its path) points ``latest.pt`` at the one it resumed from, with a
+    warning naming the later checkpoints it leaves behind: a later ``--resume`` without a path
+    then continues this run, whose records ``metrics.jsonl`` and TensorBoard keep, not the
+    abandoned one, whose records after the checkpoint this run replaces.
 
     Args:
         interval: epochs (``by_epoch=True``) or iterations between saves.
@@ -140,6 +145,32 @@ class SaveCheckpointHook(BaseHook):
             if removed:
                 runner.logger.info(f'removed {len(removed)} partial checkpoint file(s) an interrupted save '
                                    f'left in {self.checkpoint_dir}')
+            self._latest_to_resumed(runner)
+
+    def _latest_to_resumed(self, runner: Any) -> None:
+        """When the run goes on from a checkpoint other than the one latest.pt names, point latest.pt
+        at it (this stage's; each writing rank its own): latest.pt names this run's newest state."""
+        resumed = getattr(runner, 'resumed_from', None)
+        if not resumed or getattr(runner, 'resumed_at', None) != runner.states['iteration']:
+            return  # a fresh run, or one that has trained on since it was resumed
+        stage = _stage()
+        latest = find_latest(self.checkpoint_dir, stage)
+        if latest is None or os.path.realpath(latest) == os.path.realpath(resumed):
+            return  # nothing saved here yet (a resume from another directory), or latest is it already
+        iteration, epochs_done = runner.resume_point()  # (raises for a position the run cannot go on from)
+        point_latest(self.checkpoint_dir, resumed, stage)
+        later = checkpoints_after(self.checkpoint_dir, iteration, epochs_done, stage)
+        link = os.path.join(self.checkpoint_dir, latest_name(stage))
+        if later:
+            runner.logger.warning(
+                f'resumed from {resumed}, an earlier checkpoint than the newest: {self.checkpoint_dir} holds '
+                f'checkpoints taken after it by a run that went on from there before ({", ".join(later)}). '
+                f'This run leaves them behind (its own saves replace those of the same name), and its '
+                f'records replace theirs in metrics.jsonl and TensorBoard; {link} now names {resumed}, so '
+                f'that --resume without a path continues this run')
+        else:
+            runner.logger.info(f'{link} now names {resumed}, the checkpoint this run resumed from '
+                               f'(it named {latest})')
 
     def _path(self, name: str) -> str:
         return os.path.join(self.checkpoint_dir, name)
