@@ -23,6 +23,7 @@ from .config.config import import_custom
 from .config.pretty import plain_numbers
 from .data import build_dataloader, build_dataset
 from .data.char_text import VocabularyError
+from .data.dataloader import fixed_order, warn_fixed_samples_left_out
 from .distributed import (ParallelContext, broadcast_parameters, get_context, get_device, set_seed,
                           setup_parallel, wrap_data_parallel)
 from . import models as _models  # noqa: F401  (registers MLP, SimpleCNN, TinyGPT, losses)
@@ -500,6 +501,54 @@ def check_steps_per_epoch(cfg: Config, loader: Optional[DataLoader], grad_acc: i
     return batches // grad_acc
 
 
+def check_accumulation_left_out(loader: DataLoader, grad_acc: int, data_size: int,
+                                logger: logging.Logger) -> None:
+    """Say so when an epoch's last ``len(loader) % gradient_accumulation`` batches are left out: they
+    make up no whole optimizer step, and the Trainer does not step on a short group (every step
+    averages exactly N batches). With a fixed order (not shuffled) the same samples are left out of
+    every epoch, so the run never trains on them: a UserWarning, also written into the log file, as
+    drop_last's; with a shuffled order other samples each epoch: an INFO line."""
+    try:
+        batches, per_replica = len(loader), len(loader.sampler)
+    except TypeError:  # no length (an iterable dataset, a sampler without one): nothing to count
+        return
+    rest = batches % grad_acc if batches >= grad_acc else 0
+    batch_size = loader.batch_size
+    if not rest or not isinstance(batch_size, int):
+        return
+    cause = f'gradient_accumulation={grad_acc} with {batches} training batches per epoch'
+    last = f'the last {rest} batch' + ('es' if rest > 1 else '')
+    if not fixed_order(loader.dataset, loader.sampler):
+        logger.info(f'{cause}: {last} of each epoch, too few for an optimizer step, '
+                    f'{"are" if rest > 1 else "is"} not trained on (the order is shuffled: other samples '
+                    f'each epoch)')
+        return
+    used = (batches - rest) * batch_size
+    total = len(loader.dataset)
+    left_out = min(total, (min(per_replica, batches * batch_size) - used) * data_size)
+    where = f' of each of the {data_size} data-parallel replicas' if data_size > 1 else ''
+    fixes = []
+    divisors = [n for n in range(2, batches) if batches % n == 0]
+    if divisors:
+        fixes.append(f'gradient_accumulation={min(divisors, key=lambda n: (abs(n - grad_acc), n))} '
+                     f'(it divides {batches})')
+    # the batch size nearest to this one that makes the number of batches a multiple of N
+    sizes = sorted(range(max(1, batch_size // 2), 2 * batch_size + 1), key=lambda b: (abs(b - batch_size), b))
+    for size in sizes:
+        count = per_replica // size if loader.drop_last else -(-per_replica // size)
+        if size != batch_size and count >= grad_acc and count % grad_acc == 0:
+            fixes.append(f'data.train.dataloader.batch_size={size} ({count} batches, a multiple of '
+                         f'{grad_acc})')
+            break
+    fixes.append('data.train.dataloader.shuffle=True (other samples are then left out each epoch)')
+    message = warn_fixed_samples_left_out(
+        cause, left_out, total, f'{last}{where}, too few for an optimizer step of {grad_acc} batches',
+        'the run never trains on them (every optimizer step averages exactly gradient_accumulation '
+        'batches; Lightning and mmengine would step on the short group)',
+        'set ' + ', or '.join(fixes), stacklevel=3)
+    _log_to_file(logger, message)
+
+
 def check_writable(cfg: Config, given: Optional[str] = None) -> None:
     """Fail before training, with the fix, when the work directory cannot be written.
 
@@ -772,6 +821,7 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
     unit = 1 if by_epoch else steps_per_epoch
     units = ('epochs (LRSchedulerHook(by_epoch=True) steps it once per epoch)' if by_epoch
              else 'optimizer steps')
+    given_max_steps = max_steps  # the config's, in optimizer steps, for the messages
     if by_epoch and max_steps:
         max_steps = -(-max_steps // steps_per_epoch) if steps_per_epoch else None
     if 'total_steps' in params and sched_cfg.get('total_steps') is None:
@@ -781,12 +831,14 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
         if not candidates:
             per_epoch = 'unknown, it has no length' if steps_per_epoch is None else steps_per_epoch
             raise ConfigError(f'total_steps cannot be computed from max_epochs={max_epochs!r}, '
-                              f'max_steps={max_steps!r} and the training dataloader (steps per epoch: '
+                              f'max_steps={given_max_steps!r} and the training dataloader (steps per epoch: '
                               f'{per_epoch}); set lr_scheduler.total_steps or max_steps',
                               cfg.filename, 'lr_scheduler.total_steps')
         sched_cfg['total_steps'] = min(candidates)
+        in_epochs = (f' optimizer steps, {max_steps} epochs of {steps_per_epoch} steps rounded up'
+                     if by_epoch and max_steps else '')
         logger.info(f'lr_scheduler.total_steps = {sched_cfg["total_steps"]} {units} (computed: '
-                    f'max_epochs={max_epochs} x {unit} per epoch, max_steps={max_steps})')
+                    f'max_epochs={max_epochs} x {unit} per epoch, max_steps={given_max_steps}{in_epochs})')
     # None means "not set", so a command line can drop a base's key: lr_scheduler.warmup_epochs=None.
     for key in ('warmup_epochs', 'warmup_steps'):
         if key in sched_cfg and sched_cfg[key] is None:
@@ -810,6 +862,8 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
             raise ConfigError('warmup_epochs needs a training dataloader with a length; give warmup_steps',
                               cfg.filename, 'lr_scheduler.warmup_epochs')
         sched_cfg['warmup_steps'] = int(round(epochs * unit))
+        if by_epoch and epochs != sched_cfg['warmup_steps']:
+            _warn_fractional_warmup(cfg, epochs, sched_cfg['warmup_steps'], logger)
         total = sched_cfg.get('total_steps')
         if isinstance(total, int) and sched_cfg['warmup_steps'] > total:
             # A short run (max_steps) of a config written for full epochs: shorten the warm-up
@@ -830,6 +884,21 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_
     sched_cfg = plain_numbers(sched_cfg)  # as the optimizer's: the scheduler's state is saved too
     sched_cfg['type'] = cls
     return _build(cfg, 'lr_scheduler', LR_SCHEDULERS.build, sched_cfg, default_args=dict(optimizer=optimizer))
+
+
+def _warn_fractional_warmup(cfg: Config, epochs: float, rounded: int, logger: logging.Logger) -> None:
+    """A warm-up of part of an epoch with a scheduler stepped once per epoch: rounded to whole epochs
+    (0.5 to none at all). A UserWarning, also written into the log file."""
+    plural = 's' if rounded > 1 else ''
+    what = 'no warm-up at all' if rounded == 0 else f'a warm-up of {rounded} epoch{plural}'
+    message = (f'config {cfg.filename or "(dict)"}: lr_scheduler.warmup_epochs={epochs} is not a whole '
+               f'number of epochs, but LRSchedulerHook(by_epoch=True) steps the scheduler once per epoch, '
+               f'so it was rounded to {rounded}: {what}. For a warm-up of part of an epoch, step the '
+               f'scheduler per optimizer step (LRSchedulerHook without by_epoch=True: total_steps and '
+               f'warmup_epochs are then counted in optimizer steps); else set lr_scheduler.warmup_epochs '
+               f'to a whole number.')
+    warnings.warn(message, UserWarning, stacklevel=4)
+    _log_to_file(logger, message)
 
 
 def _check_takes_warmup(cfg: Config, cls: Any, params: Mapping[str, inspect.Parameter],
@@ -1034,6 +1103,8 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     optimizer = _build(cfg, 'optimizer', OPTIMIZERS.build, opt_cfg,
                        default_args=dict(params=model.parameters()))
     steps_per_epoch = check_steps_per_epoch(cfg, train_loader, grad_acc, empty_allowed=read_only)
+    if train_loader is not None and not read_only:
+        check_accumulation_left_out(train_loader, grad_acc, context.data_size, logger)
     # Evaluation without training data (tools/test.py --cfg-options data.train=None) steps no
     # scheduler, whose length would come from the training data.
     lr_scheduler = None if read_only and (train_loader is None or steps_per_epoch == 0) else \

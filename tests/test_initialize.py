@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+import warnings
 
 import numpy as np
 import pytest
@@ -664,3 +665,108 @@ def test_train_py_exits_2_for_a_bad_save_best(tmp_path):
     assert (f'train.py: error: config {TINY}, key hooks[3].save_best: SaveCheckpointHook: save_best='
             in proc.stderr)
     assert not (tmp_path / 'checkpoints').exists() or not os.listdir(tmp_path / 'checkpoints')
+
+
+# ---------------------------------------------------------------- review round 12 (optim)
+
+def _left_over_cfg(shuffle, gradient_accumulation=3):
+    """100 samples in batches of 8: 13 batches per epoch."""
+    dataset = dict(type='SyntheticClassification', num_samples=100, num_features=8, num_classes=3)
+    return _cfg(gradient_accumulation=gradient_accumulation, lr_scheduler=None, hooks=[dict(type='LossHook')],
+                data=dict(train=dict(dataset=dataset, dataloader=dict(batch_size=8, shuffle=shuffle))))
+
+
+def test_batches_left_over_by_accumulation_in_a_fixed_order_warn_and_say_what_to_change(tmp_path):
+    """The last 13 % 3 = 1 batch (samples 96-99) is never trained on: it warns as drop_last does."""
+    log = tmp_path / 'run.log'
+    expected = (r'gradient_accumulation=3 with 13 training batches per epoch leaves out the same 4 of 100 '
+                r'samples on every pass \(the last 1 batch, too few for an optimizer step of 3 batches; the '
+                r'order is not shuffled\): the run never trains on them .*To use every sample, set '
+                r'data.train.dataloader.batch_size=7 \(15 batches, a multiple of 3\), or '
+                r'data.train.dataloader.shuffle=True')
+    with pytest.warns(UserWarning, match=expected):
+        initialize(_left_over_cfg(shuffle=False), work_dir=str(tmp_path), log_file=str(log))
+    assert 'leaves out the same 4 of 100 samples' in log.read_text()  # the run's log keeps it
+
+
+def test_batches_left_over_by_accumulation_in_a_shuffled_order_get_an_info_line(tmp_path, project_log):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        initialize(_left_over_cfg(shuffle=True), work_dir=str(tmp_path), log_file=False)
+    assert not [w for w in caught if 'gradient_accumulation' in str(w.message)]
+    assert ('gradient_accumulation=3 with 13 training batches per epoch: the last 1 batch of each epoch, '
+            'too few for an optimizer step, is not trained on (the order is shuffled' in project_log.text)
+
+
+def test_no_batch_left_over_by_accumulation_says_nothing(tmp_path, project_log):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        initialize(_left_over_cfg(shuffle=False, gradient_accumulation=13), work_dir=str(tmp_path),
+                   log_file=False)
+    assert not [w for w in caught if 'gradient_accumulation' in str(w.message)]
+    assert 'too few for an optimizer step' not in project_log.text
+
+
+def _by_epoch_cfg(**scheduler):
+    return Config(_cfg(lr_scheduler=dict(type='CosineAnnealingWarmupLR', **scheduler), max_epochs=3,
+                       hooks=[dict(type='LRSchedulerHook', by_epoch=True)]))
+
+
+@pytest.mark.parametrize('epochs, rounded, what', [(0.5, 0, 'no warm-up at all'),
+                                                   (1.5, 2, 'a warm-up of 2 epochs')])
+def test_a_fractional_warmup_of_a_per_epoch_scheduler_warns_with_the_rounded_value(epochs, rounded, what,
+                                                                                   tmp_path):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    log = tmp_path / 'run.log'
+    logger = logging.getLogger('colossal_runner')
+    handler = logging.FileHandler(log)
+    logger.addHandler(handler)
+    try:
+        with pytest.warns(UserWarning, match=rf'lr_scheduler.warmup_epochs={epochs} is not a whole number '
+                                             rf'of epochs, but LRSchedulerHook\(by_epoch=True\) steps the '
+                                             rf'scheduler once per epoch, so it was rounded to {rounded}: '
+                                             rf'{what}\.'):
+            scheduler = build_lr_scheduler(_by_epoch_cfg(warmup_epochs=epochs), optimizer, 13, logger)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert scheduler.warmup_steps == rounded
+    assert f'lr_scheduler.warmup_epochs={epochs} is not a whole number' in log.read_text()
+
+
+@pytest.mark.parametrize('warmup_epochs, hooks', [(1, [dict(type='LRSchedulerHook', by_epoch=True)]),
+                                                  (0.5, [dict(type='LRSchedulerHook')])])  # 0.5 x 13 steps
+def test_a_whole_epoch_warmup_or_a_per_step_scheduler_does_not_warn(warmup_epochs, hooks):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    cfg = Config(_cfg(lr_scheduler=dict(type='CosineAnnealingWarmupLR', warmup_epochs=warmup_epochs),
+                      max_epochs=3, hooks=hooks))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        build_lr_scheduler(cfg, optimizer, 13, logging.getLogger('colossal_runner'))
+
+
+def test_the_total_steps_line_shows_the_configs_max_steps_and_the_epochs_it_makes(project_log):
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    cfg = _by_epoch_cfg(warmup_epochs=1)
+    cfg.max_steps = 20
+    scheduler = build_lr_scheduler(cfg, optimizer, 13, logging.getLogger('colossal_runner'))
+    assert scheduler.total_steps == 2
+    # before: "max_steps=2", the converted epoch count under the config's name
+    assert ('(computed: max_epochs=3 x 1 per epoch, max_steps=20 optimizer steps, 2 epochs of 13 steps '
+            'rounded up)' in project_log.text), project_log.text
+
+
+def test_batches_left_over_by_accumulation_count_every_data_parallel_replica(project_log):
+    from types import SimpleNamespace
+
+    from colossal_runner.data import build_dataloader
+    from colossal_runner.data.synthetic import SyntheticClassification
+    from colossal_runner.initialize import check_accumulation_left_out
+    dataset = SyntheticClassification(num_samples=100, num_features=8, num_classes=3)
+    # rank 0 of 2 unshuffled replicas: 50 samples in 7 batches (the last of 2 samples), 1 left over by N=3
+    loader = build_dataloader(dict(batch_size=8), dataset, context=SimpleNamespace(data_size=2, dp_rank=0))
+    expected = (r'gradient_accumulation=3 with 7 training batches per epoch leaves out the same 4 of 100 '
+                r'samples on every pass \(the last 1 batch of each of the 2 data-parallel replicas, '
+                r'.*batch_size=9 \(6 batches')
+    with pytest.warns(UserWarning, match=expected):
+        check_accumulation_left_out(loader, 3, 2, logging.getLogger('colossal_runner'))

@@ -234,13 +234,32 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
                       **cfg)
 
 
+def fixed_order(dataset: Any, sampler: Any, shuffle: bool = False) -> bool:
+    """Whether ``sampler`` reads ``dataset`` in the same order on every pass: no sampler (or a
+    SequentialSampler), or a DistributedSampler that does not shuffle. An IterableDataset's order
+    is its own, and counts as not known to be fixed."""
+    if shuffle or isinstance(dataset, IterableDataset):
+        return False
+    return sampler is None or isinstance(sampler, SequentialSampler) or (
+        isinstance(sampler, DistributedSampler) and not sampler.shuffle)
+
+
+def warn_fixed_samples_left_out(cause: str, left_out: int, total: int, which: str, consequence: str,
+                                fix: str, stacklevel: int = 2) -> str:
+    """Warn (UserWarning) that ``cause`` leaves out the same samples on every pass of an unshuffled
+    order, and return the message: drop_last here, gradient_accumulation in
+    :func:`colossal_runner.initialize.check_accumulation_left_out`."""
+    message = (f'{cause} leaves out the same {left_out} of {total} samples on every pass ({which}; the order '
+               f'is not shuffled): {consequence}. To use every sample, {fix}.')
+    warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
+    return message
+
+
 def _warn_fixed_samples_left_out(dataset: Dataset, sampler: Any, shuffle: bool, batch_size: int,
                                  data_size: int) -> None:
     """Warn when drop_last leaves out the same samples on every pass (an unshuffled order): a test
     loader then never evaluates them, and a train loader never trains on them."""
-    fixed = sampler is None or isinstance(sampler, SequentialSampler) or (
-        isinstance(sampler, DistributedSampler) and not sampler.shuffle)
-    if shuffle or not fixed or isinstance(dataset, IterableDataset):
+    if not fixed_order(dataset, sampler, shuffle):
         return
     try:
         total = len(dataset)
@@ -251,11 +270,11 @@ def _warn_fixed_samples_left_out(dataset: Dataset, sampler: Any, shuffle: bool, 
     if left_out <= 0:
         return
     where = f' of each of the {data_size} data-parallel replicas' if data_size > 1 else ''
-    warnings.warn(f'dataloader drop_last=True with batch_size={batch_size} leaves out the same {left_out} of '
-                  f'{total} samples on every pass (the last, incomplete batch{where}; the order is not '
-                  f'shuffled): a test loader never evaluates them, a train loader never trains on them. To '
-                  f'use every sample, choose a batch_size that divides {per_replica}, or drop_last=False '
-                  f'where the batch size allows it.', UserWarning, stacklevel=3)
+    warn_fixed_samples_left_out(f'dataloader drop_last=True with batch_size={batch_size}', left_out, total,
+                                f'the last, incomplete batch{where}',
+                                'a test loader never evaluates them, a train loader never trains on them',
+                                f'choose a batch_size that divides {per_replica}, or drop_last=False where '
+                                f'the batch size allows it', stacklevel=3)
 
 
 def order_depends_on_global_rng(loader: Any) -> bool:

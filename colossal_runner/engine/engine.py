@@ -78,8 +78,9 @@ class Engine:
             take the same decision (the flag is all-reduced), so they never diverge.
             ``'off'``: no check. The loss is never read on the host and no flag is all-reduced,
             so on a GPU the host can queue the next step while this one runs; a NaN loss then
-            trains on (and turns the weights NaN). With ``amp='fp16'`` the grad scaler handles
-            non-finite values instead.
+            trains on (and turns the weights NaN). With ``amp='fp16'`` the grad scaler skips
+            steps with inf/NaN gradients itself; the loss is read only in a step it skipped, and
+            when that loss is itself NaN/Inf, ``'raise'`` / ``'skip'`` apply as above.
     """
 
     def __init__(self, model: nn.Module, criterion: Optional[Any], optimizer: Optional[torch.optim.Optimizer],
@@ -140,6 +141,13 @@ class Engine:
             raise ValueError(f"nonfinite_loss must be one of {list(NONFINITE_CHOICES)} (what to do when a "
                              f"training loss is NaN or Inf: stop the run, skip that step, or do not "
                              f"check), got {nonfinite_loss!r}; e.g. nonfinite_loss = 'skip' in the config.")
+        if optimizer is not None:
+            # The config's learning rate, kept as torch's schedulers keep it (a scheduler built on the
+            # optimizer set it already): a resume compares it with the checkpoint's, whatever a hook
+            # (ReduceLROnPlateau) or a scheduler did to 'lr' since.
+            for group in optimizer.param_groups:
+                lr = group['lr']
+                group.setdefault('initial_lr', lr.clone() if isinstance(lr, torch.Tensor) else lr)
         self.model = model
         self.criterion = criterion
         self.optimizer = optimizer
@@ -252,16 +260,23 @@ class Engine:
                 for micro in range(self.gradient_accumulation):
                     with self._no_sync(micro < self.gradient_accumulation - 1):
                         results.append(self.schedule.forward_backward_step(self, data_iter, False, True))
-            # With fp16 the grad scaler already skips steps with inf/NaN gradients and lowers its
-            # scale (overflow is expected there), so the loss check is for fp32 / bf16 runs.
+            # With fp16 the grad scaler skips steps with inf/NaN gradients and lowers its scale
+            # (overflow is expected there), so the loss is checked before the optimizer step only in
+            # fp32 / bf16 runs; with fp16, only in a step the scaler skipped (below).
             pipeline_group = _pipeline_group()
             if (self.scaler is None and self.nonfinite_loss != 'off'
                     and not self._loss_is_finite(results, pipeline_group)):
                 return self._drop_step(results)
             self._average_gradients()
             skipped = self._optimizer_step(pipeline_group)
-            if self.lr_scheduler is not None and not skipped:
-                self.lr_scheduler.step()
+            if not skipped:
+                if self.lr_scheduler is not None:
+                    self.lr_scheduler.step()
+            elif self.nonfinite_loss != 'off' and not self._loss_is_finite(results, pipeline_group):
+                # fp16: the scaler skipped the update, and the loss itself is NaN/Inf (not an overflow of
+                # the scaled gradients): 'raise' or 'skip' as without fp16. Read only in such a step,
+                # whose skip the scaler's scale, read on the host, already told; every rank skipped it.
+                return self._drop_step(results)
             elif self.lr_scheduler is not None:
                 with warnings.catch_warnings():  # the schedule follows the step count even when fp16 skips
                     warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)`')
@@ -741,6 +756,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, driven: S
     if missing:
         optimizer.load_state_dict(before)  # nothing half-loaded
         raise _other_kind(optimizer, missing)
+    for group, mine in zip(optimizer.param_groups, before['param_groups']):
+        if 'initial_lr' not in group and 'initial_lr' in mine:  # a checkpoint from before it was recorded
+            group['initial_lr'] = mine['initial_lr']
     if differ:
         logging.getLogger('colossal_runner').warning(
             "optimizer: the checkpoint's settings are kept, and differ from this run's config: "

@@ -100,9 +100,9 @@ def test_fp16_step_with_inf_gradients_is_skipped_and_the_scaler_backs_off():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     poison = {'on': True}
 
-    def criterion(out, lab):
+    def criterion(out, lab):  # a finite loss whose scaled gradients overflow float16
         loss = nn.functional.cross_entropy(out.float(), lab)
-        return loss * float('inf') if poison['on'] else loss
+        return loss * 1e30 if poison['on'] else loss
 
     sched = StepLR(optimizer, 10, step_size=1, gamma=0.5)
     with pytest.warns(UserWarning, match=r"amp='fp16' on the CPU.*several times slower.*amp='bf16'"):
@@ -112,9 +112,11 @@ def test_fp16_step_with_inf_gradients_is_skipped_and_the_scaler_backs_off():
     scale = engine.scaler.get_scale()
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # no "lr_scheduler.step() before optimizer.step()" warning
-        engine.step(iter(make_batches(1, 4)))
+        _, _, loss = engine.step(iter(make_batches(1, 4)))
     assert all(torch.equal(a, b) for a, b in zip(params_of(model), before))
     assert engine.scaler.get_scale() == scale / 2
+    # an overflow, not a NaN/Inf loss: the loss is returned and the step is not counted as one
+    assert loss is not None and torch.isfinite(loss) and engine.nonfinite_skips == 0
     assert sched.last_epoch == 1  # the schedule follows the step count
     poison['on'] = False
     engine.step(iter(make_batches(1, 4)))

@@ -10,7 +10,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
 from colossal_runner.distributed.context import ParallelContext, set_context
-from colossal_runner.engine import Engine
+from colossal_runner.engine import Engine, NonFiniteLossError
 from colossal_runner.engine.engine import all_reduce_mean
 from colossal_runner.testing import run_distributed
 
@@ -96,7 +96,8 @@ def _checks(rank, world_size):
     results['bucket_means'] = [t.tolist() for t in tensors]
 
     # 4. a 2-stage pipeline: each rank holds half of the parameters. Clipping uses the global
-    # norm over both stages, and an fp16 overflow on one stage makes both skip the step.
+    # norm over both stages, and an fp16 overflow on one stage makes both skip the step (a finite
+    # loss of 0 whose scaled gradients overflow: not a NaN/Inf loss, so nonfinite_loss leaves it be).
     set_context(ParallelContext(pipeline=2))
     try:
         scale = 3.0 if rank == 0 else 4.0
@@ -108,15 +109,41 @@ def _checks(rank, world_size):
         results['pipeline_weight'] = stage.weight.detach().tolist()
 
         stage = Stage()
-        poison = float('inf') if rank == 1 else 1.0
+        poison = 1e35 if rank == 1 else 1.0
         engine = Engine(stage, lambda out, lab: out.sum() * poison,
                         torch.optim.SGD(stage.parameters(), lr=1.0), amp='fp16')
         before = engine.scaler.get_scale()
-        engine.step(iter([(torch.ones(4), torch.zeros(4))]))
+        _, _, loss = engine.step(iter([(torch.ones(4), torch.zeros(4))]))
         results['fp16_weight'] = stage.weight.detach().tolist()
         results['fp16_scale_ratio'] = engine.scaler.get_scale() / before
+        results['fp16_overflow_loss'] = None if loss is None else float(loss)
+
+        # 5. fp16, a NaN loss on stage 1 only: both stages raise together (nonfinite_loss='raise')
+        stage = Stage()
+        poison = float('nan') if rank == 1 else 1.0
+        engine = Engine(stage, lambda out, lab: out.sum() * poison,
+                        torch.optim.SGD(stage.parameters(), lr=1.0), amp='fp16')
+        try:
+            engine.step(iter([(torch.ones(4), torch.zeros(4))]))
+            results['fp16_raise'] = None
+        except NonFiniteLossError as exc:
+            results['fp16_raise'] = exc.local
+        results['fp16_raise_weight'] = stage.weight.detach().tolist()
     finally:
         set_context(None)
+
+    # 6. fp16 and DDP, a NaN sample on replica 1 only: both replicas drop the step and count it
+    ddp = DistributedDataParallel(make_model())
+    engine = Engine(ddp, nn.CrossEntropyLoss(), torch.optim.SGD(ddp.parameters(), lr=0.3), amp='fp16',
+                    nonfinite_loss='skip')
+    x, y = full_batches(1)[0]
+    x = x[rank * 4:(rank + 1) * 4].clone()
+    if rank == 1:
+        x[0, 0] = float('nan')
+    before = [p.detach().clone() for p in ddp.parameters()]
+    _, _, loss = engine.step(iter([(x, y[rank * 4:(rank + 1) * 4])]))
+    results['fp16_ddp_skip'] = (loss is None, engine.nonfinite_skips,
+                                max_diff([p.detach() for p in ddp.parameters()], before))
     return results
 
 
@@ -132,3 +159,7 @@ def test_engine_on_two_processes():
         assert res['pipeline_norm'] == pytest.approx(10.0)
         assert res['pipeline_weight'] == pytest.approx([-1.5 if rank == 0 else -2.0] * 4, rel=1e-5)
         assert res['fp16_weight'] == [0.0] * 4 and res['fp16_scale_ratio'] == 0.5, rank
+        assert res['fp16_overflow_loss'] == 0.0, rank
+        # each stage raised; only stage 1's own loss was the bad one
+        assert res['fp16_raise'] is (rank == 1) and res['fp16_raise_weight'] == [0.0] * 4, rank
+        assert res['fp16_ddp_skip'] == (True, 1, 0.0), rank
