@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from .config import Config, ConfigError
 from .config.config import import_custom
 from .config.pretty import plain_numbers
-from .data import build_dataloader, build_dataset
+from .data import UnpaddedDistributedSampler, build_dataloader, build_dataset
 from .data.char_text import VocabularyError
 from .data.dataloader import fixed_order, warn_fixed_samples_left_out
 from .distributed import (ParallelContext, broadcast_parameters, get_context, get_device, set_seed,
@@ -499,6 +499,53 @@ def check_steps_per_epoch(cfg: Config, loader: Optional[DataLoader], grad_acc: i
                           f'step; use gradient_accumulation <= {batches} or a smaller '
                           f'data.train.dataloader.batch_size', cfg.filename, 'gradient_accumulation')
     return batches // grad_acc
+
+
+def check_equal_training_shards(cfg: Config, loader: Optional[DataLoader], context: ParallelContext) -> None:
+    """Every data-parallel replica must run as many training batches per epoch: each optimizer step
+    all-reduces the gradients over all of them, and the others would wait in vain for a replica that
+    has run out (gloo aborts, NCCL hangs until dist_timeout). A ConfigError naming the sampler's key
+    otherwise, raised alike on every rank. Checked once, at start-up, with one ``all_gather_object``
+    over every rank (the pipeline stages of a replica read the same batches), before any rank can
+    fail alone on its own length (:func:`check_steps_per_epoch`)."""
+    import torch.distributed as dist
+    if loader is None or context.data_size <= 1:
+        return
+    key = 'data.train.dataloader.sampler'
+    sampler = loader.sampler
+    if isinstance(sampler, UnpaddedDistributedSampler):
+        n, total = sampler.num_replicas, sampler.total_size
+        shares = sorted({len(range(r, total, n)) for r in range(n)}, reverse=True)
+        raise ConfigError(f'UnpaddedDistributedSampler is for test loaders: it splits the {total} '
+                          f'training samples over the {n} data-parallel replicas without repeating any, so '
+                          f"their shares differ ({' or '.join(map(str, shares))} samples) and so may their "
+                          f'numbers of batches, while training needs every replica to run the same steps. '
+                          f"Leave out {key}: torch's DistributedSampler, the default, pads the shards to "
+                          f'equal length with repeated samples (with drop_last=True in data.train.dataloader '
+                          f'it cuts them to equal length instead)', cfg.filename, key)
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        mine = (context.dp_rank, len(loader), len(sampler))
+    except TypeError:  # no length (a sampler without one): every rank reports so, none skips the gather
+        mine = (context.dp_rank, None, None)
+    everyone: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    # the stages of a replica build the same loader: one entry per replica
+    lengths = {dp_rank: (batches, samples) for dp_rank, batches, samples in everyone}
+    if len({batches for batches, _ in lengths.values()}) <= 1:
+        return
+    replicas: Dict[Any, List[int]] = {}
+    for dp_rank in sorted(lengths):
+        replicas.setdefault(lengths[dp_rank], []).append(dp_rank)
+    found = '; '.join(f'replica{"s" if len(ranks) > 1 else ""} {", ".join(map(str, ranks))}: {batches} '
+                      f'batches from {samples} samples' for (batches, samples), ranks in replicas.items())
+    raise ConfigError(f'the training dataloader gives the {context.data_size} data-parallel replicas '
+                      f'different numbers of batches per epoch ({found}, batch_size={loader.batch_size}): '
+                      f'every optimizer step all-reduces the gradients over all replicas, so each must run '
+                      f"the same steps. Use a sampler that gives every replica as many samples: torch's "
+                      f'DistributedSampler, the default when {key} is left out, pads the shards to equal '
+                      f'length', cfg.filename, key)
 
 
 def check_accumulation_left_out(loader: DataLoader, grad_acc: int, data_size: int,
@@ -1089,6 +1136,8 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
     _check_engine_settings(cfg)  # before data and model are built: a typo fails at once
 
     train_loader, test_loader = build_data(cfg, context, cfg.seed)
+    if not read_only:  # evaluation (tools/test.py) trains nothing
+        check_equal_training_shards(cfg, train_loader, context)
     model = build_model(cfg, context, train_loader, cfg.seed, test_loader)
     loss_cfg = cfg.get('loss', None) or dict(type='CrossEntropyLoss')
     loss_cfg = _require_dict(cfg, loss_cfg, 'loss', "dict(type='MSELoss')")
@@ -1191,4 +1240,4 @@ def _model_name(cfg: Config, model: nn.Module) -> str:
 
 __all__ = ['initialize', 'Initialized', 'load_config', 'check_top_level_keys', 'KNOWN_KEYS', 'build_data',
            'build_model', 'build_lr_scheduler', 'build_hooks', 'default_work_dir', 'check_deterministic',
-           'use_deterministic_algorithms']
+           'check_equal_training_shards', 'use_deterministic_algorithms']

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import random
 import warnings
 from typing import Any, Callable, Mapping, Optional, Tuple
@@ -129,18 +130,22 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     the single-process case): its order depends only on ``(seed, epoch)`` through
     ``set_epoch``, which the Trainer calls, so a resumed run sees the same batches as an
     uninterrupted one, and data-parallel replicas (``rank = context.dp_rank``) see disjoint
-    parts. ``sampler=dict(type=...)`` (DATA_SAMPLERS, given the dataset first) replaces it; one
-    that takes a ``generator`` (RandomSampler) is given a ``torch.Generator`` seeded with ``seed``
-    unless the config sets one, so its order does not depend on the global RNG either.
-    ``drop_last=True`` on an unshuffled order warns when it leaves samples out. Workers
-    (``num_workers > 0``) are seeded per replica by :func:`seed_worker`: each data-parallel
-    replica's random augmentation differs, while the sample order is shared. With
+    parts. ``sampler=dict(type=...)`` (DATA_SAMPLERS) replaces it: it is given the dataset first when
+    its first argument is ``data_source`` or ``dataset`` (else everything comes from the config, e.g.
+    WeightedRandomSampler's ``weights``); one that takes a ``generator`` (RandomSampler) is given a
+    ``torch.Generator`` seeded with ``seed`` unless the config sets one, so its order does not depend
+    on the global RNG either. ``drop_last=True`` on an unshuffled order warns (on the logging rank)
+    when it leaves samples out, the sampler's cut to a multiple of the replicas and the batches'
+    tails apart. Workers (``num_workers > 0``) are seeded per replica by :func:`seed_worker`: each
+    data-parallel replica's random augmentation differs, while the sample order is shared. With
     ``persistent_workers=True`` they are seeded only once, so a resumed run's workers draw other
     random numbers than the uninterrupted run's: that warns.
 
     ``pad_shards=False`` (the test split, see :func:`colossal_runner.initialize.build_data`) splits
     the data over the replicas without repeating samples (:class:`UnpaddedDistributedSampler`); the
     replicas may then run one batch more or fewer, which evaluation allows and training does not.
+    A configured torch ``DistributedSampler`` (without ``drop_last``) is built as that sampler there,
+    and a DistributedSampler subclass that pads the shards warns: repeated samples count twice.
     """
     cfg = dict(cfg_dataloader or {})
     unknown = sorted(set(cfg) - set(_LOADER_KEYS))
@@ -166,21 +171,45 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     data_size = getattr(context, 'data_size', 1) if context is not None else 1
     dp_rank = getattr(context, 'dp_rank', 0) if context is not None else 0
     if isinstance(dataset, IterableDataset) and (shuffle or data_size > 1 or sampler_cfg is not None):
-        what = ('a sampler' if sampler_cfg is not None else 'shuffle=True' if shuffle
-                else f'{data_size} data-parallel replicas')
-        raise ValueError(f'{type(dataset).__name__} is an IterableDataset: it has no indices for {what} to '
-                         f'order or split. Shuffle inside the dataset (a shuffle buffer), and with several '
-                         f'replicas let each rank read its own part; or use a map-style Dataset.')
+        name = type(dataset).__name__
+        if data_size > 1:
+            # A stream split by the user could give one replica a batch more than another; each training
+            # step all-reduces over every replica, so the others would wait for it in vain.
+            raise ValueError(f'{name} is an IterableDataset: it has no indices for {data_size} data-parallel '
+                             f'replicas to split. Data parallelism needs a map-style Dataset (__getitem__ '
+                             f'and __len__): the loader splits its indices so that every replica runs the '
+                             f'same number of batches.')
+        what, fix = (('a sampler', 'leave out dataloader.sampler') if sampler_cfg is not None else
+                     ('shuffle=True', 'shuffle inside the dataset (a shuffle buffer) and set shuffle=False'))
+        raise ValueError(f'{name} is an IterableDataset: it has no indices for {what} to order. '
+                         f'{fix[0].upper()}{fix[1:]}, or use a map-style Dataset.')
+    logging_rank = context is None or getattr(context, 'is_logging_rank', True)
+    trim_fix = ('drop_last=False (then no sample is cut: a test loader splits them unevenly, a train loader '
+                'pads the shards with repeated samples)')
     if sampler_cfg is not None:
         sampler_cfg = dict(sampler_cfg)
         sampler_type = sampler_cfg.pop('type', None)
         sampler_cls = DATA_SAMPLERS.get(sampler_type) if isinstance(sampler_type, str) else sampler_type
         if sampler_cls is None:
             raise KeyError(DATA_SAMPLERS._unknown_message(str(sampler_type)))
+        if sampler_cfg.get('drop_last'):
+            trim_fix = 'drop_last=False in dataloader.sampler'
+        if (sampler_cls is DistributedSampler and not pad_shards and data_size > 1
+                and not sampler_cfg.get('drop_last', False)):
+            # torch's pads the shards with repeated samples, which would count twice in the test metrics
+            sampler_cls = UnpaddedDistributedSampler
+            sampler_cfg.pop('drop_last', None)
+            if logging_rank:
+                logging.getLogger('colossal_runner').info(
+                    f'test dataloader sampler DistributedSampler over {data_size} data-parallel replicas: '
+                    f'built as UnpaddedDistributedSampler, which reads each sample once (torch\'s repeats '
+                    f'samples to even out the shards, and a repeated sample counts twice in the test '
+                    f'metrics)')
         try:
-            params = set(inspect.signature(sampler_cls).parameters)
+            signature = list(inspect.signature(sampler_cls).parameters.values())
         except (TypeError, ValueError):
-            params = set()
+            signature = None
+        params = {p.name for p in signature or ()}
         name = getattr(sampler_cls, '__name__', str(sampler_cls))
         if {'num_replicas', 'rank'} <= params:
             # This run's replicas, also with one: left to torch, a DistributedSampler would split
@@ -203,7 +232,15 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
         if shuffle and 'shuffle' not in params:
             warnings.warn(f'dataloader shuffle=True is not passed to sampler {name}, which takes no shuffle '
                           f'argument: the order is the sampler\'s own.', UserWarning, stacklevel=2)
-        sampler = sampler_cls(dataset, **sampler_cfg)
+        # The dataset goes to a sampler that reads it (RandomSampler's data_source, DistributedSampler's
+        # dataset), not to one whose first argument is something else (WeightedRandomSampler's weights,
+        # SubsetRandomSampler's indices): those come from the config.
+        first = signature[0] if signature else None
+        takes_dataset = signature is None or first is not None and first.name not in sampler_cfg and (
+            first.name in ('data_source', 'dataset') or first.kind is first.VAR_POSITIONAL)
+        sampler = sampler_cls(dataset, **sampler_cfg) if takes_dataset else sampler_cls(**sampler_cfg)
+        if not pad_shards and data_size > 1 and logging_rank:
+            _warn_repeated_test_samples(dataset, sampler, name, data_size)
     elif data_size > 1 and not pad_shards and not drop_last:
         sampler = UnpaddedDistributedSampler(dataset, num_replicas=data_size, rank=dp_rank, shuffle=shuffle,
                                              seed=seed)
@@ -212,8 +249,8 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
                                      seed=seed, drop_last=drop_last)
     else:
         sampler = None
-    if drop_last:
-        _warn_fixed_samples_left_out(dataset, sampler, shuffle, batch_size, data_size)
+    if logging_rank:  # the replicas' shards are alike: one warning, from the rank that logs
+        _warn_fixed_samples_left_out(dataset, sampler, shuffle, batch_size, drop_last, data_size, trim_fix)
     generator = torch.Generator()  # the workers' base seeds: alike on every rank, see seed_worker
     generator.manual_seed(seed)
     num_workers = cfg.get('num_workers', 0)
@@ -255,10 +292,34 @@ def warn_fixed_samples_left_out(cause: str, left_out: int, total: int, which: st
     return message
 
 
+def _warn_repeated_test_samples(dataset: Dataset, sampler: Any, name: str, data_size: int) -> None:
+    """Warn when a configured sampler of the test split pads the replicas' shards as torch's
+    DistributedSampler does (``total_size`` above the dataset's length): the repeated samples count
+    twice in the test metrics. Other samplers say nothing of how they split the data."""
+    padded = getattr(sampler, 'total_size', None)
+    if not isinstance(sampler, DistributedSampler) or getattr(sampler, 'drop_last', False) \
+            or not isinstance(padded, int):
+        return
+    try:
+        total = len(dataset)
+    except TypeError:
+        return
+    extra = padded - total
+    if extra > 0:
+        warnings.warn(f'test dataloader sampler {name} pads the shards of the {data_size} data-parallel '
+                      f'replicas to {padded} samples: {extra} of the {total} test samples '
+                      f'{"is" if extra == 1 else "are"} read twice and count twice in the test metrics, '
+                      f"which then differ from a single process's. Leave out dataloader.sampler (the test "
+                      f'split is then split without repeats) or use UnpaddedDistributedSampler.',
+                      UserWarning, stacklevel=3)
+
+
 def _warn_fixed_samples_left_out(dataset: Dataset, sampler: Any, shuffle: bool, batch_size: int,
-                                 data_size: int) -> None:
-    """Warn when drop_last leaves out the same samples on every pass (an unshuffled order): a test
-    loader then never evaluates them, and a train loader never trains on them."""
+                                 drop_last: bool, data_size: int, trim_fix: str) -> None:
+    """Warn when the same samples are left out of every pass (an unshuffled order): a test loader
+    then never evaluates them, and a train loader never trains on them. Two causes, each with its
+    own fix: a DistributedSampler with ``drop_last=True`` cuts the data to a multiple of the
+    replicas, and the loader's ``drop_last=True`` drops each replica's last, incomplete batch."""
     if not fixed_order(dataset, sampler, shuffle):
         return
     try:
@@ -266,15 +327,33 @@ def _warn_fixed_samples_left_out(dataset: Dataset, sampler: Any, shuffle: bool, 
         per_replica = len(sampler) if sampler is not None else total
     except TypeError:  # no length: nothing to count
         return
-    left_out = total - (per_replica // batch_size) * batch_size * data_size
+    consequence = 'a test loader never evaluates them, a train loader never trains on them'
+    replicas = getattr(sampler, 'num_replicas', data_size)
+    padded = getattr(sampler, 'total_size', None)
+    if isinstance(sampler, DistributedSampler) and sampler.drop_last and isinstance(padded, int) \
+            and total > padded:
+        warn_fixed_samples_left_out(f'{type(sampler).__name__}(drop_last=True) over {replicas} data-parallel '
+                                    f'replicas', total - padded, total,
+                                    f'cut so that each replica gets {per_replica} samples', consequence,
+                                    f'use a dataset whose size is a multiple of {replicas}, or {trim_fix}',
+                                    stacklevel=3)
+    if not drop_last:
+        return
+    if isinstance(sampler, UnpaddedDistributedSampler):  # shards differ by one sample
+        shares = [len(range(r, total, replicas)) for r in range(replicas)]
+    else:
+        shares = [per_replica] * data_size
+    left_out = sum(share % batch_size for share in shares)
     if left_out <= 0:
         return
     where = f' of each of the {data_size} data-parallel replicas' if data_size > 1 else ''
+    sizes = sorted(set(shares), reverse=True)
+    divide = (f'divides {sizes[0]}' if len(sizes) == 1 else
+              f"divides each replica's share ({' and '.join(map(str, sizes))} samples)")
     warn_fixed_samples_left_out(f'dataloader drop_last=True with batch_size={batch_size}', left_out, total,
-                                f'the last, incomplete batch{where}',
-                                'a test loader never evaluates them, a train loader never trains on them',
-                                f'choose a batch_size that divides {per_replica}, or drop_last=False where '
-                                f'the batch size allows it', stacklevel=3)
+                                f'the last, incomplete batch{where}', consequence,
+                                f'choose a batch_size that {divide}, or drop_last=False where the batch '
+                                f'size allows it', stacklevel=3)
 
 
 def order_depends_on_global_rng(loader: Any) -> bool:
