@@ -300,18 +300,37 @@ def dump_config(cfg: Any, work_dir: str, logger: Optional[logging.Logger] = None
 
 
 # The files a run writes into its work directory under fixed names: a config named like one of
-# them (final_metrics.json) must not have its dump overwritten by it, nor overwrite it.
+# them (final_metrics.json) must not have its dump overwritten by it, nor be overwritten by it
+# (in its own work directory the final metrics go elsewhere: final_metrics_path).
 RUN_FILE_NAMES = ('final_metrics.json', 'metrics.jsonl')
+
+
+def _read_config_file(cfg: Any, path: str) -> bool:
+    """Whether ``path`` is the config file or one of its ``_base_`` files."""
+    # cfg.text heads each file it holds with '# <absolute path>' (a stray comment that looks
+    # like one only moves the file written to the other name)
+    read = {cfg.filename} if cfg.filename else set()
+    read.update(line[2:] for line in cfg.text.splitlines() if line.startswith('# ') and osp.isabs(line[2:]))
+    return osp.realpath(path) in {osp.realpath(f) for f in read}
+
+
+def final_metrics_path(cfg: Any, logger: Optional[logging.Logger] = None) -> str:
+    """``<work_dir>/final_metrics.json``, or ``final_metrics.run.json`` beside it when that is a
+    config file the run read (a config named ``final_metrics.json`` in its own work directory):
+    the run's final metrics never overwrite it. The log says where they go."""
+    path = osp.join(cfg.work_dir, 'final_metrics.json')
+    if not _read_config_file(cfg, path):
+        return path
+    moved = osp.join(cfg.work_dir, 'final_metrics.run.json')
+    (logger or logging.getLogger('colossal_runner')).info(
+        f'{path} is a config file this run read, so the final metrics go to {moved} instead')
+    return moved
 
 
 def _not_a_config_file(cfg: Any, path: str, logger: Optional[logging.Logger]) -> str:
     """``path``, or ``<stem>.merged<ext>`` beside it when ``path`` is a file the config was read
     from (the dump must not overwrite the user's own config) or one the run writes itself."""
-    # cfg.text heads each file it holds with '# <absolute path>' (a stray comment that looks
-    # like one only moves the dump to the other name)
-    read = {cfg.filename} if cfg.filename else set()
-    read.update(line[2:] for line in cfg.text.splitlines() if line.startswith('# ') and osp.isabs(line[2:]))
-    if osp.realpath(path) in {osp.realpath(f) for f in read}:
+    if _read_config_file(cfg, path):
         why = 'a config file this run read'
     elif osp.basename(path) in RUN_FILE_NAMES:
         why = 'a file the run writes itself'
@@ -491,6 +510,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 trainer.logger.info(f'resumed from {read} {resume_position(state)}')
         if context.is_main_process:  # only once the run has started well: a bad resume keeps the old one
             dump_config(cfg, cfg.work_dir, trainer.logger)
+        final = final_metrics_path(cfg, trainer.logger)
     with report_errors(prog, args.debug, EXIT_RUNTIME, logs_before), \
             report_interruption(prog, lambda: trainer, logs_before):
         log_cfg = dict(cfg.get('logging', None) or {})
@@ -509,9 +529,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             max_steps = cfg.get('max_steps', None)
             limits = f"max_epochs={cfg.get('max_epochs', 1)}, max_steps={max_steps}"
             limit = 'max_steps' if max_steps is not None and start[1] >= max_steps else 'max_epochs'
-            final = osp.join(cfg.work_dir, 'final_metrics.json')
-            kept = ('final_metrics.json is kept' if osp.exists(final) else
-                    f'no final_metrics.json is written in {cfg.work_dir} (the run that reached the '
+            name = osp.basename(final)
+            kept = (f'{name} is kept' if osp.exists(final) else
+                    f'no {name} is written in {cfg.work_dir} (the run that reached the '
                     f'checkpoint writes its own in its work directory as it ends)')
             trainer.logger.warning(
                 f'nothing to train: the checkpoint is at epoch {start[0]}, iteration {start[1]}, and this '
@@ -522,7 +542,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             if test_moment:  # no test part without an evaluation (no test data): nothing was measured
                 measured_at['test'] = dict(epoch=test_moment['epoch'], iteration=test_moment['iteration'])
             print(f'Final metrics: {format_final_metrics(metrics, measured_at)}', flush=True)
-            write_final_metrics(metrics, measured_at, osp.join(cfg.work_dir, 'final_metrics.json'))
+            write_final_metrics(metrics, measured_at, final)
     from .distributed import teardown
     teardown()
 

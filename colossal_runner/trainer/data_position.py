@@ -17,7 +17,10 @@ that the next ``fit`` of the Trainer replays the epoch likewise.
 the entry was taken. ``finished`` alone cannot say it: an epoch that ``max_steps`` stopped in its
 middle ends without its iterator being exhausted, so a checkpoint written during or after that
 end (``epoch_N.pt``, ``save_last``) is ``finished: False`` too, like one taken at its last step
-before the end. Entries written before the key existed lack it.
+before the end. Entries written before the key existed lack it. A run resumed from such an entry
+with a larger ``max_steps`` goes on with the epoch's steps (and runs its end again at its real
+end); the Trainer holds the same entry in memory after an end that ``max_steps`` brought early,
+so that a later ``fit`` of it does likewise.
 """
 from __future__ import annotations
 
@@ -116,9 +119,9 @@ class DataPosition:
         self.pending = dict(state) if state else None
 
     def hold(self, epoch: int) -> None:
-        """``fit`` raised during the steps of ``epoch``: keep where the data stood, as a checkpoint
-        taken now would, so that the next ``fit`` replays the epoch's order rather than draw a new
-        one. A checkpoint's entry not yet replayed is kept as it is."""
+        """``fit`` raised during the steps of ``epoch`` (or max_steps stopped them): keep where the
+        data stood, as a checkpoint taken now would, so that the next ``fit`` replays the epoch's
+        order rather than draw a new one. A checkpoint's entry not yet replayed is kept as it is."""
         if self.pending is None and self.epoch == epoch and not self.finished:
             state = self.state_dict()
             if state is not None:
@@ -183,7 +186,8 @@ class DataPosition:
         """For a checkpoint's entry taken in the middle of ``epoch`` (or at its last step, before
         its iterator was exhausted): True when the epoch's end had not begun then, so a resumed run
         still runs it, even when the checkpoint's iteration has reached max_steps; False when it
-        had (max_steps stopped the epoch, and the checkpoint was written in or after its end).
+        had (max_steps stopped the epoch, and the checkpoint was written in or after its end: a run
+        with the same max_steps has nothing left; one that trains further goes on with the epoch).
         None when no such entry is pending or it does not say (written before ``end_begun``)."""
         saved = self.pending
         if saved is None or saved.get('epoch') != epoch or saved.get('finished') is not False:

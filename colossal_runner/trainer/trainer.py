@@ -70,6 +70,13 @@ class Trainer:
         self._end_rng: Any = None  # the RNG state as the epoch's end began, for a fit that raised there
         self._end_hooks_done: List[BaseHook] = []  # hooks whose after_train_epoch returned, this epoch
         self._end_tested: Any = None  # the RNG state after the epoch's end's test pass, once it finished
+        # True in (and after) the end of an epoch that max_steps stopped before its last step: hooks that
+        # act once per epoch (LRSchedulerHook(by_epoch=True)) leave such an end out, and a later fit
+        # that trains further goes on with that epoch's steps (see fit and resume_point).
+        self.epoch_cut_short = False
+        # True during the test pass fit runs at an epoch's end, False in a standalone evaluate(): log
+        # hooks tell the two apart in metrics.jsonl ('by': 'epoch' / 'evaluate')
+        self.testing_in_fit = False
         self._postfix_time = float('-inf')  # when the progress bar last read the loss (see _show)
         self._check_metric_file = False  # metrics.jsonl is still to be made ready for this fit
         self._wrote_records = False  # this Trainer has added to metrics.jsonl (it is not only an old run's)
@@ -204,17 +211,18 @@ class Trainer:
                 if begun != 'end':
                     self._epoch_phase = 'steps'
                     self._train_epoch(train_dataloader, skip, display_progress)
-                    self.data_position.begin_end()  # a checkpoint taken from now on holds the end
-                    self._epoch_phase, self._end_rng = 'end', get_rng_state()
-                    self._end_hooks_done, self._end_tested = [], None
+                    self._begin_end(epoch)
                 elif self._end_tested is not None:  # its test pass had finished: not run (nor written) again
                     set_rng_state(self._end_tested)
                 else:  # the RNG as the end first found it (a test loader draws its seed from it)
                     set_rng_state(self._end_rng)
                 if (test_dataloader is not None and epoch % test_interval == 0
                         and (begun != 'end' or self._end_tested is None)):
-                    self.evaluate(test_dataloader, display_progress)
-                    self._end_tested = get_rng_state()
+                    self._test_at_end(test_dataloader, display_progress)
+                if self.epoch_cut_short:
+                    # The longer run has no test pass here: a continuation (and a checkpoint of this
+                    # end) goes on with the RNG as the steps left it (dropout after the test's draws).
+                    set_rng_state(self._end_rng)
                 begun = None
                 self._end_epoch_hooks()
                 self._epoch_phase = 'done'
@@ -228,6 +236,27 @@ class Trainer:
             self._on_exception(exc)
             raise
         return epoch != first
+
+    def _begin_end(self, epoch: int) -> None:
+        """The epoch's steps are over: its end (test pass, after_train_epoch) begins. When max_steps
+        stopped them (``epoch_cut_short``), the data position is held, so that a later fit that
+        trains further in the epoch replays its order, as a resume from a checkpoint of it does."""
+        self.data_position.begin_end()  # a checkpoint taken from now on holds the end
+        self._epoch_phase, self._end_rng = 'end', get_rng_state()
+        self._end_hooks_done, self._end_tested = [], None
+        self.epoch_cut_short = not self.data_position.finished
+        if self.epoch_cut_short:
+            self.data_position.hold(epoch)
+
+    def _test_at_end(self, test_dataloader: Iterable, display_progress: bool) -> None:
+        """The end's test pass (``testing_in_fit`` while it runs); the RNG after it is kept, for a
+        fit that raised later in the end."""
+        self.testing_in_fit = True
+        try:
+            self.evaluate(test_dataloader, display_progress)
+        finally:
+            self.testing_in_fit = False
+        self._end_tested = get_rng_state()
 
     def _end_epoch_hooks(self) -> None:
         """``after_train_epoch`` on every hook, except those that already returned for this epoch
@@ -250,9 +279,24 @@ class Trainer:
     def _begun_epoch(self, epoch: int) -> Optional[str]:
         """'steps' or 'end' when a fit that raised left ``epoch`` there, after its before_train_epoch:
         the next fit goes on from there without calling that hook again (its metrics keep their
-        sums); None otherwise."""
+        sums); None otherwise. 'steps' too when an earlier fit's max_steps stopped ``epoch`` in its
+        middle and this fit trains further: the end that ran then is superseded by the real one."""
+        if epoch != self.states['epoch']:
+            return None
+        if self._goes_on_in_cut_epoch():
+            return 'steps'
         phase = self._epoch_phase
-        return phase if phase in ('steps', 'end') and epoch == self.states['epoch'] else None
+        return phase if phase in ('steps', 'end') else None
+
+    def _goes_on_in_cut_epoch(self) -> bool:
+        """Whether this fit trains further in the epoch whose end this Trainer ran (or began) when
+        max_steps stopped it in its middle: a larger max_steps (or max_epochs) than the earlier fit's."""
+        return self._epoch_phase in ('end', 'done') and self.epoch_cut_short and self._trains_on()
+
+    def _trains_on(self) -> bool:
+        """Whether this fit (its max_epochs, max_steps) trains further in ``states['epoch']``."""
+        max_epochs = self.states['max_epochs']
+        return max_epochs is not None and self.states['epoch'] <= max_epochs and not self._reached_max_steps()
 
     def _note_nothing_to_train(self, epoch: int, epochs: int) -> None:
         """A fit whose epochs (or max_steps) were all done already: say so rather than return silently."""
@@ -359,17 +403,21 @@ class Trainer:
         ``before_train`` on, what a file holds after this point was written by a run that went
         on from the same checkpoint and is now replaced. An iteration checkpoint taken mid-epoch
         or at an epoch's last step has that epoch's end still to come (not one that max_steps
-        stopped in its middle and that was written in or after the end). A position this run
-        cannot resume from raises here (as fit would), before a writer drops anything for it.
+        stopped in its middle and that was written in or after the end, unless this fit trains
+        further in that epoch: then its real end replaces the early one, as on the same Trainer
+        after a fit that max_steps stopped). A position this run cannot resume from raises here
+        (as fit would), before a writer drops anything for it.
         """
         if self._epoch_phase in ('end', 'done'):
             # A fit that raised in an epoch's end: what that end wrote stays, since its test pass
             # (once finished) and the hooks that returned are not run again (see fit). Or the
-            # epoch's end is over, also when max_steps stopped the epoch in its middle.
-            return self.states['iteration'], self.states['epoch']
+            # epoch's end is over; when max_steps stopped the epoch in its middle, only while this
+            # fit trains no further in it (else the epoch's steps go on and its real end replaces it).
+            superseded = 1 if self._goes_on_in_cut_epoch() else 0
+            return self.states['iteration'], self.states['epoch'] - superseded
         epoch, _ = self._resume_position()
-        if self.data_position.end_still_due(epoch) is False:  # stopped by max_steps, saved after its end
-            return self.states['iteration'], epoch
+        if self.data_position.end_still_due(epoch) is False and not self._trains_on():
+            return self.states['iteration'], epoch  # stopped by max_steps, saved after its end: over
         return self.states['iteration'], epoch - 1
 
     def _resume_position(self, check: bool = True) -> Tuple[int, int]:
@@ -385,7 +433,9 @@ class Trainer:
         """
         epoch, iteration = self.states['epoch'], self.states['iteration']
         steps = self.states['steps_per_epoch']
-        if epoch > 0 and self._epoch_phase in ('start', 'steps', 'end'):
+        # (after an end that max_steps brought early, the epoch's steps may go on: see _begun_epoch)
+        cut = self._epoch_phase == 'done' and self.epoch_cut_short
+        if epoch > 0 and (self._epoch_phase in ('start', 'steps', 'end') or cut):
             done = iteration - self._epoch_first_iteration
             if done == 0 or self._epoch_phase == 'end' or not steps:  # (not steps: a loader without a length)
                 return epoch, done
@@ -751,8 +801,10 @@ class Trainer:
                 fix = 'Give a checkpoint written by colossal_runner (SaveCheckpointHook).'
             else:
                 fix = (f'It holds bare model weights ({where}), without an optimizer state or a position to '
-                       f'resume from: load them as weights only, with trainer.resume(path, finetune=True) '
-                       f'before fit; tools/test.py evaluates such a file as it is.')
+                       f'resume from: load them as weights only, in a config (tools/train.py without '
+                       f"--resume) with hooks=[..., dict(type='LoadCheckpointHook', checkpoint_dir=PATH, "
+                       f'finetune=True)], or in Python with trainer.resume(PATH, finetune=True) before fit; '
+                       f'tools/test.py evaluates such a file as it is.')
             raise KeyError(f"not a colossal_runner training checkpoint: expected the keys 'engine', "
                            f"'states', 'hooks', 'rng'; got {got}. {fix}")
         # Weights only too (tools/test.py): another layout's keys would not match, and the error would
@@ -769,7 +821,8 @@ class Trainer:
             return
         for key in RESUMABLE_KEYS:
             self.states[key] = int(state['states'].get(key, 0))
-        self._epoch_phase = None  # where a fit of this Trainer stopped no longer applies
+        # where a fit of this Trainer stopped no longer applies
+        self._epoch_phase, self.epoch_cut_short = None, False
         data = state.get('data')
         self.data_position.load_state_dict(dict(data, rng=state.get('rng')) if data else None)
         saved_hooks = state.get('hooks') or {}

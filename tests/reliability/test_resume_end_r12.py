@@ -85,16 +85,16 @@ def text(path):
 def test_a_checkpoint_at_max_steps_mid_epoch_runs_the_epoch_end_only_when_it_was_taken_before_it(
         tmp_path, project_log):
     """max_steps=5 stops epoch 1 (10 steps) in its middle. iter_5.pt is written before the epoch's end
-    (test, records, LR step): resuming from it runs that end, as the uninterrupted run did, and fit
-    says it ran something. epoch_1.pt is written in that end, with the same data entry (epoch 1,
-    step 5, iterator not exhausted): resuming from it trains nothing, steps the LR no second time and
-    keeps the end's records in metrics.jsonl."""
+    (test, records; no per-epoch LR step for an end max_steps brought early): resuming from it runs
+    that end, as the uninterrupted run did, and fit says it ran something. epoch_1.pt is written in
+    that end, with the same data entry (epoch 1, step 5, iterator not exhausted): resuming from it with
+    the same max_steps trains nothing, runs no end and keeps the end's records in metrics.jsonl."""
     trainer, ends = build(tmp_path / 'ref')
     assert fit(trainer) is True
     reference, ref_ends = trainer.engine.model.state_dict(), ends.ends
     records = text(tmp_path / 'ref' / 'metrics.jsonl')
     assert [line.count('"by": "epoch"') for line in records.splitlines()] == [1, 1]  # test, train
-    assert ref_ends[0][:3] == (1, 5, 0.05)
+    assert ref_ends[0][:3] == (1, 5, 0.1)
     assert fit(trainer) is False  # the same Trainer again: its end is done, and its records stay
     assert text(tmp_path / 'ref' / 'metrics.jsonl') == records and ends.ends == ref_ends
 
@@ -112,7 +112,7 @@ def test_a_checkpoint_at_max_steps_mid_epoch_runs_the_epoch_end_only_when_it_was
     trainer, ends = build(tmp_path / 'ended')
     trainer.resume(str(tmp_path / 'ended' / 'epoch' / 'epoch_1.pt'))
     assert fit(trainer) is False
-    assert ends.ends == [] and trainer.engine.get_lr() == 0.05
+    assert ends.ends == [] and trainer.engine.get_lr() == 0.1
     assert text(tmp_path / 'ended' / 'metrics.jsonl') == records
     assert 'nothing left to train: iteration 5 has reached max_steps=5' in project_log.text
 

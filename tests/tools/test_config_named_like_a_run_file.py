@@ -27,3 +27,24 @@ def test_a_config_named_final_metrics_json_keeps_its_dump(tmp_path, capsys):
     assert cfg.max_epochs == 1 and cfg.model.type == 'MLP'
     metrics = json.loads((work / 'final_metrics.json').read_text())  # the run's own file, untouched
     assert set(metrics) == {'train', 'test', 'measured_at'}
+
+
+def test_a_config_named_final_metrics_json_in_its_own_work_dir_is_not_overwritten(tmp_path, capsys):
+    """The config is the work directory's final_metrics.json: the dump goes to final_metrics.merged.json
+    and the final metrics to final_metrics.run.json; the config stays as it was written."""
+    work = tmp_path / 'work'
+    work.mkdir()
+    config = work / 'final_metrics.json'
+    text = json.dumps({'_base_': E2E + '/tiny.py', 'max_epochs': 1, 'work_dir': str(work)})
+    config.write_text(text)
+    train_cli.main([str(config), '--no-progress'])
+    err = capsys.readouterr().err
+    moved = work / 'final_metrics.run.json'
+    assert f'{config} is a config file this run read, so the final metrics go to {moved} instead' in err, err
+    assert config.read_text() == text
+    assert Config.fromfile(str(work / 'final_metrics.merged.json')).max_epochs == 1
+    assert set(json.loads(moved.read_text())) == {'train', 'test', 'measured_at'}
+    # a resume with nothing left to train names that file
+    train_cli.main([str(config), '--no-progress', '--resume'])
+    assert 'final_metrics.run.json is kept' in capsys.readouterr().err
+    assert config.read_text() == text

@@ -46,8 +46,10 @@ def test_a_full_resume_refuses_bare_weights_saying_how_to_load_them(tmp_path):
     assert info.value.args[0] == (
         "not a colossal_runner training checkpoint: expected the keys 'engine', 'states', 'hooks', 'rng'; "
         "got ['0.bias', '0.weight', '2.bias', '2.weight']. It holds bare model weights (a state_dict), "
-        'without an optimizer state or a position to resume from: load them as weights only, with '
-        'trainer.resume(path, finetune=True) before fit; tools/test.py evaluates such a file as it is.')
+        'without an optimizer state or a position to resume from: load them as weights only, in a config '
+        "(tools/train.py without --resume) with hooks=[..., dict(type='LoadCheckpointHook', "
+        "checkpoint_dir=PATH, finetune=True)], or in Python with trainer.resume(PATH, finetune=True) before "
+        'fit; tools/test.py evaluates such a file as it is.')
     torch.save({'epoch': 3, 'note': 'no weights'}, tmp_path / 'other.pt')
     with pytest.raises(KeyError, match=r"got \['epoch', 'note'\]\. Give a checkpoint written by"):
         Trainer(make_engine()).resume(str(tmp_path / 'other.pt'), finetune=True)

@@ -69,9 +69,21 @@ def test_records_this_trainer_wrote_before_its_first_fit_stay(tmp_path):
     trainer.evaluate(make_loader(8))
     _fit(trainer, 1)
     records = _records(tmp_path / 'metrics.jsonl')
-    assert [(r['mode'], r['epoch']) for r in records if r['by'] == 'epoch'] == [('test', 0), ('test', 1),
-                                                                               ('train', 1)]
+    assert [(r['mode'], r['by'], r['epoch']) for r in records if r['by'] != 'step'] == [
+        ('test', 'evaluate', 0), ('test', 'epoch', 1), ('train', 'epoch', 1)]
     assert not (tmp_path / 'metrics.1.jsonl').exists()
+
+
+def test_a_standalone_evaluate_is_told_apart_from_the_epoch_ends_test_pass(tmp_path, project_log):
+    """evaluate() after fit measures what the last epoch's test pass did: its record says 'evaluate'."""
+    trainer = _trainer(tmp_path)
+    _fit(trainer, 2)
+    trainer.evaluate(make_loader(8))
+    tests = [r for r in _records(tmp_path / 'metrics.jsonl') if r['mode'] == 'test']
+    assert [(r['by'], r['epoch'], r['iteration']) for r in tests] == [('epoch', 1, 4), ('epoch', 2, 8),
+                                                                      ('evaluate', 2, 8)]
+    assert tests[1]['Loss'] == tests[2]['Loss']
+    assert 'Epoch 2/2 test evaluate: Loss=' in project_log.text
 
 
 def test_drop_records_after_keeps_what_it_cannot_place(tmp_path):

@@ -39,7 +39,9 @@ def log_values(runner: Any, mode: str, by: str, values: Dict[str, float]) -> Non
 class LogMetricByEpochHook(BaseHook):
     """Logs every metric's epoch value after every ``interval``-th train epoch and after each test.
 
-    Runs after the metric writers (BELOW_NORMAL), so the values are the current epoch's.
+    Runs after the metric writers (BELOW_NORMAL), so the values are the current epoch's. The test
+    pass of a fit's epoch end is recorded with ``by='epoch'``, a standalone ``evaluate()`` (after
+    ``fit``, or without one) with ``by='evaluate'``, so that the two are told apart.
     """
 
     def __init__(self, interval: int = 1, priority: Union[int, str, Priority] = 'BELOW_NORMAL'):
@@ -51,7 +53,8 @@ class LogMetricByEpochHook(BaseHook):
             log_values(runner, 'train', 'epoch', read_metrics(runner, 'train'))
 
     def after_test_epoch(self, runner: Any) -> None:
-        log_values(runner, 'test', 'epoch', read_metrics(runner, 'test'))
+        by = 'epoch' if getattr(runner, 'testing_in_fit', True) else 'evaluate'
+        log_values(runner, 'test', by, read_metrics(runner, 'test'))
 
 
 @HOOKS.register_module()

@@ -19,7 +19,10 @@ class LRSchedulerHook(MetricHook):
     The Engine steps its ``lr_scheduler`` after every optimizer step. For a scheduler whose
     unit is the epoch (``StepLR(step_size=30)`` meaning epochs), ``by_epoch=True`` takes the
     scheduler over from the engine and steps it after each training epoch instead; its state
-    is then saved in checkpoints as this hook's state.
+    is then saved in checkpoints as this hook's state. The end of an epoch that ``max_steps``
+    stopped in its middle (``runner.epoch_cut_short``) is not a step: nothing trains after it in
+    that run, and a run that goes on from there (a later fit, a resume) trains the rest of the
+    epoch at its rate and steps at its real end, as an uninterrupted run does.
 
     Args:
         by_epoch: step the engine's scheduler once per epoch rather than once per step.
@@ -69,7 +72,9 @@ class LRSchedulerHook(MetricHook):
     after_train_iter = BaseHook.after_train_iter
 
     def after_train_epoch(self, runner: Any) -> None:
-        if self.lr_scheduler is not None:
+        # Not at the end of an epoch that max_steps stopped in its middle: a fit that trains further
+        # goes on with that epoch's steps, at its rate, and steps at the epoch's real end.
+        if self.lr_scheduler is not None and not getattr(runner, 'epoch_cut_short', False):
             self.lr_scheduler.step()
 
     def state_dict(self) -> Dict[str, Any]:
