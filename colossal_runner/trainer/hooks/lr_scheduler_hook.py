@@ -22,7 +22,9 @@ class LRSchedulerHook(MetricHook):
     is then saved in checkpoints as this hook's state. The end of an epoch that ``max_steps``
     stopped in its middle (``runner.epoch_cut_short``) is not a step: nothing trains after it in
     that run, and a run that goes on from there (a later fit, a resume) trains the rest of the
-    epoch at its rate and steps at its real end, as an uninterrupted run does.
+    epoch at its rate and steps at its real end, as an uninterrupted run does. The step is kept
+    pending (also in checkpoints): a run that goes on with the next epoch instead (a resume with
+    a loader without a length, which cannot go on in the middle of an epoch) takes it first.
 
     Args:
         by_epoch: step the engine's scheduler once per epoch rather than once per step.
@@ -36,6 +38,7 @@ class LRSchedulerHook(MetricHook):
         self.by_epoch = by_epoch
         self.store_lr_in_state = store_lr_in_state
         self.lr_scheduler = None
+        self._pending_epoch: Any = None  # the epoch whose step a max_steps end held back
         super().__init__(modes=('train',), priority=priority)
 
     def build_metric(self) -> Metric:
@@ -64,7 +67,11 @@ class LRSchedulerHook(MetricHook):
             engine.epoch_lr_scheduler = scheduler
 
     def before_train_epoch(self, runner: Any) -> None:
-        pass  # the learning rate is not an epoch average: nothing to reset
+        # (the learning rate is not an epoch average: nothing to reset)
+        if self._pending_epoch is not None and runner.states['epoch'] > self._pending_epoch:
+            self._pending_epoch = None  # the held-back epoch was not gone on with: its step is due
+            if self.lr_scheduler is not None:
+                self.lr_scheduler.step()
 
     # The metric follows engine.step_lr (see after_hook_is_attached), which is known on every
     # pipeline stage, loss or not; nothing to do after the step: BaseHook's no-op, which the
@@ -74,16 +81,25 @@ class LRSchedulerHook(MetricHook):
     def after_train_epoch(self, runner: Any) -> None:
         # Not at the end of an epoch that max_steps stopped in its middle: a fit that trains further
         # goes on with that epoch's steps, at its rate, and steps at the epoch's real end.
-        if self.lr_scheduler is not None and not getattr(runner, 'epoch_cut_short', False):
+        if self.lr_scheduler is None:
+            return
+        if getattr(runner, 'epoch_cut_short', False):
+            self._pending_epoch = runner.states['epoch']
+        else:
+            self._pending_epoch = None
             self.lr_scheduler.step()
 
     def state_dict(self) -> Dict[str, Any]:
         if self.lr_scheduler is None:
             return {}
-        return {'lr_scheduler': self.lr_scheduler.state_dict(),
-                'lr_scheduler_type': kind_name(self.lr_scheduler)}
+        state = {'lr_scheduler': self.lr_scheduler.state_dict(),
+                 'lr_scheduler_type': kind_name(self.lr_scheduler)}
+        if self._pending_epoch is not None:
+            state['pending_epoch'] = int(self._pending_epoch)
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._pending_epoch = state.get('pending_epoch')
         if self.lr_scheduler is None or 'lr_scheduler' not in state:
             return
         mine = kind_name(self.lr_scheduler)
