@@ -141,13 +141,13 @@ class Engine:
             raise ValueError(f"nonfinite_loss must be one of {list(NONFINITE_CHOICES)} (what to do when a "
                              f"training loss is NaN or Inf: stop the run, skip that step, or do not "
                              f"check), got {nonfinite_loss!r}; e.g. nonfinite_loss = 'skip' in the config.")
-        if optimizer is not None:
-            # The config's learning rate, kept as torch's schedulers keep it (a scheduler built on the
-            # optimizer set it already): a resume compares it with the checkpoint's, whatever a hook
-            # (ReduceLROnPlateau) or a scheduler did to 'lr' since.
-            for group in optimizer.param_groups:
-                lr = group['lr']
-                group.setdefault('initial_lr', lr.clone() if isinstance(lr, torch.Tensor) else lr)
+        # The config's learning rates (a scheduler built on the optimizer already keeps them as
+        # initial_lr, and may have moved 'lr'), saved in checkpoints as each group's initial_lr: a
+        # resume compares them with its config, whatever a hook (ReduceLROnPlateau) or a scheduler
+        # did to 'lr' since. Not written into the optimizer: a torch scheduler built later would take
+        # its base rate from it.
+        self._config_lrs = [] if optimizer is None else [
+            _copy_number(group.get('initial_lr', group['lr'])) for group in optimizer.param_groups]
         self.model = model
         self.criterion = criterion
         self.optimizer = optimizer
@@ -523,7 +523,7 @@ class Engine:
         by_epoch = self.lr_scheduler is None and self.epoch_lr_scheduler is not None
         scheduler = self.epoch_lr_scheduler if by_epoch else self.lr_scheduler
         return {'model': model.state_dict(),
-                'optimizer': self.optimizer.state_dict() if self.optimizer is not None else None,
+                'optimizer': self._optimizer_state(),
                 'lr_scheduler': self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
                 'scaler': self.scaler.state_dict() if self.scaler is not None else None,
                 # the LearningRate metric reads it; a run resumed before its next step reports it too
@@ -531,6 +531,16 @@ class Engine:
                 'optimizer_type': kind_name(self.optimizer),
                 # a per-epoch scheduler's state is LRSchedulerHook's; its type is recorded here
                 'lr_scheduler_type': kind_name(scheduler), 'lr_scheduler_by_epoch': by_epoch}
+
+    def _optimizer_state(self) -> Optional[Dict[str, Any]]:
+        """The optimizer's state_dict, each param group with the config's rate as ``initial_lr``
+        (when no scheduler set one)."""
+        if self.optimizer is None:
+            return None
+        state = self.optimizer.state_dict()
+        for group, lr in zip(state['param_groups'], self._config_lrs):
+            group.setdefault('initial_lr', lr)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         """Restore what :meth:`state_dict` saved; parts this engine does not have are skipped.
@@ -778,6 +788,10 @@ def _other_kind(optimizer: torch.optim.Optimizer, missing: List[str]) -> ValueEr
                       f'it has no {missing}, which {kind} needs, so it was saved by '
                       f'another kind of optimizer. Resume with the optimizer the checkpoint was trained '
                       f'with, or load the weights only (finetune=True, or the model weights by hand).')
+
+
+def _copy_number(value: Any) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) else value
 
 
 def _optimizer_settings_differ(own: Mapping[str, Any], saved: Any) -> Dict[str, Tuple[Any, Any]]:

@@ -57,7 +57,7 @@ def test_a_checkpoint_without_initial_lr_warns_once_then_records_it(project_log)
     resumed = make_engine()
     resumed.load_state_dict(state)
     assert f'{DIFFER}: lr=0.25 (config: 1.0)' in project_log.text
-    assert resumed.optimizer.param_groups[0]['initial_lr'] == 1.0
+    assert resumed.state_dict()['optimizer']['param_groups'][0]['initial_lr'] == 1.0  # this run's config
     project_log.lines.clear()
     make_engine().load_state_dict(resumed.state_dict())
     assert DIFFER not in project_log.text
@@ -81,3 +81,13 @@ def test_schedulers_keep_their_own_initial_lr_and_schedule(build):
         reference.step()
         ref_scheduler.step()
         assert engine.get_lr() == reference.param_groups[0]['lr']
+
+
+def test_a_scheduler_built_after_the_engine_takes_its_own_base_rate():
+    """The Engine keeps the config's rate for its checkpoints without writing it into the optimizer,
+    where a torch scheduler built later would take it as its base rate (CyclicLR started at max_lr)."""
+    engine = make_engine()
+    assert 'initial_lr' not in engine.optimizer.param_groups[0]
+    scheduler = torch.optim.lr_scheduler.CyclicLR(engine.optimizer, base_lr=0.001, max_lr=0.1, step_size_up=2)
+    assert engine.optimizer.param_groups[0]['lr'] == pytest.approx(0.001)
+    assert scheduler.base_lrs == [pytest.approx(0.001)]
