@@ -20,6 +20,9 @@ _LOADER_KEYS = ('batch_size', 'shuffle', 'num_workers', 'drop_last', 'pin_memory
                 'prefetch_factor', 'timeout', 'sampler', 'collate_fn')
 
 
+# first arguments of torch's samplers that are not the dataset (they come from the config)
+_NOT_A_DATASET = ('weights', 'indices', 'sampler')
+
 def _build_transform(cfg: Any) -> Any:
     """A transform from ``dict(type=...)``, a list of them (composed), or an object as is."""
     if isinstance(cfg, Mapping):
@@ -130,16 +133,17 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
     the single-process case): its order depends only on ``(seed, epoch)`` through
     ``set_epoch``, which the Trainer calls, so a resumed run sees the same batches as an
     uninterrupted one, and data-parallel replicas (``rank = context.dp_rank``) see disjoint
-    parts. ``sampler=dict(type=...)`` (DATA_SAMPLERS) replaces it: it is given the dataset first when
-    its first argument is ``data_source`` or ``dataset`` (else everything comes from the config, e.g.
-    WeightedRandomSampler's ``weights``); one that takes a ``generator`` (RandomSampler) is given a
-    ``torch.Generator`` seeded with ``seed`` unless the config sets one, so its order does not depend
-    on the global RNG either. ``drop_last=True`` on an unshuffled order warns (on the logging rank)
-    when it leaves samples out, the sampler's cut to a multiple of the replicas and the batches'
-    tails apart. Workers (``num_workers > 0``) are seeded per replica by :func:`seed_worker`: each
-    data-parallel replica's random augmentation differs, while the sample order is shared. With
-    ``persistent_workers=True`` they are seeded only once, so a resumed run's workers draw other
-    random numbers than the uninterrupted run's: that warns.
+    parts. ``sampler=dict(type=...)`` (DATA_SAMPLERS) replaces it: it is given the dataset as its
+    first argument unless the config sets that argument or it is torch's ``weights`` / ``indices``
+    (WeightedRandomSampler, SubsetRandomSampler: everything comes from the config then); one that
+    takes a ``generator`` (RandomSampler) is given a ``torch.Generator`` seeded with ``seed`` unless
+    the config sets one, so its order does not depend on the global RNG either. ``drop_last=True``
+    on an unshuffled order warns (on the logging rank) when it leaves samples out, the sampler's cut
+    to a multiple of the replicas and the batches' tails apart. Workers (``num_workers > 0``) are
+    seeded per replica by :func:`seed_worker`: each data-parallel replica's random augmentation
+    differs, while the sample order is shared. With ``persistent_workers=True`` they are seeded only
+    once, so a resumed run's workers draw other random numbers than the uninterrupted run's: that
+    warns.
 
     ``pad_shards=False`` (the test split, see :func:`colossal_runner.initialize.build_data`) splits
     the data over the replicas without repeating samples (:class:`UnpaddedDistributedSampler`); the
@@ -232,12 +236,13 @@ def build_dataloader(cfg_dataloader: Optional[Mapping], dataset: Dataset, contex
         if shuffle and 'shuffle' not in params:
             warnings.warn(f'dataloader shuffle=True is not passed to sampler {name}, which takes no shuffle '
                           f'argument: the order is the sampler\'s own.', UserWarning, stacklevel=2)
-        # The dataset goes to a sampler that reads it (RandomSampler's data_source, DistributedSampler's
-        # dataset), not to one whose first argument is something else (WeightedRandomSampler's weights,
+        # The dataset goes first to a sampler (RandomSampler's data_source, DistributedSampler's
+        # dataset, a registered sampler's own name for it), not where the config gives that argument
+        # or torch's samplers take something else there (WeightedRandomSampler's weights,
         # SubsetRandomSampler's indices): those come from the config.
         first = signature[0] if signature else None
         takes_dataset = signature is None or first is not None and first.name not in sampler_cfg and (
-            first.name in ('data_source', 'dataset') or first.kind is first.VAR_POSITIONAL)
+            first.name not in _NOT_A_DATASET and first.kind is not first.KEYWORD_ONLY)
         sampler = sampler_cls(dataset, **sampler_cfg) if takes_dataset else sampler_cls(**sampler_cfg)
         if not pad_shards and data_size > 1 and logging_rank:
             _warn_repeated_test_samples(dataset, sampler, name, data_size)

@@ -110,6 +110,22 @@ def test_samplers_whose_first_argument_is_not_the_dataset_take_everything_from_t
                                                          num_samples=6)), ds, context=_replica(0, 2))
 
 
+def test_a_registered_sampler_gets_the_dataset_whatever_its_first_argument_is_named():
+    # a sampler of one's own, def __init__(self, data, ...): built until the rule above came in
+    class EveryOther(torch.utils.data.Sampler):
+        def __init__(self, data, start=0):
+            self.n, self.start = len(data), start
+
+        def __iter__(self):
+            return iter(range(self.start, self.n, 2))
+
+        def __len__(self):
+            return len(range(self.start, self.n, 2))
+
+    loader = build_dataloader(dict(batch_size=4, sampler=dict(type=EveryOther, start=1)), _indexed(10))
+    assert _labels(loader) == [1, 3, 5, 7, 9]
+
+
 def test_an_iterable_dataset_under_data_parallelism_needs_a_map_style_dataset():
     class RankStream(torch.utils.data.IterableDataset):
         def __iter__(self):
