@@ -51,6 +51,12 @@ def latest_name(stage: Optional[int] = None) -> str:
     return f'latest_stage{stage}.pt' if stage is not None else 'latest.pt'
 
 
+def resumable_name(name: str) -> bool:
+    """Whether a file name is one a resume reads: ``epoch_N.pt``, ``iter_N.pt`` (of any stage) or
+    ``latest.pt``; not ``best.pt`` (save_best's, which holds no place to go on from)."""
+    return bool(_NAME.match(name)) or re.fullmatch(r'latest(?:_stage[0-9]+)?\.pt', name) is not None
+
+
 def _stage_of(name: str) -> Optional[int]:
     match = _NAME.match(name)
     return int(match.group(3)) if match and match.group(3) is not None else None

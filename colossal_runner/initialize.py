@@ -36,7 +36,7 @@ from .pipeline.seeding import seed_pipeline_stage
 from .registry import DATASETS, HOOKS, LOSSES, LR_SCHEDULERS, MODELS, OPTIMIZERS, SCHEDULES
 from .trainer import Trainer
 from .trainer.hooks import LRSchedulerHook, SaveCheckpointHook
-from .utils.logging import detach_log_file, get_logger, run_log_path
+from .utils.logging import detach_log_file, get_logger, log_to_file, run_log_path
 from .utils.work_dir_lock import lock_work_dir
 
 # Every top-level key initialize() and the tools read; anything else is probably a typo.
@@ -391,16 +391,6 @@ def _unknown_key_warning(cfg: Config, key: str) -> str:
     return f'{where}{hint}. Keys read: docs/config_reference.md; start a variable of your own with _'
 
 
-def _log_to_file(logger: logging.Logger, message: str) -> None:
-    """Write a warning given before the log file existed into it (the console has it already)."""
-    if not logger.isEnabledFor(logging.WARNING):
-        return
-    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, None, None)
-    for handler in logger.handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
 def _where(cfg: Config, exc: BaseException, key_path: str) -> BaseException:
     """Note on ``exc`` which config file and key it came from; keeps its type and traceback."""
     if hasattr(exc, 'add_note'):
@@ -555,6 +545,8 @@ def check_accumulation_left_out(loader: DataLoader, grad_acc: int, data_size: in
     averages exactly N batches). With a fixed order (not shuffled) the same samples are left out of
     every epoch, so the run never trains on them: a UserWarning, also written into the log file, as
     drop_last's; with a shuffled order other samples each epoch: an INFO line."""
+    if not get_context().is_logging_rank:  # one warning per run, not per process
+        return
     try:
         batches, per_replica = len(loader), len(loader.sampler)
     except TypeError:  # no length (an iterable dataset, a sampler without one): nothing to count
@@ -593,7 +585,7 @@ def check_accumulation_left_out(loader: DataLoader, grad_acc: int, data_size: in
         'the run never trains on them (every optimizer step averages exactly gradient_accumulation '
         'batches; Lightning and mmengine would step on the short group)',
         'set ' + ', or '.join(fixes), stacklevel=3)
-    _log_to_file(logger, message)
+    log_to_file(logger, message)
 
 
 def check_writable(cfg: Config, given: Optional[str] = None) -> None:
@@ -938,6 +930,8 @@ def _warn_fractional_warmup(cfg: Config, epochs: float, rounded: int, logger: lo
     (0.5 to none at all). A UserWarning, also written into the log file."""
     plural = 's' if rounded > 1 else ''
     what = 'no warm-up at all' if rounded == 0 else f'a warm-up of {rounded} epoch{plural}'
+    if not get_context().is_logging_rank:  # one warning per run, not per process
+        return
     message = (f'config {cfg.filename or "(dict)"}: lr_scheduler.warmup_epochs={epochs} is not a whole '
                f'number of epochs, but LRSchedulerHook(by_epoch=True) steps the scheduler once per epoch, '
                f'so it was rounded to {rounded}: {what}. For a warm-up of part of an epoch, step the '
@@ -945,7 +939,7 @@ def _warn_fractional_warmup(cfg: Config, epochs: float, rounded: int, logger: lo
                f'warmup_epochs are then counted in optimizer steps); else set lr_scheduler.warmup_epochs '
                f'to a whole number.')
     warnings.warn(message, UserWarning, stacklevel=4)
-    _log_to_file(logger, message)
+    log_to_file(logger, message)
 
 
 def _check_takes_warmup(cfg: Config, cls: Any, params: Mapping[str, inspect.Parameter],
@@ -1128,7 +1122,7 @@ def initialize(cfg_or_path: Union[str, os.PathLike, Mapping, Config], launcher: 
             detach_log_file(logging.getLogger('colossal_runner'))
         logger = get_logger('colossal_runner', log_file=path, level=getattr(logging, level.upper()))
     for key in unknown_keys:  # warned before the log file was opened: the run's log keeps them too
-        _log_to_file(logger, _unknown_key_warning(cfg, key))
+        log_to_file(logger, _unknown_key_warning(cfg, key))
     grad_acc = _positive_int(cfg, 'gradient_accumulation', 1)
     _positive_int(cfg, 'max_epochs', 1)
     _positive_int(cfg, 'max_steps', None, allow_none=True)

@@ -451,13 +451,15 @@ def stopped_at(trainer: Any) -> str:
 
 
 def _any_checkpoint(directory: str) -> bool:
-    """Whether ``directory`` holds any ``.pt`` file (of any pipeline stage; not the temporary file of
-    a save that was cut short), on any process of a distributed run. Only a directory without one
+    """Whether ``directory`` holds a checkpoint to resume from (``epoch_N.pt``, ``iter_N.pt``,
+    ``latest.pt``, of any pipeline stage; not save_best's ``best.pt``, nor the temporary file of a
+    save that was cut short), on any process of a distributed run. Only a directory without one
     starts a run from scratch: the processes resume or start over together, and a file that is
     there but cannot be resumed from (another stage's only, damaged) fails the load with its reason."""
     import torch.distributed as dist
-    found = osp.isdir(directory) and any(name.endswith('.pt') and not name.startswith('.')
-                                         for name in os.listdir(directory))
+
+    from .checkpoint import resumable_name
+    found = osp.isdir(directory) and any(resumable_name(name) for name in os.listdir(directory))
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         everyone: List[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(everyone, found)

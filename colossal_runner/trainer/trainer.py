@@ -23,7 +23,7 @@ from ..engine.batch import call_model, to_device
 from ..engine.engine import NonFiniteLossError
 from ..registry import HOOKS
 from ..utils.checks import check_positive_int
-from ..utils.logging import MetricWriter, get_logger, run_log_path
+from ..utils.logging import MetricWriter, get_logger, log_to_file, run_log_path
 from .data_position import DataPosition, set_sampler_epoch
 from .hooks.base_hook import BaseHook, check_hook_methods, note_hook_failure
 from .hooks.metric_hook import read_metrics
@@ -114,7 +114,7 @@ class Trainer:
         hook.priority = get_priority(hook.priority)
         for problem in check_hook_methods(hook):  # (a method whose signature does not fit raises)
             warnings.warn(problem, UserWarning, stacklevel=2)
-            self.logger.warning(problem)
+            log_to_file(self.logger, problem)  # (the console has the warning once)
         # After every hook of lower or equal priority: ties keep registration order.
         position = sum(1 for h in self.hooks if h.priority <= hook.priority)
         self.hooks.insert(position, hook)

@@ -66,6 +66,17 @@ def get_logger(name: str = 'colossal_runner', log_file: Optional[str] = None,
     return logger
 
 
+def log_to_file(logger: logging.Logger, message: str) -> None:
+    """Write a warning into ``logger``'s log files only: one the console has already shown (a
+    ``warnings.warn``), or given before the log file existed."""
+    if not logger.isEnabledFor(logging.WARNING):
+        return
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def detach_log_file(logger: logging.Logger, keep: Optional[str] = None) -> None:
     """Close and detach the log file :func:`get_logger` added to ``logger``, unless it writes the
     absolute path ``keep``; handlers the user added stay."""

@@ -53,7 +53,10 @@ def test_resume_without_any_checkpoint_starts_from_scratch_unless_a_path_is_name
     fresh, empty = tmp_path / 'fresh', tmp_path / 'empty'
     (empty / 'checkpoints').mkdir(parents=True)
     (empty / 'checkpoints' / '.iter_1.pt.0a1b2c.tmp').write_bytes(b'cut short')
-    for work_dir in (fresh, empty):
+    best_only = tmp_path / 'best_only'  # save_best wrote best.pt before the first interval's save
+    (best_only / 'checkpoints').mkdir(parents=True)
+    (best_only / 'checkpoints' / 'best.pt').write_bytes(b'no place to go on from')
+    for work_dir in (fresh, empty, best_only):
         train_cli.main([TINY, '--work-dir', str(work_dir), '--no-progress', '--resume',
                         '--cfg-options', 'max_epochs=1'])
         out, err = capsys.readouterr()

@@ -1,5 +1,7 @@
 """Hooks checked as they are registered (point names, signatures), hook state that is not a dict,
 hooks given to fit / evaluate, and hook state values older torch versions cannot load."""
+import functools
+import logging
 import warnings
 
 import pytest
@@ -8,6 +10,7 @@ import torch
 from colossal_runner.checkpoint import check_weights_only
 from colossal_runner.trainer import BaseHook, Trainer
 from colossal_runner.trainer.hooks import STAGES
+from colossal_runner.utils.logging import detach_log_file
 
 from ._toy import make_engine, make_loader
 
@@ -31,16 +34,19 @@ class PortedHook(BaseHook):
         pass
 
 
-def _register(hook):
+def _register(hook, work_dir=None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        trainer = Trainer(make_engine())
+        trainer = Trainer(make_engine(), work_dir=work_dir)
         trainer.register_hook(hook)
     return trainer, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
-def test_methods_named_like_points_that_are_none_are_warned_about_with_the_point_to_use(project_log):
-    trainer, messages = _register(PortedHook())
+def test_methods_named_like_points_that_are_none_are_warned_about_with_the_point_to_use(tmp_path):
+    try:
+        trainer, messages = _register(PortedHook(), work_dir=str(tmp_path))
+    finally:
+        detach_log_file(logging.getLogger('colossal_runner'))
     assert trainer.hooks[-1].__class__ is PortedHook  # registered all the same
     by_method = {name: [m for m in messages if f'PortedHook.{name} is never called' in m]
                  for name in ('before_run', 'after_val_epoch', 'after_train_iteration', 'on_train_epoch_end',
@@ -56,8 +62,9 @@ def test_methods_named_like_points_that_are_none_are_warned_about_with_the_point
     assert ('Did you mean after_train_iter(self, runner, output, label, loss)?'
             in by_method['after_train_iteration'][0])
     assert all(stage in messages[0] for stage in STAGES)  # the list of points
-    # the Trainer's log has them too
-    assert sum('is never called' in line for line in project_log.lines) == 5
+    # the run's log file has them too (the console has each warning once, from warnings.warn)
+    log_text = ''.join(path.read_text() for path in tmp_path.glob('*.log'))
+    assert log_text.count('is never called') == 5
 
 
 def test_a_correct_hook_and_the_built_in_hooks_give_no_warning():
@@ -108,6 +115,25 @@ def test_a_point_whose_signature_cannot_take_the_trainers_arguments_is_refused_a
             pass
 
     Trainer(make_engine(), hooks=[Flexible()]).fit(make_loader(8), epochs=1)
+
+
+def test_a_decorator_whose_wrapper_takes_the_trainers_arguments_is_not_refused():
+    # functools.wraps makes inspect.signature show the wrapped function, which takes one more
+    def inject(function):
+        @functools.wraps(function)
+        def wrapper(self, runner):
+            return function(self, runner, calls)
+        return wrapper
+
+    calls = []
+
+    class Injected(BaseHook):
+        @inject
+        def after_train_epoch(self, runner, seen):
+            seen.append(runner.states['epoch'])
+
+    Trainer(make_engine(), hooks=[Injected()]).fit(make_loader(8), epochs=2)
+    assert calls == [1, 2]
 
 
 class StateHook(BaseHook):

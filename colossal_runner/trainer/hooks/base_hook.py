@@ -148,12 +148,16 @@ def check_hook_methods(hook: BaseHook) -> List[str]:
             continue
         try:
             signature = inspect.signature(getattr(hook, stage))
+            outer = inspect.signature(getattr(hook, stage), follow_wrapped=False)
         except (TypeError, ValueError):  # no signature to read (a builtin): called as it is
             continue
         expected = _signature_text(getattr(BaseHook, stage), stage)
         placeholders = [None] * (len(inspect.signature(getattr(BaseHook, stage)).parameters) - 1)
         try:
-            signature.bind(*placeholders)
+            try:
+                signature.bind(*placeholders)
+            except TypeError:  # a decorator's wrapper (functools.wraps) may take them and pass on others
+                outer.bind(*placeholders)
         except TypeError as exc:
             shown = _signature_text(own, stage) if inspect.isfunction(own) else f'{stage}{signature}'
             raise TypeError(f'{cls.__name__}.{shown} cannot take the arguments the Trainer passes to it: '
