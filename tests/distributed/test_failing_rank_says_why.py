@@ -3,6 +3,7 @@ cuts the ranks short: the failing rank says its error before telling the others 
 torchrun then SIGTERMs it while it waits for them), and a rank SIGTERMed before its watcher read
 the failure names it instead of a bare "terminated (SIGTERM)"."""
 import datetime
+import gc
 import logging
 import os
 import signal
@@ -78,6 +79,13 @@ def failed_job():
     set_watcher(watchers[0])
     yield watchers[0]
     set_watcher(None)
+    # The store's server thread must not outlive the test: a rank that a later test forks from this
+    # process inherits a copy of whatever that thread held at the fork, and may hang in its own
+    # store (tests/distributed/test_faults.py's forked ranks did, on some machines).
+    for watcher in watchers:
+        watcher.store = None
+    del watchers, store
+    gc.collect()
 
 
 @pytest.mark.skipif(sys.platform == 'win32', reason='POSIX signals')
