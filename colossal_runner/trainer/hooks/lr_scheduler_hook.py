@@ -1,6 +1,7 @@
 """LRSchedulerHook: records the learning rate, and optionally steps the scheduler per epoch."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Union
 
 from ...engine.engine import kind_name, load_scheduler_state
@@ -71,7 +72,7 @@ class LRSchedulerHook(MetricHook):
         if self._pending_epoch is not None and runner.states['epoch'] > self._pending_epoch:
             self._pending_epoch = None  # the held-back epoch was not gone on with: its step is due
             if self.lr_scheduler is not None:
-                self.lr_scheduler.step()
+                self._step()
 
     # The metric follows engine.step_lr (see after_hook_is_attached), which is known on every
     # pipeline stage, loss or not; nothing to do after the step: BaseHook's no-op, which the
@@ -87,6 +88,14 @@ class LRSchedulerHook(MetricHook):
             self._pending_epoch = runner.states['epoch']
         else:
             self._pending_epoch = None
+            self._step()
+
+    def _step(self) -> None:
+        # A resumed process can owe a step before its optimizer has stepped (the held-back step, the
+        # end of the checkpoint's epoch): torch's warning that this skips a value of the schedule
+        # is about a scheduler stepped out of turn, which this is not.
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before')
             self.lr_scheduler.step()
 
     def state_dict(self) -> Dict[str, Any]:
