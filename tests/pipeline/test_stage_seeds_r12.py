@@ -8,16 +8,13 @@ import torch
 from torch import nn
 
 from colossal_runner.testing import run_distributed
+from colossal_runner.testing.hooks import StopAfterIteration, StopTraining
 
 SEED = 11
 # 14 layers, 7 alike per stage; a Sigmoid output is never 0 unless dropped
 MODEL = dict(type='MLP', in_features=16, hidden=(16, 16, 16, 16), num_classes=16, dropout=0.5,
              activation='Sigmoid')
 STEPS_PER_EPOCH, EPOCHS, STOP_AT = 6, 2, 8  # 24 samples, batches of 4; checkpoints every 4 steps
-
-
-class Stop(Exception):
-    pass
 
 
 def _config():
@@ -35,16 +32,6 @@ def _worker(rank, world_size, root):
     from colossal_runner.distributed import set_seed
     from colossal_runner.initialize import initialize
     from colossal_runner.registry import MODELS
-    from colossal_runner.trainer.hooks import BaseHook
-
-    class StopAfter(BaseHook):
-        def __init__(self, at):
-            super().__init__('LOWEST')  # after the checkpoint hook, as a kill right after the save
-            self.at = at
-
-        def after_train_iter(self, runner, output, label, loss):
-            if runner.states['iteration'] == self.at:
-                raise Stop
 
     def params(run):
         return {n: p.detach().clone() for n, p in run.engine.model.named_parameters()}
@@ -68,10 +55,10 @@ def _worker(rank, world_size, root):
 
     # 2. stopped after the checkpoint of step 8, then resumed from it by a fresh run
     run = initialize(_config(), work_dir=f'{root}/resumed', log_file=False)
-    run.trainer.register_hook(StopAfter(STOP_AT))
+    run.trainer.register_hook(StopAfterIteration(STOP_AT))
     try:
         run.trainer.fit(run.train_dataloader, EPOCHS)
-    except Stop:
+    except StopTraining:
         pass
     run = initialize(_config(), work_dir=f'{root}/resumed', log_file=False)
     run.trainer.resume(f'{root}/resumed/checkpoints/iter_{STOP_AT}.pt')

@@ -4,7 +4,6 @@ Bit-identical on the CPU for every k, at and between iteration checkpoints, mid-
 epoch's end, with three ways of shuffling (DistributedSampler, the global RNG, a loader generator),
 dropout, random augmentation in the dataset and gradient accumulation with a left-over batch.
 """
-import os
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from colossal_runner.checkpoint import load_checkpoint
 from colossal_runner.data import build_dataloader
 from colossal_runner.engine import Engine
+from colossal_runner.testing.hooks import StopAfterIteration, StopTraining
 from colossal_runner.trainer import Trainer
 from colossal_runner.trainer.hooks import (AccuracyHook, BaseHook, LossHook, LRSchedulerHook,
                                             SaveCheckpointHook)
@@ -45,22 +45,6 @@ def make_loader(kind):
     return DataLoader(dataset, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(5))
 
 
-class Stop(Exception):
-    pass
-
-
-class Killer(BaseHook):
-    """Stops the run right after iteration ``at`` (after the checkpoint hook), like a kill would."""
-
-    def __init__(self, at):
-        super().__init__('LOWEST')
-        self.at = at
-
-    def after_train_iter(self, runner, output, label, loss):
-        if runner.states['iteration'] == self.at:
-            raise Stop
-
-
 def run(kind, ckpt_dir, stop_at=None, resume_from=None):
     torch.manual_seed(0 if resume_from is None else 99)   # a resumed run must not rely on the seed
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
@@ -69,23 +53,20 @@ def run(kind, ckpt_dir, stop_at=None, resume_from=None):
     engine = Engine(model, nn.CrossEntropyLoss(), optimizer, lr_scheduler=scheduler, gradient_accumulation=2)
     hooks = [LossHook(), SaveCheckpointHook(interval=INTERVAL, by_epoch=False, checkpoint_dir=ckpt_dir)]
     if stop_at is not None:
-        hooks.append(Killer(stop_at))
+        hooks.append(StopAfterIteration(stop_at))
     trainer = Trainer(engine, hooks=hooks)
     loader = make_loader(kind)
     if resume_from is not None:
         trainer.resume(resume_from)
     try:
         trainer.fit(loader, epochs=EPOCHS)
-    except Stop:
+    except StopTraining:
         return None
     assert trainer.states['iteration'] == TOTAL
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.fixture(autouse=True)
-def no_fsync(monkeypatch):
-    # fsync makes the files durable, which these in-process checks do not need; it is slow here.
-    monkeypatch.setattr(os, 'fsync', lambda fd: None)
+pytestmark = pytest.mark.usefixtures('no_fsync')
 
 
 @pytest.mark.parametrize('kind', ['distributed_sampler', 'global_rng', 'loader_generator'])

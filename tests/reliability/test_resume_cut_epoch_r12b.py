@@ -4,7 +4,6 @@ checkpoint, save_last's), trains the rest of the epoch as the uninterrupted long
 epoch's learning rate (a per-epoch scheduler is not stepped at the end max_steps brought early), with
 the RNG the steps left (no test pass happened there in the longer run), and with the metrics.jsonl
 records of the longer run (the early end's records are replaced by the epoch's real end)."""
-import os
 import shutil
 
 import pytest
@@ -18,13 +17,7 @@ from colossal_runner.trainer.hooks import (BaseHook, LogMetricByEpochHook, LogMe
 
 from ..trainer._toy import make_loader
 
-# a resumed process's first scheduler step may be an epoch end's: torch warns, the order is right
-pytestmark = pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step\\(\\)` before')
-
-
-@pytest.fixture(autouse=True)
-def no_fsync(monkeypatch):
-    monkeypatch.setattr(os, 'fsync', lambda fd: None)  # durability is not what these tests check
+pytestmark = pytest.mark.usefixtures('no_fsync')
 
 
 class Rates(BaseHook):

@@ -10,6 +10,7 @@ from torch import nn
 
 from colossal_runner.checkpoint import checkpoints_after, find_latest, load_checkpoint, point_latest
 from colossal_runner.engine import Engine
+from colossal_runner.testing.hooks import StopAfterIteration, StopTraining
 from colossal_runner.trainer import Trainer
 from colossal_runner.trainer.hooks import (BaseHook, LoadCheckpointHook, LogMemoryByEpochHook,
                                            LogMetricByEpochHook, LogMetricByStepHook, LossHook,
@@ -18,14 +19,7 @@ from colossal_runner.trainer.hooks import (BaseHook, LoadCheckpointHook, LogMemo
 from ..trainer._toy import make_loader
 
 
-# torch's warning when a resumed process's first scheduler step (an epoch end's) comes before any
-# optimizer step of that process: the schedule is the checkpoint's, its order is right
-pytestmark = pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step\\(\\)` before')
-
-
-@pytest.fixture(autouse=True)
-def no_fsync(monkeypatch):
-    monkeypatch.setattr(os, 'fsync', lambda fd: None)  # durability is not what these tests check
+pytestmark = pytest.mark.usefixtures('no_fsync')
 
 
 class EpochEnds(BaseHook):
@@ -38,22 +32,6 @@ class EpochEnds(BaseHook):
     def after_train_epoch(self, runner):
         self.ends.append((runner.states['epoch'], runner.states['iteration'], runner.engine.get_lr(),
                           runner.states['metrics']['train']['Loss'].get_accumulated_value()))
-
-
-class Stop(Exception):
-    pass
-
-
-class StopAt(BaseHook):
-    """Raises after iteration ``at``'s hooks (its checkpoint saved), as a kill there would stop it."""
-
-    def __init__(self, at):
-        super().__init__('LOWEST')
-        self.at = at
-
-    def after_train_iter(self, runner, output, label, loss):
-        if runner.states['iteration'] == self.at:
-            raise Stop
 
 
 def build(work_dir, *hooks, interval=5):
@@ -155,13 +133,13 @@ def test_a_resume_from_an_older_checkpoint_points_latest_at_it(tmp_path, project
     had dropped: a plain resume then went on from iter_6 and the records of 4-6 were never written
     again. Now latest.pt names iter_3.pt, and the runs end with the uninterrupted run's records."""
     def run(work_dir, stop_at=None, resume=None):
-        trainer, _ = build(work_dir, LogMetricByStepHook(interval=1), *([StopAt(stop_at)] if stop_at else []),
-                           interval=3)
+        stops = [StopAfterIteration(stop_at)] if stop_at else []
+        trainer, _ = build(work_dir, LogMetricByStepHook(interval=1), *stops, interval=3)
         if resume:
             trainer.resume(resume)
         try:
             fit(trainer, max_steps=None, epochs=1)
-        except Stop:
+        except StopTraining:
             pass
         return trainer
 
