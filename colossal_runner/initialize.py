@@ -22,8 +22,8 @@ from .config import Config, ConfigError
 from .config.config import import_custom
 from .config.pretty import plain_numbers
 from .data import UnpaddedDistributedSampler, build_dataloader, build_dataset
-from .data.char_text import VocabularyError
-from .data.dataloader import fixed_order, warn_fixed_samples_left_out
+from .data.char_text import VocabularyError, vocabulary_text
+from .data.dataloader import fixed_order, unsplittable_batch, warn_fixed_samples_left_out
 from .distributed import (ParallelContext, broadcast_parameters, get_context, get_device, set_seed,
                           setup_parallel, wrap_data_parallel)
 from . import models as _models  # noqa: F401  (registers MLP, SimpleCNN, TinyGPT, losses)
@@ -627,19 +627,14 @@ def check_microbatches(cfg: Config, schedule: Any, *loaders: Optional[DataLoader
     if not m or m == 1:
         return
     for split, loader in zip(('train', 'test'), loaders):
-        if loader is None or loader.batch_size is None:
-            continue
-        bs = loader.batch_size
-        if bs % m:
-            raise ConfigError(f'batch_size={bs} is not divisible by schedule.num_microbatches={m}; make '
-                              f'the batch size a multiple of {m} or change num_microbatches',
-                              cfg.filename, f'data.{split}.dataloader.batch_size')
-        samples = len(loader.sampler) if hasattr(loader.sampler, '__len__') else None
-        if samples is not None and not loader.drop_last and (samples % bs) % m:
-            raise ConfigError(f'the last batch of {split} has {samples % bs} samples ({samples} per rank, '
-                              f'batch_size={bs}), which schedule.num_microbatches={m} does not divide; set '
-                              f'drop_last=True in data.{split}.dataloader or change the batch size',
-                              cfg.filename, f'data.{split}.dataloader.drop_last')
+        problem, setting = unsplittable_batch(loader, m)
+        if problem:
+            fix = (f'make the batch size a multiple of {m} or change num_microbatches'
+                   if setting == 'batch_size' else
+                   f'set drop_last=True in data.{split}.dataloader or change the batch size')
+            problem = problem.replace('num_microbatches=', 'schedule.num_microbatches=')
+            raise ConfigError(f'{problem}; {fix}',
+                              cfg.filename, f'data.{split}.dataloader.{setting}')
 
 
 def build_data(cfg: Config, context: ParallelContext, seed: int):
@@ -671,14 +666,13 @@ def build_data(cfg: Config, context: ParallelContext, seed: int):
         except VocabularyError as exc:
             if not shared:
                 raise
-            shown = ''.join(exc.missing[:20]) + ('...' if len(exc.missing) > 20 else '')
             raise ConfigError(f'the test text has {len(exc.missing)} distinct characters that the training '
-                              f'text has not: {shown!r}. The test dataset is given the training dataset\'s '
-                              f'vocabulary ({len(vocabulary)} characters), so that each id means the same '
-                              f'character as in training. Use the same text and max_chars in '
-                              f'data.train.dataset and data.test.dataset (the test split is the end of that '
-                              f'text), or set data.test.dataset.chars to a vocabulary holding them: the '
-                              f'training characters first, in their order, then the new ones, with '
+                              f'text has not: {vocabulary_text(exc.missing, 20)}. The test dataset is given '
+                              f"the training dataset's vocabulary ({len(vocabulary)} characters), so that "
+                              f'each id means the same character as in training. Use the same text and '
+                              f'max_chars in data.train.dataset and data.test.dataset (the test split is the '
+                              f'end of that text), or set data.test.dataset.chars to a vocabulary holding '
+                              f'them: the training characters first, in their order, then the new ones, with '
                               f'model.vocab_size covering them all',
                               cfg.filename, 'data.test.dataset') from None
         loaders[split] = _build(cfg, f'data.{split}.dataloader', build_dataloader, part.get('dataloader'),

@@ -21,7 +21,7 @@ _LOADER_KEYS = ('batch_size', 'shuffle', 'num_workers', 'drop_last', 'pin_memory
 
 
 # first arguments of torch's samplers that are not the dataset (they come from the config)
-_NOT_A_DATASET = ('weights', 'indices', 'sampler')
+_NOT_A_DATASET = ('weights', 'indices')
 
 def _build_transform(cfg: Any) -> Any:
     """A transform from ``dict(type=...)``, a list of them (composed), or an object as is."""
@@ -382,7 +382,7 @@ def unsplittable_batch(loader: Any, num_microbatches: Optional[int]) -> Tuple[st
         return f'batch_size={bs} is not divisible by num_microbatches={m}', 'batch_size'
     sampler = getattr(loader, 'sampler', None)
     samples = len(sampler) if hasattr(sampler, '__len__') else None
-    if samples is not None and not loader.drop_last and (samples % bs) % m:
+    if samples is not None and not getattr(loader, 'drop_last', False) and (samples % bs) % m:
         return (f'the last batch has {samples % bs} samples ({samples} per rank, batch_size={bs}), which '
                 f'num_microbatches={m} does not divide', 'drop_last')
     return '', ''

@@ -112,7 +112,8 @@ class Trainer:
             raise TypeError(f'{type(hook).__name__} has no priority: call super().__init__(priority) '
                             f'in its __init__')
         hook.priority = get_priority(hook.priority)
-        for problem in check_hook_methods(hook):  # (a method whose signature does not fit raises)
+        problems = check_hook_methods(hook)  # (a method whose signature does not fit raises, on every rank)
+        for problem in problems if get_context().is_logging_rank else ():  # said once per run
             warnings.warn(problem, UserWarning, stacklevel=2)
             log_to_file(self.logger, problem)  # (the console has the warning once)
         # After every hook of lower or equal priority: ties keep registration order.
@@ -903,8 +904,8 @@ class Trainer:
         model = self.engine.model
         model = model.module if isinstance(model, DistributedDataParallel) else model
         own_state, weights = model.state_dict(), engine_state['model']
-        if finetune and get_context().pipeline_size > 1:
-            weights = _stage_weights(model, own_state, weights)
+        if finetune and (get_context().pipeline_size > 1 or isinstance(model, torch.nn.ModuleList)):
+            weights = _stage_weights(model, own_state, weights)  # (interleaved chunks on one process too)
         own, saved = set(own_state), set(weights)
         missing, unexpected = sorted(own - saved), sorted(saved - own)
         # Same name, another shape: a new classifier head when fine-tuning, typically.

@@ -79,3 +79,15 @@ def test_a_stages_own_file_is_still_preferred_to_a_whole_one_of_that_name(tmp_pa
     save_checkpoint(stage_state, path[:-3] + '_stage1.pt')
     trainer.resume(path, finetune=True)
     assert all(torch.equal(v, own[k]) for k, v in stage.state_dict().items())
+
+
+def test_interleaved_chunks_on_one_process_take_the_whole_models_weights(tmp_path):
+    path, whole = _whole_model_run(tmp_path)
+    set_context(ParallelContext())
+    torch.manual_seed(5)
+    chunks = build_pipeline_model(dict(MLP_CFG), num_model_chunks=2)  # one process: all layers, in 2 chunks
+    engine = Engine(chunks, torch.nn.CrossEntropyLoss(), torch.optim.SGD(chunks.parameters(), lr=0.1),
+                    step_schedule=InterleavedPipelineSchedule(2, 2))
+    Trainer(engine).resume(path, finetune=True)
+    got = {k.split('.', 1)[1]: v for k, v in chunks.state_dict().items()}
+    assert set(got) == set(whole) and all(torch.equal(v, whole[k]) for k, v in got.items())
