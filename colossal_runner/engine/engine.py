@@ -277,10 +277,8 @@ class Engine:
                 # the scaled gradients): 'raise' or 'skip' as without fp16. Read only in such a step,
                 # whose skip the scaler's scale, read on the host, already told; every rank skipped it.
                 return self._drop_step(results)
-            elif self.lr_scheduler is not None:
-                with warnings.catch_warnings():  # the schedule follows the step count even when fp16 skips
-                    warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)`')
-                    self.lr_scheduler.step()
+            elif self.lr_scheduler is not None:  # the schedule follows the step count even when fp16 skips
+                step_scheduler(self.lr_scheduler)
             self.optimizer.zero_grad(set_to_none=True)
             return self._gather(results)
         except BaseException:
@@ -500,9 +498,7 @@ class Engine:
                 f"nonfinite_loss = 'skip' to drop such steps.", loss=value, lr=lr, local=bool(bad))
         self.nonfinite_skips += 1
         if self.lr_scheduler is not None:  # the schedule follows the iteration count, as with fp16 skips
-            with warnings.catch_warnings():
-                warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)`')
-                self.lr_scheduler.step()
+            step_scheduler(self.lr_scheduler)
         output, label, _ = self._gather(results)
         return output, label, None
 
@@ -788,6 +784,16 @@ def _other_kind(optimizer: torch.optim.Optimizer, missing: List[str]) -> ValueEr
                       f'it has no {missing}, which {kind} needs, so it was saved by '
                       f'another kind of optimizer. Resume with the optimizer the checkpoint was trained '
                       f'with, or load the weights only (finetune=True, or the model weights by hand).')
+
+
+def step_scheduler(scheduler: Any) -> None:
+    """``scheduler.step()`` without torch's warning that it came before ``optimizer.step()``: meant
+    for a scheduler stepped out of turn, it also fires for a step the schedule owes when no optimizer
+    step was taken (one the grad scaler or the finite-loss check skipped, an epoch's end in a
+    resumed process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)`')
+        scheduler.step()
 
 
 def _copy_number(value: Any) -> Any:

@@ -1,10 +1,9 @@
 """LRSchedulerHook: records the learning rate, and optionally steps the scheduler per epoch."""
 from __future__ import annotations
 
-import warnings
 from typing import Any, Dict, Union
 
-from ...engine.engine import kind_name, load_scheduler_state
+from ...engine.engine import kind_name, load_scheduler_state, step_scheduler
 from ...registry import HOOKS
 from ..metrics import LearningRate, Metric
 from ..priority import Priority
@@ -91,12 +90,9 @@ class LRSchedulerHook(MetricHook):
             self._step()
 
     def _step(self) -> None:
-        # A resumed process can owe a step before its optimizer has stepped (the held-back step, the
-        # end of the checkpoint's epoch): torch's warning that this skips a value of the schedule
-        # is about a scheduler stepped out of turn, which this is not.
-        with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before')
-            self.lr_scheduler.step()
+        # (a resumed process can owe a step before its optimizer has stepped: the held-back step, the
+        # end of the checkpoint's epoch)
+        step_scheduler(self.lr_scheduler)
 
     def state_dict(self) -> Dict[str, Any]:
         if self.lr_scheduler is None:
