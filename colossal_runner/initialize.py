@@ -505,7 +505,7 @@ def check_equal_training_shards(cfg: Config, loader: Optional[DataLoader], conte
     sampler = loader.sampler
     if isinstance(sampler, UnpaddedDistributedSampler):
         n, total = sampler.num_replicas, sampler.total_size
-        shares = sorted({len(range(r, total, n)) for r in range(n)}, reverse=True)
+        shares = sorted(set(UnpaddedDistributedSampler.shares(total, n)), reverse=True)
         raise ConfigError(f'UnpaddedDistributedSampler is for test loaders: it splits the {total} '
                           f'training samples over the {n} data-parallel replicas without repeating any, so '
                           f"their shares differ ({' or '.join(map(str, shares))} samples) and so may their "

@@ -6,7 +6,7 @@ import inspect
 import logging
 import random
 import warnings
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -112,7 +112,12 @@ class UnpaddedDistributedSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                          drop_last=False)
         self.total_size = len(dataset)
-        self.num_samples = len(range(rank, self.total_size, num_replicas))
+        self.num_samples = self.shares(self.total_size, num_replicas)[rank]
+
+    @staticmethod
+    def shares(total: int, num_replicas: int) -> List[int]:
+        """How many of ``total`` samples each replica reads (they differ by at most one)."""
+        return [len(range(rank, total, num_replicas)) for rank in range(num_replicas)]
 
     def __iter__(self):
         if self.shuffle:
@@ -345,7 +350,7 @@ def _warn_fixed_samples_left_out(dataset: Dataset, sampler: Any, shuffle: bool, 
     if not drop_last:
         return
     if isinstance(sampler, UnpaddedDistributedSampler):  # shards differ by one sample
-        shares = [len(range(r, total, replicas)) for r in range(replicas)]
+        shares = UnpaddedDistributedSampler.shares(total, replicas)
     else:
         shares = [per_replica] * data_size
     left_out = sum(share % batch_size for share in shares)
